@@ -1,0 +1,259 @@
+"""Classify images and volumes with a checkpoint (pure core, no Qt).
+
+:func:`classify` is a generator: it yields ``("classify", done, total)``
+progress and returns a :class:`ClassificationResult`.  Widgets run it in a
+worker; the CLI and tests drain it with :func:`run`.
+
+Scopes:
+
+* ``"slice"``: one 2D image (or ``slice_index`` of a volume) through a 2D
+  model;
+* ``"slices"``: every slice of a volume through a 2D model, batched; the
+  volume-level probabilities are the mean over slices, and per-slice
+  probabilities are returned;
+* ``"volume"``: the whole volume through a CNN+RNN (``sequence``) or 3D CNN
+  (``volume``) model; CNN+RNN models also return per-slice probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Progress = tuple[str, int, int]
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_seed_cnn.safetensors"
+
+
+@dataclass
+class ClassificationResult:
+    """Outcome of one classification.
+
+    Attributes:
+        classes: class names in output order.
+        probabilities: calibrated class probabilities (sum to 1).
+        label: the predicted class name; ``index`` its position.
+        scope: ``slice``, ``slices`` or ``volume``.
+        slice_probabilities: (S, K) per-slice probabilities, or None.
+        slice_index: the slice classified in ``slice`` scope, if any.
+        model_id, model_name, model_path: the model's identity.
+        device: where it ran; elapsed_s: wall time in seconds.
+        warnings: things the user should know (constant image...).
+    """
+
+    classes: list[str]
+    probabilities: list[float]
+    label: str
+    index: int
+    scope: str
+    slice_probabilities: np.ndarray | None = None
+    slice_index: int | None = None
+    model_id: str = ""
+    model_name: str = ""
+    model_path: str = ""
+    device: str = "cpu"
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (no image data, no patient data)."""
+        d = {
+            "label": self.label,
+            "index": self.index,
+            "classes": list(self.classes),
+            "probabilities": [float(p) for p in self.probabilities],
+            "scope": self.scope,
+            "slice_index": self.slice_index,
+            "model_id": self.model_id,
+            "model_name": self.model_name,
+            "device": self.device,
+            "elapsed_s": round(float(self.elapsed_s), 4),
+            "warnings": list(self.warnings),
+        }
+        if self.slice_probabilities is not None:
+            d["slice_probabilities"] = np.round(self.slice_probabilities, 6).tolist()
+        return d
+
+
+def default_model_path() -> Path:
+    """The Br35H brain-MR model shipped in the package."""
+    return DEFAULT_MODEL
+
+
+def resolve_model(model=None, device=None):
+    """A :class:`LoadedModel` from None (default), a path, or a LoadedModel."""
+    from .models.checkpoint import LoadedModel, load_checkpoint
+
+    if isinstance(model, LoadedModel):
+        return model
+    path = default_model_path() if model is None else model
+    return load_checkpoint(os.fspath(path), device)
+
+
+def _spatial_ndim(images: Sequence[np.ndarray], rgb: bool) -> int:
+    return images[0].ndim - (1 if rgb else 0)
+
+
+def _check_images(images: Sequence[np.ndarray], rgb: bool) -> list[str]:
+    if not images:
+        raise ValueError("no image given")
+    shape = images[0].shape
+    for im in images[1:]:
+        if im.shape != shape:
+            raise ValueError(
+                f"channel layers must have the same shape: {shape} vs {im.shape}"
+            )
+    warnings = []
+    for i, im in enumerate(images):
+        if im.size == 0:
+            raise ValueError(f"channel {i} is empty (shape {im.shape})")
+        sample = np.asarray(im).ravel()[:: max(1, im.size // 1_000_000)]
+        if np.nanmax(sample) == np.nanmin(sample):
+            warnings.append(
+                f"channel {i} is constant ({float(sample[0]):g}); the prediction "
+                "does not reflect image content"
+            )
+    nd = _spatial_ndim(images, rgb)
+    if nd not in (2, 3):
+        raise ValueError(f"expected a 2D image or a 3D volume, got shape {shape}")
+    return warnings
+
+
+def _probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from .training.metrics import softmax
+
+    return softmax(logits, temperature).astype(np.float32)
+
+
+def classify(
+    images: Sequence[np.ndarray],
+    model=None,
+    *,
+    scope: str = "slice",
+    spacing: Sequence[float] | None = None,
+    slice_index: int | None = None,
+    rgb: bool = False,
+    batch_size: int = 32,
+    device=None,
+) -> Generator[Progress, None, ClassificationResult]:
+    """Classify co-registered images (one array per channel/layer).
+
+    Args:
+        images: arrays of equal shape, (H, W), (H, W, 3) with ``rgb``, or
+            (S, H, W) volumes; their order is the card's channel order.
+        model: None (the default model), a checkpoint path or a LoadedModel.
+        scope: ``slice``, ``slices`` or ``volume`` (see module docstring).
+        spacing: the layer's scale in mm (array order); the last two values
+            (row, column) square the crop in mm.
+        slice_index: which slice of a volume to classify in ``slice`` scope.
+        rgb: the arrays carry a trailing RGB axis.
+        batch_size: slices per forward pass.
+
+    Raises:
+        CardError / ValueError: input the model cannot take; raised before
+            any compute with a message saying what was expected.
+    """
+    import torch
+
+    from .preprocessing import prepare
+
+    t0 = time.perf_counter()
+    loaded = resolve_model(model, device)
+    card = loaded.card
+    images = [np.asarray(im) for im in images]
+    warnings = _check_images(images, rgb)
+    nd = _spatial_ndim(images, rgb)
+    inplane = tuple(spacing[-2:]) if spacing is not None else (1.0, 1.0)
+    if scope not in ("slice", "slices", "volume"):
+        raise ValueError(f"scope must be slice, slices or volume, not {scope!r}")
+    if scope == "volume":
+        card.check_input(len(images), 3 if nd == 3 else nd)
+    else:
+        if card.input_kind != "slice":
+            raise ValueError(
+                f"model '{card.name or card.arch}' reads whole volumes; use "
+                "scope 'volume'"
+            )
+        card.check_input(len(images), 2)
+        if nd == 3 and scope == "slice":
+            if slice_index is None:
+                raise ValueError("slice scope on a volume needs slice_index")
+            if not 0 <= slice_index < images[0].shape[0]:
+                raise ValueError(
+                    f"slice {slice_index} outside the volume's "
+                    f"{images[0].shape[0]} slices"
+                )
+            images = [im[slice_index] for im in images]
+            nd = 2
+        elif nd == 2 and scope == "slices":
+            scope = "slice"
+    dev = loaded.device
+    net = loaded.model
+    record = card.preprocessing
+    slice_probs = None
+    with torch.inference_mode():
+        if scope == "slice":
+            yield ("classify", 0, 1)
+            x = prepare(images, record, inplane)[None]
+            logits = net(torch.from_numpy(x).to(dev)).float().cpu().numpy()
+            probs = _probs(logits, card.temperature)[0]
+            yield ("classify", 1, 1)
+        elif scope == "slices":
+            n = images[0].shape[0]
+            chunks = []
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                batch = np.stack(
+                    [
+                        prepare([im[k] for im in images], record, inplane)
+                        for k in range(start, stop)
+                    ]
+                )
+                out = net(torch.from_numpy(batch).to(dev))
+                chunks.append(out.float().cpu().numpy())
+                yield ("classify", stop, n)
+            slice_probs = _probs(np.concatenate(chunks), card.temperature)
+            probs = slice_probs.mean(axis=0)
+        else:
+            yield ("classify", 0, 1)
+            x = torch.from_numpy(prepare(images, record, inplane)[None]).to(dev)
+            if hasattr(net, "forward_with_slices"):
+                out = net.forward_with_slices(x)
+                logits = out.logits.float().cpu().numpy()
+                slice_probs = _probs(
+                    out.slice_logits[0].float().cpu().numpy(), card.temperature
+                )
+            else:
+                logits = net(x).float().cpu().numpy()
+            probs = _probs(logits, card.temperature)[0]
+            yield ("classify", 1, 1)
+    idx = int(np.argmax(probs))
+    return ClassificationResult(
+        classes=list(card.classes),
+        probabilities=[float(p) for p in probs],
+        label=card.classes[idx],
+        index=idx,
+        scope=scope,
+        slice_probabilities=slice_probs,
+        slice_index=slice_index if scope == "slice" else None,
+        model_id=card.model_id,
+        model_name=card.name or card.arch,
+        model_path=os.fspath(loaded.path),
+        device=str(dev),
+        elapsed_s=time.perf_counter() - t0,
+        warnings=warnings,
+    )
+
+
+def run(gen: Generator[Any, None, Any]) -> Any:
+    """Drain a progress generator and return its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

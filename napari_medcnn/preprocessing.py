@@ -1,0 +1,208 @@
+"""The preprocessing record and the functions that apply it.
+
+A model card stores a *record* (a JSON dict) of how training inputs were
+prepared; inference, saliency and fine-tuning apply the same record, so a
+user's DICOM slice is prepared exactly like the training JPEGs were.
+
+Record keys (all optional but ``size``):
+
+* ``color``: ``"luminance"`` - RGB input is turned to gray (ITU-R 601).
+* ``intensity``: ``{"mode": "percentile", "low": 1, "high": 99}`` (per
+  image or, with ``"scope": "volume"``, per volume), ``{"mode": "window",
+  "center": c, "width": w}`` in modality units (HU), or ``{"mode": "none"}``.
+  Output is float32 clipped to [0, 1].
+* ``foreground_crop``: ``{"threshold": 0.1, "margin": 0.05}`` crops to the
+  bounding box of normalised values above ``threshold``, widened by
+  ``margin`` of its size and made square in mm, so that heads of any field of
+  view fill the input alike.  ``None`` disables it.
+* ``size``: the model's input size, (H, W) (or (D, H, W) for 3D CNNs).
+* ``monochrome``: how MONOCHROME1 was handled (the reader inverts it, so
+  bright always means high signal); recorded, nothing to apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+RECORD_VERSION = 1
+
+
+def default_record(size: Sequence[int] = (128, 128)) -> dict[str, Any]:
+    """The record used by the default brain-MR model."""
+    return {
+        "version": RECORD_VERSION,
+        "color": "luminance",
+        "intensity": {"mode": "percentile", "low": 1.0, "high": 99.0},
+        "foreground_crop": {"threshold": 0.1, "margin": 0.05},
+        "size": list(size),
+        "resample": "area-weighted (antialiased) to size, square field of view in mm",
+        "monochrome": "MONOCHROME1 inverted by the reader (bright = high signal)",
+    }
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """RGB(A) (..., 3|4) -> luminance float32; gray input is returned as float32."""
+    a = np.asarray(image)
+    if a.ndim >= 3 and a.shape[-1] in (3, 4):
+        rgb = a[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return a.astype(np.float32, copy=False)
+
+
+def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
+    """Map intensities to [0, 1] float32 as the record says."""
+    a = np.asarray(data, dtype=np.float32)
+    mode = (intensity or {}).get("mode", "percentile")
+    if mode == "none":
+        return a
+    if mode == "window":
+        c, w = float(intensity["center"]), float(intensity["width"])
+        lo, hi = c - w / 2.0, c + w / 2.0
+    elif mode == "percentile":
+        finite = a[np.isfinite(a)]
+        if finite.size == 0:
+            return np.zeros_like(a)
+        step = max(1, finite.size // 2_000_000)
+        lo, hi = np.percentile(
+            finite[::step], [intensity.get("low", 1.0), intensity.get("high", 99.0)]
+        )
+    else:
+        raise ValueError(f"unknown intensity mode {mode!r}")
+    if not hi > lo:
+        return np.zeros_like(a)
+    out = (a - lo) / (hi - lo)
+    np.clip(out, 0.0, 1.0, out=out)
+    return np.nan_to_num(out, copy=False)
+
+
+def main_object(mask: np.ndarray, opening: int = 2) -> np.ndarray:
+    """The largest connected object of a 2D mask after a small opening.
+
+    Drops thin frames, rulers and burned-in text around the anatomy so they
+    do not widen the crop.  Returns the input when the opening removes all.
+    """
+    from scipy import ndimage
+
+    opened = ndimage.binary_opening(mask, iterations=opening) if opening else mask
+    lab, n = ndimage.label(opened)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == sizes.argmax()
+
+
+def foreground_box(
+    mask: np.ndarray,
+    spacing: Sequence[float],
+    margin: float = 0.05,
+) -> tuple[slice, slice]:
+    """Square (in mm) bounding box of ``mask`` (H, W), widened by ``margin``.
+
+    The box may extend past the image; :func:`crop_pad` pads with zeros.
+    Returns the whole image when the mask is empty.
+    """
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        y0, y1, x0, x1 = 0, h, 0, w
+    else:
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    sy, sx = float(spacing[0]), float(spacing[1])
+    side_mm = max((y1 - y0) * sy, (x1 - x0) * sx) * (1.0 + 2.0 * margin)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    hy, hx = side_mm / sy / 2.0, side_mm / sx / 2.0
+    return (
+        slice(int(np.floor(cy - hy)), int(np.ceil(cy + hy))),
+        slice(int(np.floor(cx - hx)), int(np.ceil(cx + hx))),
+    )
+
+
+def crop_pad(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """Crop the last two axes to ``box``, zero-padding where it leaves the image."""
+    h, w = image.shape[-2:]
+    ys, xs = box
+    pad_y = (max(0, -ys.start), max(0, ys.stop - h))
+    pad_x = (max(0, -xs.start), max(0, xs.stop - w))
+    core = image[
+        ..., max(0, ys.start) : min(h, ys.stop), max(0, xs.start) : min(w, xs.stop)
+    ]
+    if any(pad_y) or any(pad_x):
+        widths = [(0, 0)] * (image.ndim - 2) + [pad_y, pad_x]
+        core = np.pad(core, widths)
+    return core
+
+
+def resize(stack: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize the last ``len(size)`` axes with antialiasing (torch, float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    a = np.ascontiguousarray(stack, dtype=np.float32)
+    nd = len(size)
+    lead = a.shape[:-nd]
+    t = torch.from_numpy(a.reshape(-1, 1, *a.shape[-nd:]))
+    if nd == 2:
+        t = F.interpolate(
+            t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
+        )
+    else:
+        t = F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)
+    return t.reshape(*lead, *size).numpy()
+
+
+def prepare(
+    channels: Sequence[np.ndarray],
+    record: dict[str, Any],
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Prepare co-registered images for a model, as the record says.
+
+    Args:
+        channels: one array per channel, all the same shape: (H, W) slices,
+            (S, H, W) stacks of slices, or RGB (..., 3) (turned to gray).
+        record: the model card's preprocessing record.
+        spacing: in-plane pixel size (row, col) in mm, used to make the crop
+            square in mm; default 1 mm.
+
+    Returns:
+        float32 array (C, H', W') or (C, S, H', W') at ``record["size"]``
+        (for 3-element sizes the stack is resized in depth as well).
+    """
+    arrs = [
+        to_gray(c) if record.get("color") == "luminance" else np.asarray(c, np.float32)
+        for c in channels
+    ]
+    shape = arrs[0].shape
+    for a in arrs[1:]:
+        if a.shape != shape:
+            raise ValueError(f"channels differ in shape: {shape} vs {a.shape}")
+    if len(shape) not in (2, 3):
+        raise ValueError(f"expected a 2D slice or a 3D stack, got shape {shape}")
+    inten = record.get("intensity")
+    per_volume = (inten or {}).get("scope") == "volume"
+    normed = []
+    for a in arrs:
+        if len(shape) == 3 and not per_volume:
+            normed.append(np.stack([normalize(s, inten) for s in a]))
+        else:
+            normed.append(normalize(a, inten))
+    x = np.stack(normed)  # (C, [S,] H, W)
+    crop = record.get("foreground_crop")
+    if crop:
+        # one box for all channels and slices keeps them co-registered
+        mask = x[0] > float(crop.get("threshold", 0.1))
+        if mask.ndim == 3:
+            mask = mask.any(axis=0)
+        mask = main_object(mask)
+        box = foreground_box(mask, spacing or (1.0, 1.0), crop.get("margin", 0.05))
+        x = crop_pad(x, box)
+    size = list(record["size"])
+    if len(size) == 3:
+        if x.ndim != 4:
+            raise ValueError("a 3D model needs a volume, got a 2D slice")
+        return resize(x, size)
+    return resize(x, size[-2:])

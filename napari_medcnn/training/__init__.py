@@ -1,0 +1,1 @@
+"""Training: datasets, duplicate-aware splits, metrics and the training loop."""
