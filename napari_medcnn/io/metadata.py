@@ -1,0 +1,128 @@
+"""Non-identifying DICOM tags for ``layer.metadata``, and layer names.
+
+Patient name, ID and birth date are added only with ``include_phi=True``
+(see :mod:`napari_medcnn.config`).  Dates, institution and operator names
+and the like are never copied.  UIDs are kept: they are not patient data and
+later features key labels by series UID.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+from pydicom.valuerep import PersonName
+
+#: keyword in the dataset -> key in the metadata dict (plain values).
+SAFE_TAGS: dict[str, str] = {
+    "Modality": "modality",
+    "SeriesDescription": "series_description",
+    "SeriesNumber": "series_number",
+    "StudyDescription": "study_description",
+    "StudyInstanceUID": "study_uid",
+    "SeriesInstanceUID": "series_uid",
+    "FrameOfReferenceUID": "frame_of_reference_uid",
+    "SOPClassUID": "sop_class_uid",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "manufacturer_model",
+    "BodyPartExamined": "body_part",
+    "RescaleType": "rescale_type",
+    "PhotometricInterpretation": "photometric_interpretation",
+    "NumberOfFrames": "number_of_frames",
+    "Rows": "rows",
+    "Columns": "columns",
+    "BitsStored": "bits_stored",
+    "SliceThickness": "slice_thickness_mm",
+    "PixelSpacing": "pixel_spacing_mm",
+    "ImageOrientationPatient": "image_orientation_patient",
+    "WindowCenter": "window_center",
+    "WindowWidth": "window_width",
+    "ImageType": "image_type",
+    "DoseUnits": "dose_units",
+    "PatientPosition": "patient_position",
+}
+PHI_TAGS: dict[str, str] = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "patient_birth_date",
+}
+
+
+def _plain(value: Any) -> Any:
+    """A DICOM value as JSON-friendly Python (float/int/str or lists)."""
+    if value is None or isinstance(value, bytes | bytearray | Sequence):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str | PersonName):
+        return str(value)
+    if isinstance(value, MultiValue | list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    try:
+        value = _plain(ds.get(keyword))
+    except Exception:  # a malformed value must not stop loading
+        return None
+    return None if value in (None, "", []) else value
+
+
+def dataset_metadata(
+    ds: Dataset, *, include_phi: bool = False, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The metadata dict for a layer built from ``ds`` (and ``extra``).
+
+    Args:
+        ds: the (first) dataset of the scan; header-only is enough.
+        include_phi: add patient name, ID and birth date.
+        extra: values from the pixel pipeline/geometry, merged last.
+
+    Returns:
+        A JSON-friendly dict: ``modality``, ``series_uid``, ...,
+        ``transfer_syntax``, ``sop_class_name``.
+    """
+    md: dict[str, Any] = {}
+    for kw, key in SAFE_TAGS.items():
+        value = _get(ds, kw)
+        if value is not None:
+            md[key] = value
+    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if ts:
+        md["transfer_syntax"] = f"{UID(str(ts)).name} ({ts})"
+    if "sop_class_uid" in md:
+        md["sop_class_name"] = UID(md["sop_class_uid"]).name
+    if include_phi:
+        for kw, key in PHI_TAGS.items():
+            value = _get(ds, kw)
+            md[key] = "" if value is None else str(value)
+    md["phi_included"] = bool(include_phi)
+    if extra:
+        md.update(extra)
+    return md
+
+
+def layer_name(ds: Dataset, suffix: str = "") -> str:
+    """Modality + series description, else ``"<modality> series N"``.
+
+    Never uses patient data.  ``suffix`` distinguishes parts of a split
+    series (e.g. ``"echo 2"``).
+    """
+    modality = str(_get(ds, "Modality") or "DICOM")
+    desc = _get(ds, "SeriesDescription")
+    number = _get(ds, "SeriesNumber")
+    if desc:
+        name = f"{modality} {str(desc).strip()}"
+    elif number is not None:
+        name = f"{modality} series {number}"
+    else:
+        name = f"{modality} image"
+    return f"{name} ({suffix})" if suffix else name
