@@ -1,0 +1,259 @@
+"""Matplotlib canvases for the Classify dock widget (Qt, Agg rendering).
+
+* :class:`ProbabilityBars`: one horizontal bar per class, the predicted
+  class highlighted, its percentage written beside each bar.
+* :class:`SliceCurve`: per-slice probability along a volume, with a vertical
+  line at the slice napari shows; a click emits :attr:`SliceCurve.slice_clicked`
+  with the slice index under the pointer.
+
+Both draw on a :class:`matplotlib.figure.Figure` (never pyplot, so no global
+figure state) inside ``FigureCanvasQTAgg``, and take their colours from the
+napari theme (:func:`theme_colors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QSizePolicy
+
+#: Font size (points) of every plot text; small, for a dock.
+FONT = 8
+
+
+@dataclass(frozen=True)
+class PlotColors:
+    """Colours (hex) of the plots, matching the napari theme."""
+
+    background: str = "#262930"
+    text: str = "#f0f1f2"
+    muted: str = "#5a626c"
+    accent: str = "#4560c4"
+    marker: str = "#e3b617"
+
+
+def theme_colors(theme_name: str) -> PlotColors:
+    """Plot colours for a napari theme name (``dark``, ``light``...)."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(theme_name)
+        return PlotColors(
+            background=theme.foreground.as_hex()
+            if theme_name == "light"
+            else theme.background.as_hex(),
+            text=theme.text.as_hex(),
+            muted=theme.primary.as_hex(),
+            accent=theme.current.as_hex(),
+            marker=theme.warning.as_hex(),
+        )
+    except Exception:  # unknown or "system" theme: keep readable defaults
+        return PlotColors()
+
+
+class _Canvas(FigureCanvasQTAgg):
+    """A one-axes canvas with theme colours and a minimum height (px)."""
+
+    def __init__(self, min_height: int, colors: PlotColors | None = None):
+        fig = Figure(figsize=(4.0, min_height / 100.0), dpi=100, layout="constrained")
+        super().__init__(fig)
+        self.ax = fig.add_subplot()
+        self.colors = colors or PlotColors()
+        self.setMinimumHeight(min_height)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def set_colors(self, colors: PlotColors) -> None:
+        """Re-colour the canvas (napari theme changed)."""
+        self.colors = colors
+        self._redraw()
+
+    def _style(self) -> None:
+        c = self.colors
+        self.figure.set_facecolor(c.background)
+        ax = self.ax
+        ax.set_facecolor(c.background)
+        ax.tick_params(colors=c.text, labelsize=FONT)
+        for spine in ax.spines.values():
+            spine.set_color(c.muted)
+        ax.xaxis.label.set_color(c.text)
+        ax.yaxis.label.set_color(c.text)
+        ax.title.set_color(c.text)
+
+    def _redraw(self) -> None:  # overridden
+        self.draw_idle()
+
+
+class ProbabilityBars(_Canvas):
+    """Horizontal probability bars, one per class; the predicted one coloured."""
+
+    def __init__(self, colors: PlotColors | None = None):
+        super().__init__(110, colors)
+        self._data: tuple[list[str], list[float], int] | None = None
+        self._redraw()
+
+    def show_result(
+        self, classes: Sequence[str], probabilities: Sequence[float], index: int
+    ) -> None:
+        """Draw ``probabilities`` (0-1) of ``classes``; highlight ``index``."""
+        self._data = (list(classes), [float(p) for p in probabilities], int(index))
+        # room for every class: about 26 px per bar plus the axis
+        self.setMinimumHeight(max(110, 26 * len(self._data[0]) + 60))
+        self._redraw()
+
+    def clear_result(self) -> None:
+        """Forget the shown result."""
+        self._data = None
+        self._redraw()
+
+    def bar_colors(self) -> list[str]:
+        """The bars' colours, in class order (the predicted one is the accent)."""
+        if self._data is None:
+            return []
+        classes, _probs, index = self._data
+        c = self.colors
+        return [c.accent if i == index else c.muted for i in range(len(classes))]
+
+    def _redraw(self) -> None:
+        ax = self.ax
+        ax.clear()
+        self._style()
+        if self._data is None:
+            ax.set_axis_off()
+            ax.text(
+                0.5,
+                0.5,
+                "No result yet",
+                ha="center",
+                va="center",
+                color=self.colors.muted,
+                fontsize=FONT + 1,
+                transform=ax.transAxes,
+            )
+            self.draw_idle()
+            return
+        classes, probs, index = self._data
+        y = np.arange(len(classes))
+        ax.barh(y, probs, color=self.bar_colors(), height=0.65)
+        ax.set_yticks(y, labels=classes)
+        ax.invert_yaxis()  # first class on top, as in the card
+        ax.set_xlim(0, 1.18)  # room for the percentages
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "", "50%", "", "100%"])
+        ax.xaxis.grid(True, color=self.colors.muted, alpha=0.4, linewidth=0.6)
+        ax.set_axisbelow(True)
+        for i, p in enumerate(probs):
+            ax.text(
+                min(p, 1.0) + 0.015,
+                i,
+                f"{100 * p:.1f}%",
+                va="center",
+                color=self.colors.text,
+                fontsize=FONT,
+                fontweight="bold" if i == index else "normal",
+            )
+        for i, tick in enumerate(ax.get_yticklabels()):
+            tick.set_fontweight("bold" if i == index else "normal")
+        self.draw_idle()
+
+
+class SliceCurve(_Canvas):
+    """Per-slice probability curve; click to pick a slice.
+
+    Two-class models plot the probability of the second class (the
+    "positive" one, e.g. ``tumor``) with a 0.5 line; models with more classes
+    plot one line per class, the predicted class thicker.
+    """
+
+    #: emitted with the slice index (int) under a left click on the curve
+    slice_clicked = Signal(int)
+
+    def __init__(self, colors: PlotColors | None = None):
+        super().__init__(190, colors)
+        self._probs: np.ndarray | None = None
+        self._classes: list[str] = []
+        self._index = 0
+        self._current: int | None = None
+        self._vline = None
+        self.mpl_connect("button_press_event", self.on_press)
+        self._redraw()
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices plotted (0 when empty)."""
+        return 0 if self._probs is None else int(self._probs.shape[0])
+
+    @property
+    def current(self) -> int | None:
+        """The slice the vertical marker is on, or None."""
+        return self._current
+
+    def show_curve(
+        self, slice_probabilities: np.ndarray, classes: Sequence[str], index: int
+    ) -> None:
+        """Plot ``slice_probabilities`` (S, K); ``index`` is the predicted class."""
+        self._probs = np.asarray(slice_probabilities, dtype=float).reshape(
+            -1, len(classes)
+        )
+        self._classes = list(classes)
+        self._index = int(index)
+        self._redraw()
+
+    def set_current(self, index: int | None) -> None:
+        """Move the vertical marker to slice ``index`` (None hides it)."""
+        self._current = None if index is None else int(index)
+        if self._vline is None:
+            return
+        visible = self._current is not None and 0 <= self._current < self.n_slices
+        self._vline.set_visible(visible)
+        if visible:
+            self._vline.set_xdata([self._current, self._current])
+        self.draw_idle()
+
+    def on_press(self, event) -> None:
+        """matplotlib ``button_press_event`` handler: emit the clicked slice."""
+        if self._probs is None or event.inaxes is not self.ax or event.xdata is None:
+            return
+        if getattr(event, "button", 1) not in (1, None):
+            return
+        idx = int(np.clip(round(float(event.xdata)), 0, self.n_slices - 1))
+        self.slice_clicked.emit(idx)
+
+    def _redraw(self) -> None:
+        ax = self.ax
+        ax.clear()
+        self._vline = None
+        self._style()
+        if self._probs is None:
+            ax.set_axis_off()
+            self.draw_idle()
+            return
+        c = self.colors
+        probs = self._probs
+        x = np.arange(probs.shape[0])
+        if len(self._classes) == 2:
+            ax.plot(x, probs[:, 1], color=c.accent, linewidth=1.6)
+            ax.fill_between(x, probs[:, 1], color=c.accent, alpha=0.25, linewidth=0)
+            ax.axhline(0.5, color=c.muted, linestyle="--", linewidth=0.8)
+            ax.set_ylabel(f"P({self._classes[1]})", fontsize=FONT)
+        else:
+            for k, name in enumerate(self._classes):
+                ax.plot(
+                    x,
+                    probs[:, k],
+                    linewidth=2.0 if k == self._index else 1.0,
+                    label=name,
+                )
+            legend = ax.legend(fontsize=FONT - 1, loc="upper right", frameon=False)
+            for text in legend.get_texts():
+                text.set_color(c.text)
+            ax.set_ylabel("probability", fontsize=FONT)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim(-0.5, max(probs.shape[0] - 0.5, 0.5))
+        ax.set_xlabel("slice (click to go there)", fontsize=FONT)
+        self._vline = ax.axvline(0, color=c.marker, linewidth=1.4)
+        self.set_current(self._current)
+        self.draw_idle()

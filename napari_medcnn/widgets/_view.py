@@ -1,0 +1,154 @@
+"""Display helpers of the Classify widget: texts, plots and slice geometry.
+
+* :class:`ResultView` fills the summary label, the probability bars and the
+  per-slice curve from a classification record.
+* :func:`current_slice_index` and :func:`slice_world_position` convert
+  between napari's world coordinates (``viewer.dims.point``, mm) and a
+  layer's slice index along its first data axis, with the layer's own
+  transforms (``world_to_data`` / ``data_to_world``: scale, translate and
+  any affine), so layers of any spacing and origin map correctly.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._plots import PlotColors, ProbabilityBars, SliceCurve
+
+_SCOPE_TEXT = {
+    "slice": "current slice",
+    "slices": "every slice (mean)",
+    "volume": "whole volume",
+}
+
+
+# -- slice geometry ------------------------------------------------------------
+def slice_axis(viewer_ndim: int, layer: Any) -> int:
+    """The viewer (world) axis of ``layer``'s first data axis (its slices).
+
+    napari aligns a layer's axes with the *last* ``layer.ndim`` world axes.
+    """
+    return int(viewer_ndim) - int(layer.ndim)
+
+
+def current_slice_index(layer: Any, world_point: Sequence[float]) -> int:
+    """The slice of ``layer`` (index along data axis 0) at ``world_point``.
+
+    ``world_point`` is ``viewer.dims.point`` (world units, e.g. mm); the
+    result is clipped to the layer's slices.  2D layers give 0.
+    """
+    if layer.ndim < 3:
+        return 0
+    data = np.asarray(layer.world_to_data(np.asarray(world_point, dtype=float)))
+    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[0])
+    return int(np.clip(np.round(data[0]), 0, n - 1))
+
+
+def slice_world_position(layer: Any, index: int) -> float:
+    """World coordinate, on :func:`slice_axis`, of slice ``index`` of ``layer``."""
+    pos = np.zeros(layer.ndim)
+    pos[0] = index
+    return float(layer.data_to_world(pos)[0])
+
+
+# -- texts and plots -----------------------------------------------------------
+class ResultView:
+    """Shows a classification record in a label and two canvases."""
+
+    def __init__(
+        self, summary: Any, bars: ProbabilityBars, curve: SliceCurve, colors: PlotColors
+    ):
+        self.summary = summary
+        self.bars = bars
+        self.curve = curve
+        self.colors = colors
+        self._record: dict[str, Any] | None = None
+
+    def show(self, record: dict[str, Any], current: int | None = None) -> None:
+        """Display ``record``; ``current`` is the slice napari shows now."""
+        self._record = record
+        self.summary.setText(self.summary_html(record))
+        self.bars.show_result(
+            record["classes"], record["probabilities"], record["index"]
+        )
+        slices = record.get("slice_probabilities")
+        if slices is not None and len(slices) > 0:
+            self.curve.show_curve(
+                np.asarray(slices, dtype=float), record["classes"], record["index"]
+            )
+            self.curve.set_current(current)
+            self.curve.setVisible(True)
+        else:
+            self.curve.setVisible(False)
+
+    def set_colors(self, colors: PlotColors) -> None:
+        """Follow a napari theme change."""
+        self.colors = colors
+        self.bars.set_colors(colors)
+        self.curve.set_colors(colors)
+        if self._record is not None:
+            self.summary.setText(self.summary_html(self._record))
+
+    def summary_html(self, rec: dict[str, Any]) -> str:
+        """Predicted class and probability, then what was classified and how."""
+        esc = html.escape
+        p = rec["probabilities"][rec["index"]]
+        what = _SCOPE_TEXT.get(rec.get("scope"), rec.get("scope") or "")
+        if rec.get("slice_index") is not None:
+            what = f"slice {rec['slice_index']}"
+        if rec.get("n_slices"):
+            what += f", {rec['n_slices']} slices"
+        pct = "n/a" if p is None else f"{100 * p:.1f} %"
+        lines = [
+            f'<span style="font-size:15pt; font-weight:600; color:{self.colors.accent}">'
+            f"{esc(str(rec['label']))}</span>&nbsp;&nbsp;"
+            f'<span style="font-size:12pt">{pct}</span>',
+            f"{esc(str(rec.get('name') or ''))}: {esc(what)}",
+            f"model {esc(str(rec.get('model_name') or ''))}"
+            f" · {float(rec.get('elapsed_s') or 0):.2f} s on {esc(str(rec.get('device')))}",
+        ]
+        if rec.get("warnings"):
+            lines.append(
+                f'<span style="color:{self.colors.marker}">'
+                f"{esc('; '.join(rec['warnings']))}</span>"
+            )
+        return "<br>".join(lines)
+
+    def model_text(self, loaded: Any) -> tuple[str, str]:
+        """(label text, tooltip) describing a ``LoadedModel`` (or None)."""
+        if loaded is None:
+            return "No model loaded.", ""
+        card = loaded.card
+        kind = {"slice": "2D slices", "volume": "3D volumes", "sequence": "slice series"}
+        classes = ", ".join(card.classes)
+        text = (
+            f"<b>{html.escape(card.name or card.arch)}</b> ({html.escape(card.arch)}, "
+            f"{kind.get(card.input_kind, card.input_kind)})<br>"
+            f"classes: {html.escape(classes)}"
+        )
+        tip = f"{loaded.path}\nmodel id {card.model_id or 'n/a'}\ndevice {loaded.device}"
+        return text, tip
+
+    def channel_text(self, names: Sequence[str], card: Any) -> str:
+        """Chosen channel layers in order, the model's expectation, mismatch."""
+        esc = html.escape
+        chosen = (
+            "  ".join(f"{i + 1}. {esc(n)}" for i, n in enumerate(names))
+            if names
+            else "none"
+        )
+        text = f"Channels: {chosen}"
+        if card is None:
+            return text
+        expected = ", ".join(card.channel_names) or "unnamed"
+        text += f"<br>Model expects {card.in_channels}: {esc(expected)}"
+        if names and len(names) != card.in_channels:
+            text += (
+                f'<br><span style="color:{self.colors.marker}">'
+                f"tick {card.in_channels} layer(s): {len(names)} ticked</span>"
+            )
+        return text

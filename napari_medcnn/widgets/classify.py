@@ -1,0 +1,546 @@
+"""Classify dock widget: run a CNN checkpoint on image layers, show the result.
+
+A stateful panel (a small ``QWidget``).  The user ticks the image layer(s)
+whose order is the channel order (:mod:`._channels`), picks a model (the
+default Br35H brain-MR model or a checkpoint file) and a scope (the current
+slice, every slice, or the whole volume for volume/sequence models), and
+presses Run.  Model loading and classification run as core functions in
+napari ``thread_worker`` threads (:func:`load_model_job`,
+:func:`iter_classify_job` over :func:`napari_medcnn.inference.classify`), so
+napari never freezes; Cancel calls ``worker.quit()``.
+
+The result is shown as probability bars and, for volumes, a per-slice curve
+(:mod:`._plots`) whose marker follows ``viewer.dims`` and whose clicks move
+napari to that slice.  The record (:func:`napari_medcnn.results.
+classification_record`, no patient data) is stored in the first channel
+layer's ``metadata["classification"]`` and can be exported to CSV or JSON.
+torch is imported only inside the worker functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._channels import ChannelList
+from ._plots import ProbabilityBars, SliceCurve, theme_colors
+from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
+
+if TYPE_CHECKING:
+    import napari
+
+#: scope key -> radio-button text, in display order.
+SCOPES = {"slice": "Current slice", "slices": "Every slice", "volume": "Whole volume"}
+MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
+
+
+class JobError(Exception):
+    """A model-load or classify job failed (wraps errors superqt drops)."""
+
+
+def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
+    """:func:`napari_medcnn.inference.classify` for a worker thread.
+
+    superqt treats a ``RuntimeError`` from a worker as "the worker was
+    deleted" and emits neither ``errored`` nor ``finished``: torch raises
+    those for shape problems, so re-raise them as :class:`JobError`.
+    """
+    from ..inference import classify
+
+    try:
+        return (yield from classify(images, model, **kwargs))
+    except RuntimeError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def load_model_job(path: str, device: Any = None) -> Any:
+    """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
+    from ..models.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)
+    except RuntimeError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def default_model_file() -> Path:
+    """The default model's weights path (it may not exist yet)."""
+    from ..inference import default_model_path
+
+    return Path(default_model_path())
+
+
+class _JobHandle:
+    """The running worker, reachable after the panel itself is gone."""
+
+    worker: Any = None
+
+    def quit(self, *_args) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class ClassifyWidget(QWidget):
+    """Dock widget that classifies image layers with a CNN checkpoint.
+
+    Args:
+        viewer: the napari viewer whose image layers are offered.
+        model: checkpoint to load at start; None loads the default model
+            when it exists (otherwise the panel says it is missing).
+    """
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        model: str | None = None,
+        parent: QWidget | None = None,
+    ):
+        super().__init__(parent)
+        self.setObjectName("napari_medcnn_classify")
+        self._viewer = viewer
+        self._job = _JobHandle()
+        self.destroyed.connect(self._job.quit)
+        self._model: Any = None  # LoadedModel
+        self._pending: dict[str, Any] = {}
+        self._record: dict[str, Any] | None = None
+        self._result_layer: Any = None
+
+        colors = theme_colors(getattr(viewer, "theme", "dark"))
+        self.channels = ChannelList()
+        self.up_button = QPushButton("Up")
+        self.down_button = QPushButton("Down")
+        self.channel_label = QLabel()
+        self.channel_label.setWordWrap(True)
+        self.model_label = QLabel("No model loaded.")
+        self.model_label.setWordWrap(True)
+        self.default_button = QPushButton("Default model")
+        self.browse_button = QPushButton("Model file…")
+        self.scope_group = QButtonGroup(self)
+        self.scope_buttons = {k: QRadioButton(t) for k, t in SCOPES.items()}
+        for i, button in enumerate(self.scope_buttons.values()):
+            self.scope_group.addButton(button, i)
+        self.scope_buttons["slice"].setChecked(True)
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.bars = ProbabilityBars(colors)
+        self.curve = SliceCurve(colors)
+        self.curve.setVisible(False)
+        self.csv_button = QPushButton("Export CSV…")
+        self.json_button = QPushButton("Export JSON…")
+        self._view = ResultView(self.summary, self.bars, self.curve, colors)
+        self._layout()
+
+        self.channels.channels_changed.connect(self._update_channel_label)
+        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
+        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
+        self.default_button.clicked.connect(lambda: self.load_model(None))
+        self.browse_button.clicked.connect(self._browse_model)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
+        self.json_button.clicked.connect(lambda: self._export_dialog("json"))
+        self.curve.slice_clicked.connect(self.go_to_slice)
+        self._connections = [
+            (viewer.layers.events.inserted, self._on_layers_changed),
+            (viewer.layers.events.removed, self._on_layers_changed),
+            (viewer.layers.events.renamed, self._on_layers_changed),
+            (viewer.layers.selection.events.active, self._on_active_changed),
+            (viewer.dims.events.point, self._on_dims_point),
+            (viewer.events.theme, self._on_theme),
+        ]
+        for emitter, callback in self._connections:
+            emitter.connect(callback)
+        self.destroyed.connect(self._disconnect)
+        self._on_layers_changed()
+        self._on_active_changed()
+        self._update_model_info()
+        self._update_buttons()
+        if model is not None or default_model_file().exists():
+            self.load_model(model)
+        else:
+            self._say(
+                f"Default model not found ({default_model_file().name} is not "
+                "installed or not trained yet). Choose a checkpoint with "
+                "“Model file…”.",
+                warn=True,
+            )
+
+    def _layout(self) -> None:
+        grid = QGridLayout()
+        grid.addWidget(QLabel("<b>Image layers</b> (ticked, in channel order)"), 0, 0)
+        grid.addWidget(self.channels, 1, 0, 2, 1)
+        grid.addWidget(self.up_button, 1, 1)
+        grid.addWidget(self.down_button, 2, 1)
+        self.channels.setMaximumHeight(4 * self.fontMetrics().height() + 16)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.default_button)
+        model_row.addWidget(self.browse_button)
+        model_row.addStretch(1)
+        scope_row = QHBoxLayout()
+        scope_row.addWidget(QLabel("Scope:"))
+        for button in self.scope_buttons.values():
+            scope_row.addWidget(button)
+        scope_row.addStretch(1)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_button)
+        run_row.addWidget(self.cancel_button)
+        run_row.addWidget(self.progress, 1)
+        export_row = QHBoxLayout()
+        export_row.addStretch(1)
+        export_row.addWidget(self.csv_button)
+        export_row.addWidget(self.json_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.channel_label)
+        layout.addWidget(QLabel("<b>Model</b>"))
+        layout.addWidget(self.model_label)
+        layout.addLayout(model_row)
+        layout.addLayout(scope_row)
+        layout.addLayout(run_row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.bars, 2)
+        layout.addWidget(self.curve, 3)
+        layout.addLayout(export_row)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        """Room for the plots when first docked."""
+        return QSize(420, 640)
+
+    # -- public API ------------------------------------------------------
+    @property
+    def worker(self):
+        """The running model-load or classify worker, or None."""
+        return self._job.worker
+
+    @property
+    def model(self):
+        """The loaded model (``LoadedModel``), or None."""
+        return self._model
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The last classification record (also in the layer metadata)."""
+        return self._record
+
+    @property
+    def scope(self) -> str:
+        """``slice``, ``slices`` or ``volume``."""
+        return next(k for k, b in self.scope_buttons.items() if b.isChecked())
+
+    def set_scope(self, scope: str) -> None:
+        """Choose the scope (``slice``, ``slices`` or ``volume``)."""
+        self.scope_buttons[scope].setChecked(True)
+
+    def set_channels(self, layers: Sequence[Any]) -> None:
+        """Classify ``layers``, in this channel order."""
+        self._on_layers_changed()
+        self.channels.set_checked(list(layers))
+
+    def selected_layers(self) -> list[Any]:
+        """The ticked image layers, in channel order."""
+        return self.channels.checked()
+
+    def load_model(self, path: str | None = None) -> bool:
+        """Load a checkpoint (None: the default model) in a worker.
+
+        On failure the error is shown and the previous model stays.
+        Returns False when busy or when the default model is missing.
+        """
+        from napari.qt.threading import thread_worker
+
+        if self._job.worker is not None:
+            return False
+        target = Path(path) if path is not None else default_model_file()
+        if path is None and not target.exists():
+            self._error(f"Default model not found: {target}")
+            return False
+        worker = thread_worker(load_model_job, start_thread=False, ignore_errors=True)(
+            str(target)
+        )
+        worker.returned.connect(self._on_model_loaded)
+        self._start(worker, f"Loading model {target.name}…")
+        return True
+
+    def run(self) -> bool:
+        """Classify the ticked layers with the chosen scope, in a worker.
+
+        Input the model cannot take is refused at once with a message.
+        Returns whether a job started.
+        """
+        from napari.qt.threading import thread_worker
+
+        if self._job.worker is not None:
+            return False
+        layers = self.selected_layers()
+        try:
+            kwargs = self._job_arguments(layers)
+        except ValueError as exc:  # CardError is a ValueError
+            self._error(str(exc))
+            return False
+        images = [_level0(layer) for layer in layers]
+        worker = thread_worker(
+            iter_classify_job, start_thread=False, ignore_errors=True
+        )(images, self._model, **kwargs)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_classified)
+        self._pending = {"layers": layers, "slice_index": kwargs["slice_index"]}
+        self._start(worker, "Classifying…")
+        return True
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop after its current batch."""
+        if self._job.worker is not None:
+            self._say("Cancelling…")
+            self._job.worker.quit()
+
+    def current_slice(self, layer: Any | None = None) -> int:
+        """The slice (data index, axis 0) of ``layer`` napari shows now."""
+        layer = layer if layer is not None else self.selected_layers()[0]
+        return current_slice_index(layer, self._viewer.dims.point)
+
+    def go_to_slice(self, index: int) -> None:
+        """Move napari to slice ``index`` of the classified layer."""
+        layer = self._result_layer
+        if layer is None or not _contains(self._viewer.layers, layer):
+            return
+        axis = slice_axis(self._viewer.dims.ndim, layer)
+        self._viewer.dims.set_point(axis, slice_world_position(layer, index))
+
+    def export(self, path: str | Path) -> Path:
+        """Write the last record to ``path`` (CSV for ``.csv``, else JSON)."""
+        from ..results import write_records
+
+        if self._record is None:
+            raise ValueError("nothing to export: classify first")
+        return write_records([self._record], path)
+
+    # -- checks ----------------------------------------------------------
+    def _job_arguments(self, layers: list[Any]) -> dict[str, Any]:
+        if self._model is None:
+            raise ValueError("No model loaded: choose a model first.")
+        if not layers:
+            raise ValueError("Tick the image layer(s) to classify.")
+        card = self._model.card
+        first = layers[0]
+        nd = first.ndim  # spatial: napari leaves the RGB axis out
+        scope = self.scope
+        if nd not in (2, 3):
+            raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
+        if scope == "volume" and card.input_kind == "slice":
+            raise ValueError(
+                f"model '{card.name or card.arch}' classifies 2D slices: "
+                "choose Current slice or Every slice."
+            )
+        card.check_input(len(layers), 3 if scope == "volume" else 2)
+        slice_index = None
+        if scope == "slice" and nd == 3:
+            slice_index = current_slice_index(first, self._viewer.dims.point)
+        return {
+            "scope": scope,
+            "spacing": tuple(float(s) for s in first.scale),
+            "slice_index": slice_index,
+            "rgb": bool(getattr(first, "rgb", False)),
+        }
+
+    # -- worker plumbing -------------------------------------------------
+    def _start(self, worker, message: str) -> None:
+        self._job.worker = worker
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(lambda: self._say("Cancelled."))
+        worker.finished.connect(self._on_finished)
+        self.progress.setRange(0, 0)  # busy until the first progress event
+        self._say(message)
+        self._update_buttons()
+        worker.start()
+
+    def _on_progress(self, event: Any) -> None:
+        try:
+            _stage, i, n = event[:3]
+        except (TypeError, ValueError):
+            return
+        if n:
+            self.progress.setRange(0, int(n))
+            self.progress.setValue(int(i))
+            self._say(f"Classifying… {i} / {n}")
+
+    def _on_model_loaded(self, loaded: Any) -> None:
+        self._model = loaded
+        self._update_model_info()
+        card = loaded.card
+        self._say(f"Model loaded: {card.name or card.arch}.")
+
+    def _on_classified(self, result: Any) -> None:
+        from napari.utils.notifications import show_warning
+
+        from ..results import classification_record
+
+        layers = self._pending.get("layers") or []
+        if not layers:
+            return
+        first = layers[0]
+        record = classification_record(
+            result,
+            name=str(first.name),
+            channel_layers=[str(lay.name) for lay in layers],
+            metadata=first.metadata,
+            channel_names=self._model.card.channel_names if self._model else (),
+        )
+        self._record = record
+        first.metadata = {**first.metadata, "classification": record}
+        self._result_layer = first
+        current = None
+        if result.slice_probabilities is not None:
+            current = current_slice_index(first, self._viewer.dims.point)
+        self._view.show(record, current)
+        self._say(f"Done: {record['label']} ({result.elapsed_s:.2f} s).")
+        if result.warnings:
+            show_warning(f"Classify '{first.name}': " + "; ".join(result.warnings))
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._error(f"Classify: {exc}")
+
+    def _on_finished(self) -> None:
+        self._job.worker = None
+        self._pending = {}
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        self._update_buttons()
+
+    # -- viewer events ---------------------------------------------------
+    def _on_layers_changed(self, _event=None) -> None:
+        from napari.layers import Image
+
+        images = [lay for lay in self._viewer.layers if isinstance(lay, Image)]
+        self.channels.sync(images)
+        if not self.channels.checked() and images:
+            active = self._viewer.layers.selection.active
+            pick = active if _contains(images, active) else images[-1]
+            self.channels.set_checked([pick])
+        self._update_channel_label()
+        self._update_buttons()
+
+    def _on_active_changed(self, _event=None) -> None:
+        """Single-channel models follow napari's selected image layer."""
+        from napari.layers import Image
+
+        active = self._viewer.layers.selection.active
+        n = self._model.card.in_channels if self._model is not None else 1
+        if isinstance(active, Image) and n == 1:
+            self.set_channels([active])
+
+    def _on_dims_point(self, _event=None) -> None:
+        layer = self._result_layer
+        if not self.curve.isVisible() or layer is None:
+            return
+        if _contains(self._viewer.layers, layer):
+            self.curve.set_current(current_slice_index(layer, self._viewer.dims.point))
+
+    def _on_theme(self, _event=None) -> None:
+        self._view.set_colors(theme_colors(self._viewer.theme))
+
+    def _disconnect(self, *_args) -> None:
+        for emitter, callback in self._connections:
+            emitter.disconnect(callback)
+
+    # -- display ---------------------------------------------------------
+    def _update_model_info(self) -> None:
+        text, tip = self._view.model_text(self._model)
+        self.model_label.setText(text)
+        self.model_label.setToolTip(tip)
+        slice_model = self._model is None or self._model.card.input_kind == "slice"
+        self.scope_buttons["volume"].setEnabled(not slice_model)
+        for key in ("slice", "slices"):
+            self.scope_buttons[key].setEnabled(slice_model)
+        if slice_model and self.scope == "volume":
+            self.set_scope("slice")
+        elif not slice_model:
+            self.set_scope("volume")
+        self._update_channel_label()
+        self._update_buttons()
+
+    def _update_channel_label(self) -> None:
+        names = [str(lay.name) for lay in self.selected_layers()]
+        card = self._model.card if self._model is not None else None
+        self.channel_label.setText(self._view.channel_text(names, card))
+
+    def _update_buttons(self) -> None:
+        busy = self._job.worker is not None
+        for w in (self.default_button, self.browse_button, self.channels):
+            w.setEnabled(not busy)
+        self.run_button.setEnabled(not busy and self._model is not None)
+        self.cancel_button.setEnabled(busy)
+        for w in (self.csv_button, self.json_button):
+            w.setEnabled(not busy and self._record is not None)
+
+    def _say(self, message: str, warn: bool = False) -> None:
+        self.status.setText(message)
+        self.status.setStyleSheet(f"color: {self._view.colors.marker};" if warn else "")
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self._say(message, warn=True)
+        show_error(message)
+
+    # -- dialogs ---------------------------------------------------------
+    def _browse_model(self) -> None:
+        start = str(default_model_file().parent)
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", start, MODEL_FILTER)
+        if path:
+            self.load_model(path)
+
+    def _export_dialog(self, fmt: str) -> None:
+        if self._record is None:
+            return
+        stem = "".join(c if c.isalnum() else "_" for c in self._record.get("name") or "")
+        default = f"{stem or 'classification'}_classification.{fmt}"
+        filt = "CSV (*.csv)" if fmt == "csv" else "JSON (*.json)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export classification", default, filt)
+        if not path:
+            return
+        if not path.lower().endswith(f".{fmt}"):
+            path += f".{fmt}"
+        try:
+            self.export(path)
+        except OSError as exc:
+            self._error(f"Export failed: {exc}")
+            return
+        self._say(f"Exported to {Path(path).name}.")
+
+
+def _level0(layer: Any) -> Any:
+    """The full-resolution data of a (possibly multiscale) layer."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def _contains(layers: Any, layer: Any) -> bool:
+    return layer is not None and any(layer == other for other in layers)
+
+
+__all__ = ["ClassifyWidget", "iter_classify_job", "load_model_job", "np"]
