@@ -39,6 +39,11 @@ from napari_medcnn.training.trainer import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_seed_cnn"
+# Architecture arguments tried for the default model (besides dims/channels).
+ARCHS = {
+    "seed_cnn": {"batchnorm": True, "dropout": 0.3},
+    "resnet": {"layers": [1, 1, 1, 1], "block_inplanes": [32, 64, 128, 256]},
+}
 
 
 def _phash_groups(paths: list[Path], max_distance: int) -> np.ndarray:
@@ -66,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--limit", type=int, default=0, help="use N images (smoke runs)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="seed_cnn")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--cache", type=Path, help="reuse prepared images and split from this .npz"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -87,24 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     record = default_record((args.size, args.size))
-    x = np.empty((len(items), 1, args.size, args.size), np.float32)
-    for i, p in enumerate(paths):
-        scan = load(p)[0]
-        x[i] = prepare([to_gray(scan.data)], record, scan.spacing)
+    if args.cache and args.cache.exists():
+        x = np.load(args.cache)["x"]
+    else:
+        x = np.empty((len(items), 1, args.size, args.size), np.float32)
+        for i, p in enumerate(paths):
+            scan = load(p)[0]
+            x[i] = prepare([to_gray(scan.data)], record, scan.spacing)
+        if args.cache:
+            np.savez(args.cache, x=x)
     print(f"prepared {len(items)} images in {time.perf_counter() - t0:.0f} s")
 
-    arch_kwargs = {
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "num_classes": 2,
-        "batchnorm": True,
-        "dropout": 0.3,
-    }
-    model = build_model("seed_cnn", **arch_kwargs)
+    arch_kwargs = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2}
+    arch_kwargs.update(ARCHS[args.arch])
+    model = build_model(args.arch, **arch_kwargs)
     cfg = TrainConfig(
         epochs=args.epochs,
-        batch_size=32,
-        lr=2e-3,
+        batch_size=args.batch_size,
+        lr=args.lr,
         patience=10,
         seed=args.seed,
         device="cpu",
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     import monai
 
     card = ModelCard(
-        arch="seed_cnn",
+        arch=args.arch,
         arch_kwargs=arch_kwargs,
         classes=list(br35h.CLASSES),
         spatial_dims=2,
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         input_kind="slice",
         preprocessing=record,
         temperature=temperature,
-        name="Br35H brain-MR tumour classifier (seed CNN)",
+        name=f"Br35H brain-MR tumour classifier ({args.arch})",
         description=(
             "Classifies an axial brain MR slice as tumour / no tumour. Research "
             "use only; not a medical device."

@@ -38,13 +38,17 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from ._imagecodecs_plugin import register as _register_imagecodecs
 from .scan import ScanReadError
+
+# 12-bit JPEG Extended: Pillow and python-gdcm wheels cannot decode it.
+_register_imagecodecs()
 
 #: pip packages (non-GPL first) that provide a decoder for each syntax.
 _J2K = "pylibjpeg pylibjpeg-openjpeg"
 DECODER_PACKAGES: dict[str, str] = {
     JPEGBaseline8Bit: "pillow",
-    JPEGExtended12Bit: "pillow",
+    JPEGExtended12Bit: "imagecodecs",
     JPEGLossless: "python-gdcm",
     JPEGLosslessSV1: "python-gdcm",
     RLELossless: "pylibjpeg pylibjpeg-rle",
@@ -62,8 +66,8 @@ PREFERRED_PLUGIN: dict[str, str] = {
     **{ts: "pylibjpeg" for ts in JPEG2000TransferSyntaxes},
 }
 GPL_HINT = (
-    "pylibjpeg-libjpeg (GPL-3.0, not installed by default): "
-    "pip install 'napari-medcnn[gpl]'"
+    "imagecodecs (BSD, a dependency: pip install imagecodecs) or "
+    "pylibjpeg-libjpeg (GPL-3.0, optional: pip install 'napari-medcnn[gpl]')"
 )
 #: Modalities whose values are quantitative: no VOI LUT is baked in.
 QUANTITATIVE = {"CT", "PT", "RTDOSE"}
