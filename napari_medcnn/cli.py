@@ -5,8 +5,11 @@ one is added by appending its ``_add_`` function to :data:`SUBCOMMANDS`):
 
 * ``info PATH...``: one JSON summary per scan (name, shape, spacing,
   modality, quality), never any PHI.
-* ``demo``: napari with the plugin's widgets docked and a sample scan;
-  ``--screenshot PNG --quit`` renders it to a file and exits.
+* ``classify PATH...``: classify each scan with a checkpoint and write one
+  record per scan (no PHI) to JSON and/or CSV.
+* ``demo``: napari with the plugin's widgets docked and a sample scan
+  (classified when the default model is installed); ``--screenshot PNG
+  --quit`` renders it to a file and exits.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 #: npe2 display names of the dock widgets the demo opens (see napari.yaml).
-DEMO_WIDGETS = ("DICOM series browser", "Window / level")
+DEMO_WIDGETS = ("DICOM series browser", "Classify", "Window / level")
+CLASSIFY_WIDGET = DEMO_WIDGETS[1]
 SAMPLE_KEYS = ("ct_slice", "mr_slice", "mr_volume")
 PLUGIN = "napari-medcnn"
 
@@ -75,15 +79,152 @@ def _run_info(args: argparse.Namespace) -> int:
     return rc
 
 
+# -- classify -----------------------------------------------------------------
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="classify scans with a CNN checkpoint (no PHI in the output)",
+        description="Load each PATH (DICOM file or folder, NIfTI, image) and "
+        "classify every scan in it: one record per scan (input path, series "
+        "name and UID, label, class probabilities, per-slice probabilities). "
+        "Scope 'slice' runs a 2D model on every slice of a volume (the scan's "
+        "probabilities are the mean over slices) or on a 2D image; scope "
+        "'volume' runs a whole-volume (3D or CNN+RNN) model. A scan that "
+        "fails is reported and the others go on (exit status 1); a model "
+        "that cannot be loaded stops everything (exit status 2).",
+        epilog="CSV: one row per scan with a p_<class> column per class; the "
+        "per-slice probabilities are a JSON list of per-slice lists in the "
+        "'slice_probabilities' column. No patient name, ID or birth date is "
+        "ever written.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="checkpoint (.safetensors, .pt or its .json card); default: the "
+        "Br35H brain-MR model shipped with the plugin",
+    )
+    p.add_argument(
+        "--scope",
+        choices=("slice", "volume"),
+        help="slice: 2D model, every slice; volume: whole-volume model "
+        "(default: what the model's card says)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
+    p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
+    p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per batch")
+    p.set_defaults(func=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from . import results
+    from .inference import default_model_path
+    from .io import ScanReadError, load
+    from .models.checkpoint import CheckpointError, load_checkpoint
+
+    model_path = args.model or default_model_path()
+    if args.model is None and not default_model_path().exists():
+        print(
+            f"error: default model not found ({model_path}); pass --model CKPT",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        loaded = load_checkpoint(model_path, args.device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    card = loaded.card
+    scope = args.scope or ("slice" if card.input_kind == "slice" else "volume")
+    if (scope == "slice") != (card.input_kind == "slice"):
+        kind = "2D slices" if card.input_kind == "slice" else "whole volumes"
+        other = "volume" if scope == "slice" else "slice"
+        print(
+            f"error: model '{card.name or card.arch}' reads {kind}: use "
+            f"--scope {other}",
+            file=sys.stderr,
+        )
+        return 2
+    records: list[dict[str, Any]] = []
+    rc = 0
+    for path in args.paths:
+        try:
+            scans = load(path, include_phi=False)
+        except ScanReadError as exc:
+            records.append(results.error_record(path, exc.reason))
+            rc = 1
+            continue
+        except Exception as exc:  # report and go on with the other paths
+            records.append(results.error_record(path, f"{type(exc).__name__}: {exc}"))
+            rc = 1
+            continue
+        for scan in scans:
+            try:
+                records.append(_classify_scan(scan, path, loaded, scope, args))
+            except Exception as exc:  # CardError, ValueError, torch errors
+                msg = f"{type(exc).__name__}: {exc}"
+                records.append(results.error_record(path, msg, scan.name))
+                rc = 1
+    for rec in records:
+        print(_summary_line(rec))
+    for out, write in ((args.json, results.write_json), (args.csv, results.write_csv)):
+        if out:
+            write(records, out)
+            print(f"wrote {len(records)} record(s) to {out}")
+    return rc
+
+
+def _classify_scan(
+    scan: Any, path: str, loaded: Any, scope: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Classify one :class:`Scan`; the record (no PHI) for ``path``."""
+    from .inference import classify, run
+    from .results import classification_record
+
+    if scope == "slice":
+        scope = "slices" if scan.ndim_spatial == 3 else "slice"
+    result = run(
+        classify(
+            [scan.data],
+            loaded,
+            scope=scope,
+            spacing=scan.spacing,
+            rgb=scan.rgb,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    )
+    return classification_record(
+        result,
+        name=scan.name,
+        channel_layers=[scan.name],
+        metadata=scan.metadata,
+        path=path,
+        channel_names=loaded.card.channel_names,
+    )
+
+
+def _summary_line(rec: dict[str, Any]) -> str:
+    where = f"{rec.get('path')} [{rec.get('name')}]" if rec.get("name") else rec["path"]
+    if rec.get("error"):
+        return f"{where}: ERROR {rec['error']}"
+    p = rec["probabilities"][rec["index"]]
+    n = f", {rec['n_slices']} slices" if rec.get("n_slices") else ""
+    pct = "n/a" if p is None else f"{100 * p:.1f}%"
+    return f"{where}: {rec['label']} {pct} ({rec['scope']}{n})"
+
+
 # -- demo -------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="open napari with the plugin's widgets and a sample scan",
-        description="Open napari with the series browser and window/level "
-        "widgets docked and a sample scan loaded.",
+        description="Open napari with the series browser, window/level and "
+        "classify widgets docked and a sample scan loaded; when the default "
+        "model is installed, the sample is classified.",
     )
-    p.add_argument("--sample", choices=SAMPLE_KEYS, default="ct_slice")
+    p.add_argument("--sample", choices=SAMPLE_KEYS, default="mr_slice")
     p.add_argument(
         "--folder",
         help="DICOM folder the series browser scans at start (default: the "
@@ -123,8 +264,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     viewer = napari.Viewer(title="napari-medcnn demo")
     viewer.window.resize(*args.size)
+    # the classifier shares a tabbed dock with the series browser (and is
+    # the tab shown), so both get the height their table and plots need
     widgets = {
-        name: viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+        name: viewer.window.add_plugin_dock_widget(
+            PLUGIN, name, tabify=name == CLASSIFY_WIDGET
+        )[1]
         for name in DEMO_WIDGETS
     }
     try:
@@ -142,11 +287,28 @@ def _run_demo(args: argparse.Namespace) -> int:
         browser.set_folder(folder)
         browser.scan()
 
+    classifier = widgets[CLASSIFY_WIDGET]
     result = {"rc": 0}
-    # held here while napari runs; also refits the view once laid out
-    timer = _when_ready(browser, lambda: _finish(viewer, args, result))
+    timers: list[Any] = []  # held here while napari runs
+
+    def classify_then_finish() -> None:
+        # the widget loads the default model (when installed) at start and
+        # follows the sample layer; classify it so the result shows
+        model = classifier.model
+        if layers and model is not None and layers[-1].ndim == 3:
+            # a volume: the per-slice curve (2D model) or the whole volume
+            slice_model = model.card.input_kind == "slice"
+            classifier.set_scope("slices" if slice_model else "volume")
+        if layers and model is not None and classifier.run():
+            timers.append(
+                _when_ready([classifier], lambda: _finish(viewer, args, result), 3)
+            )
+        else:
+            _finish(viewer, args, result)
+
+    timers.append(_when_ready([browser, classifier], classify_then_finish))
     napari.run()
-    del timer
+    timers.clear()
     QApplication.processEvents()
     return result["rc"]
 
@@ -161,9 +323,12 @@ def _pydicom_test_folder() -> str | None:
     return str(Path(path).parent) if path else None
 
 
-def _when_ready(browser: Any, then: Callable[[], None]) -> Any:
-    """Call ``then`` once the window has had time to paint (1.5 s) and the
-    series browser is idle (at most 60 s).  Returns the QTimer: keep it."""
+def _when_ready(
+    widgets: Sequence[Any], then: Callable[[], None], min_ticks: int = 15
+) -> Any:
+    """Call ``then`` once the window has had time to paint (``min_ticks``
+    tenths of a second, default 1.5 s) and every widget's worker is idle (at
+    most 60 s).  Returns the QTimer: keep it."""
     from qtpy.QtCore import QTimer
 
     ticks = [0]
@@ -172,7 +337,8 @@ def _when_ready(browser: Any, then: Callable[[], None]) -> Any:
 
     def tick() -> None:
         ticks[0] += 1
-        if (ticks[0] >= 15 and browser.worker is None) or ticks[0] >= 600:
+        idle = all(w.worker is None for w in widgets)
+        if (ticks[0] >= min_ticks and idle) or ticks[0] >= 600:
             timer.stop()
             then()
 
@@ -201,6 +367,7 @@ def _finish(viewer: Any, args: argparse.Namespace, result: dict) -> None:
 # -- entry point ------------------------------------------------------------
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_info,
+    _add_classify,
     _add_demo,
 )
 
@@ -211,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="napari-medcnn",
-        description="Load, check and view medical scans (DICOM, NIfTI, images).",
+        description="Load, check, view and classify medical scans (DICOM, NIfTI, "
+        "images).",
     )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -60,7 +60,9 @@ class ChannelList(QListWidget):
         ticks of those already listed, drop removed ones, append new ones
         unticked, and refresh names."""
         kept = [(lay, chk) for lay, chk in self._entries() if _contains(layers, lay)]
-        new = [(lay, False) for lay in layers if not _contains([k for k, _ in kept], lay)]
+        new = [
+            (lay, False) for lay in layers if not _contains([k for k, _ in kept], lay)
+        ]
         self._fill(kept + new)
 
     def set_checked(self, layers: Sequence[Any]) -> None:

@@ -30,27 +30,32 @@ FONT = 8
 class PlotColors:
     """Colours (hex) of the plots, matching the napari theme."""
 
-    background: str = "#262930"
+    background: str = "#23242b"
     text: str = "#f0f1f2"
-    muted: str = "#5a626c"
+    muted: str = "#565f6c"
     accent: str = "#4560c4"
     marker: str = "#e3b617"
 
 
 def theme_colors(theme_name: str) -> PlotColors:
-    """Plot colours for a napari theme name (``dark``, ``light``...)."""
+    """Plot colours for a napari theme name (``dark``, ``light``...).
+
+    The theme's own accent and warning colours are too pale on a light
+    background, so light themes get darker ones.
+    """
     try:
         from napari.utils.theme import get_theme
 
         theme = get_theme(theme_name)
+        background = theme.background.as_hex()
+        r, g, b = theme.background.as_rgb_tuple()[:3]
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 128
         return PlotColors(
-            background=theme.foreground.as_hex()
-            if theme_name == "light"
-            else theme.background.as_hex(),
+            background=background,
             text=theme.text.as_hex(),
-            muted=theme.primary.as_hex(),
-            accent=theme.current.as_hex(),
-            marker=theme.warning.as_hex(),
+            muted=theme.secondary.as_hex(),
+            accent=theme.current.as_hex() if dark else "#3653b3",
+            marker=theme.warning.as_hex() if dark else "#b35c00",
         )
     except Exception:  # unknown or "system" theme: keep readable defaults
         return PlotColors()
@@ -101,8 +106,10 @@ class ProbabilityBars(_Canvas):
     ) -> None:
         """Draw ``probabilities`` (0-1) of ``classes``; highlight ``index``."""
         self._data = (list(classes), [float(p) for p in probabilities], int(index))
-        # room for every class: about 26 px per bar plus the axis
-        self.setMinimumHeight(max(110, 26 * len(self._data[0]) + 60))
+        # about 28 px per bar plus the axis; no taller, or bars get fat
+        height = max(110, 28 * len(self._data[0]) + 60)
+        self.setMinimumHeight(height)
+        self.setMaximumHeight(height + 20)
         self._redraw()
 
     def clear_result(self) -> None:
@@ -172,12 +179,13 @@ class SliceCurve(_Canvas):
     slice_clicked = Signal(int)
 
     def __init__(self, colors: PlotColors | None = None):
-        super().__init__(190, colors)
+        super().__init__(170, colors)
         self._probs: np.ndarray | None = None
         self._classes: list[str] = []
         self._index = 0
         self._current: int | None = None
         self._vline = None
+        self._marker_text = None
         self.mpl_connect("button_press_event", self.on_press)
         self._redraw()
 
@@ -209,9 +217,20 @@ class SliceCurve(_Canvas):
             return
         visible = self._current is not None and 0 <= self._current < self.n_slices
         self._vline.set_visible(visible)
+        self._marker_text.set_visible(visible)
         if visible:
-            self._vline.set_xdata([self._current, self._current])
+            k = self._current
+            self._vline.set_xdata([k, k])
+            self._marker_text.set_text(self.marker_label(k))
         self.draw_idle()
+
+    def marker_label(self, k: int) -> str:
+        """The text beside the marker: the slice and its probability."""
+        p = self._probs[k]
+        if len(self._classes) == 2:
+            return f"slice {k}: P({self._classes[1]}) = {p[1]:.2f}"
+        best = int(np.argmax(p))
+        return f"slice {k}: {self._classes[best]} {p[best]:.2f}"
 
     def on_press(self, event) -> None:
         """matplotlib ``button_press_event`` handler: emit the clicked slice."""
@@ -225,7 +244,7 @@ class SliceCurve(_Canvas):
     def _redraw(self) -> None:
         ax = self.ax
         ax.clear()
-        self._vline = None
+        self._vline = self._marker_text = None
         self._style()
         if self._probs is None:
             ax.set_axis_off()
@@ -255,5 +274,15 @@ class SliceCurve(_Canvas):
         ax.set_xlim(-0.5, max(probs.shape[0] - 0.5, 0.5))
         ax.set_xlabel("slice (click to go there)", fontsize=FONT)
         self._vline = ax.axvline(0, color=c.marker, linewidth=1.4)
+        self._marker_text = ax.text(
+            0.01,
+            0.98,
+            "",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            color=c.marker,
+            fontsize=FONT,
+        )
         self.set_current(self._current)
         self.draw_idle()

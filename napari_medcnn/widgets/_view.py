@@ -103,13 +103,14 @@ class ResultView:
         if rec.get("n_slices"):
             what += f", {rec['n_slices']} slices"
         pct = "n/a" if p is None else f"{100 * p:.1f} %"
+        big = f"font-size:15pt; font-weight:600; color:{self.colors.accent}"
+        model = esc(str(rec.get("model_name") or ""))
+        took = f"{float(rec.get('elapsed_s') or 0):.2f} s"
         lines = [
-            f'<span style="font-size:15pt; font-weight:600; color:{self.colors.accent}">'
-            f"{esc(str(rec['label']))}</span>&nbsp;&nbsp;"
+            f'<span style="{big}">{esc(str(rec["label"]))}</span>&nbsp;&nbsp;'
             f'<span style="font-size:12pt">{pct}</span>',
             f"{esc(str(rec.get('name') or ''))}: {esc(what)}",
-            f"model {esc(str(rec.get('model_name') or ''))}"
-            f" · {float(rec.get('elapsed_s') or 0):.2f} s on {esc(str(rec.get('device')))}",
+            f"model {model} · {took} on {esc(str(rec.get('device')))}",
         ]
         if rec.get("warnings"):
             lines.append(
@@ -123,14 +124,20 @@ class ResultView:
         if loaded is None:
             return "No model loaded.", ""
         card = loaded.card
-        kind = {"slice": "2D slices", "volume": "3D volumes", "sequence": "slice series"}
+        kind = {
+            "slice": "2D slices",
+            "volume": "3D volumes",
+            "sequence": "slice series",
+        }
         classes = ", ".join(card.classes)
         text = (
             f"<b>{html.escape(card.name or card.arch)}</b> ({html.escape(card.arch)}, "
             f"{kind.get(card.input_kind, card.input_kind)})<br>"
             f"classes: {html.escape(classes)}"
         )
-        tip = f"{loaded.path}\nmodel id {card.model_id or 'n/a'}\ndevice {loaded.device}"
+        tip = (
+            f"{loaded.path}\nmodel id {card.model_id or 'n/a'}\ndevice {loaded.device}"
+        )
         return text, tip
 
     def channel_text(self, names: Sequence[str], card: Any) -> str:

@@ -19,81 +19,28 @@ torch is imported only inside the worker functions.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import (
-    QButtonGroup,
-    QFileDialog,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QRadioButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QSize
+from qtpy.QtWidgets import QWidget
 
-from ._channels import ChannelList
-from ._plots import ProbabilityBars, SliceCurve, theme_colors
+from ._classify_jobs import (
+    JobHandle,
+    contains,
+    default_model_file,
+    iter_classify_job,
+    job_arguments,
+    level0,
+    load_model_job,
+)
+from ._classify_ui import ask_export_path, ask_model_path, build_ui
+from ._plots import theme_colors
 from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
 
 if TYPE_CHECKING:
     import napari
-
-#: scope key -> radio-button text, in display order.
-SCOPES = {"slice": "Current slice", "slices": "Every slice", "volume": "Whole volume"}
-MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
-
-
-class JobError(Exception):
-    """A model-load or classify job failed (wraps errors superqt drops)."""
-
-
-def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
-    """:func:`napari_medcnn.inference.classify` for a worker thread.
-
-    superqt treats a ``RuntimeError`` from a worker as "the worker was
-    deleted" and emits neither ``errored`` nor ``finished``: torch raises
-    those for shape problems, so re-raise them as :class:`JobError`.
-    """
-    from ..inference import classify
-
-    try:
-        return (yield from classify(images, model, **kwargs))
-    except RuntimeError as exc:
-        raise JobError(str(exc)) from exc
-
-
-def load_model_job(path: str, device: Any = None) -> Any:
-    """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
-    from ..models.checkpoint import load_checkpoint
-
-    try:
-        return load_checkpoint(path, device)
-    except RuntimeError as exc:
-        raise JobError(str(exc)) from exc
-
-
-def default_model_file() -> Path:
-    """The default model's weights path (it may not exist yet)."""
-    from ..inference import default_model_path
-
-    return Path(default_model_path())
-
-
-class _JobHandle:
-    """The running worker, reachable after the panel itself is gone."""
-
-    worker: Any = None
-
-    def quit(self, *_args) -> None:
-        if self.worker is not None:
-            self.worker.quit()
 
 
 class ClassifyWidget(QWidget):
@@ -114,7 +61,7 @@ class ClassifyWidget(QWidget):
         super().__init__(parent)
         self.setObjectName("napari_medcnn_classify")
         self._viewer = viewer
-        self._job = _JobHandle()
+        self._job = JobHandle()
         self.destroyed.connect(self._job.quit)
         self._model: Any = None  # LoadedModel
         self._pending: dict[str, Any] = {}
@@ -122,37 +69,8 @@ class ClassifyWidget(QWidget):
         self._result_layer: Any = None
 
         colors = theme_colors(getattr(viewer, "theme", "dark"))
-        self.channels = ChannelList()
-        self.up_button = QPushButton("Up")
-        self.down_button = QPushButton("Down")
-        self.channel_label = QLabel()
-        self.channel_label.setWordWrap(True)
-        self.model_label = QLabel("No model loaded.")
-        self.model_label.setWordWrap(True)
-        self.default_button = QPushButton("Default model")
-        self.browse_button = QPushButton("Model file…")
-        self.scope_group = QButtonGroup(self)
-        self.scope_buttons = {k: QRadioButton(t) for k, t in SCOPES.items()}
-        for i, button in enumerate(self.scope_buttons.values()):
-            self.scope_group.addButton(button, i)
-        self.scope_buttons["slice"].setChecked(True)
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.bars = ProbabilityBars(colors)
-        self.curve = SliceCurve(colors)
-        self.curve.setVisible(False)
-        self.csv_button = QPushButton("Export CSV…")
-        self.json_button = QPushButton("Export JSON…")
+        build_ui(self, colors)
         self._view = ResultView(self.summary, self.bars, self.curve, colors)
-        self._layout()
 
         self.channels.channels_changed.connect(self._update_channel_label)
         self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
@@ -164,17 +82,16 @@ class ClassifyWidget(QWidget):
         self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.json_button.clicked.connect(lambda: self._export_dialog("json"))
         self.curve.slice_clicked.connect(self.go_to_slice)
-        self._connections = [
+        # napari holds these weakly and drops them once the panel is deleted
+        for emitter, callback in (
             (viewer.layers.events.inserted, self._on_layers_changed),
             (viewer.layers.events.removed, self._on_layers_changed),
             (viewer.layers.events.renamed, self._on_layers_changed),
             (viewer.layers.selection.events.active, self._on_active_changed),
             (viewer.dims.events.point, self._on_dims_point),
             (viewer.events.theme, self._on_theme),
-        ]
-        for emitter, callback in self._connections:
+        ):
             emitter.connect(callback)
-        self.destroyed.connect(self._disconnect)
         self._on_layers_changed()
         self._on_active_changed()
         self._update_model_info()
@@ -188,44 +105,6 @@ class ClassifyWidget(QWidget):
                 "“Model file…”.",
                 warn=True,
             )
-
-    def _layout(self) -> None:
-        grid = QGridLayout()
-        grid.addWidget(QLabel("<b>Image layers</b> (ticked, in channel order)"), 0, 0)
-        grid.addWidget(self.channels, 1, 0, 2, 1)
-        grid.addWidget(self.up_button, 1, 1)
-        grid.addWidget(self.down_button, 2, 1)
-        self.channels.setMaximumHeight(4 * self.fontMetrics().height() + 16)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.default_button)
-        model_row.addWidget(self.browse_button)
-        model_row.addStretch(1)
-        scope_row = QHBoxLayout()
-        scope_row.addWidget(QLabel("Scope:"))
-        for button in self.scope_buttons.values():
-            scope_row.addWidget(button)
-        scope_row.addStretch(1)
-        run_row = QHBoxLayout()
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.cancel_button)
-        run_row.addWidget(self.progress, 1)
-        export_row = QHBoxLayout()
-        export_row.addStretch(1)
-        export_row.addWidget(self.csv_button)
-        export_row.addWidget(self.json_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(grid)
-        layout.addWidget(self.channel_label)
-        layout.addWidget(QLabel("<b>Model</b>"))
-        layout.addWidget(self.model_label)
-        layout.addLayout(model_row)
-        layout.addLayout(scope_row)
-        layout.addLayout(run_row)
-        layout.addWidget(self.status)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.bars, 2)
-        layout.addWidget(self.curve, 3)
-        layout.addLayout(export_row)
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
         """Room for the plots when first docked."""
@@ -283,6 +162,7 @@ class ClassifyWidget(QWidget):
             str(target)
         )
         worker.returned.connect(self._on_model_loaded)
+        self._pending = {"kind": "load"}
         self._start(worker, f"Loading model {target.name}…")
         return True
 
@@ -298,17 +178,19 @@ class ClassifyWidget(QWidget):
             return False
         layers = self.selected_layers()
         try:
-            kwargs = self._job_arguments(layers)
+            kwargs = job_arguments(
+                self._model, layers, self.scope, self._viewer.dims.point
+            )
         except ValueError as exc:  # CardError is a ValueError
             self._error(str(exc))
             return False
-        images = [_level0(layer) for layer in layers]
+        images = [level0(layer) for layer in layers]
         worker = thread_worker(
             iter_classify_job, start_thread=False, ignore_errors=True
         )(images, self._model, **kwargs)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_classified)
-        self._pending = {"layers": layers, "slice_index": kwargs["slice_index"]}
+        self._pending = {"kind": "classify", "layers": layers}
         self._start(worker, "Classifying…")
         return True
 
@@ -319,14 +201,17 @@ class ClassifyWidget(QWidget):
             self._job.worker.quit()
 
     def current_slice(self, layer: Any | None = None) -> int:
-        """The slice (data index, axis 0) of ``layer`` napari shows now."""
-        layer = layer if layer is not None else self.selected_layers()[0]
-        return current_slice_index(layer, self._viewer.dims.point)
+        """The slice (data index, axis 0) of ``layer`` (default: the first
+        ticked layer) napari shows now; 0 without a layer."""
+        layers = [layer] if layer is not None else self.selected_layers()
+        if not layers:
+            return 0
+        return current_slice_index(layers[0], self._viewer.dims.point)
 
     def go_to_slice(self, index: int) -> None:
         """Move napari to slice ``index`` of the classified layer."""
         layer = self._result_layer
-        if layer is None or not _contains(self._viewer.layers, layer):
+        if layer is None or not contains(self._viewer.layers, layer):
             return
         axis = slice_axis(self._viewer.dims.ndim, layer)
         self._viewer.dims.set_point(axis, slice_world_position(layer, index))
@@ -339,39 +224,12 @@ class ClassifyWidget(QWidget):
             raise ValueError("nothing to export: classify first")
         return write_records([self._record], path)
 
-    # -- checks ----------------------------------------------------------
-    def _job_arguments(self, layers: list[Any]) -> dict[str, Any]:
-        if self._model is None:
-            raise ValueError("No model loaded: choose a model first.")
-        if not layers:
-            raise ValueError("Tick the image layer(s) to classify.")
-        card = self._model.card
-        first = layers[0]
-        nd = first.ndim  # spatial: napari leaves the RGB axis out
-        scope = self.scope
-        if nd not in (2, 3):
-            raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
-        if scope == "volume" and card.input_kind == "slice":
-            raise ValueError(
-                f"model '{card.name or card.arch}' classifies 2D slices: "
-                "choose Current slice or Every slice."
-            )
-        card.check_input(len(layers), 3 if scope == "volume" else 2)
-        slice_index = None
-        if scope == "slice" and nd == 3:
-            slice_index = current_slice_index(first, self._viewer.dims.point)
-        return {
-            "scope": scope,
-            "spacing": tuple(float(s) for s in first.scale),
-            "slice_index": slice_index,
-            "rgb": bool(getattr(first, "rgb", False)),
-        }
-
     # -- worker plumbing -------------------------------------------------
     def _start(self, worker, message: str) -> None:
         self._job.worker = worker
         worker.errored.connect(self._on_errored)
-        worker.aborted.connect(lambda: self._say("Cancelled."))
+        if hasattr(worker, "aborted"):  # generator workers only
+            worker.aborted.connect(lambda: self._say("Cancelled."))
         worker.finished.connect(self._on_finished)
         self.progress.setRange(0, 0)  # busy until the first progress event
         self._say(message)
@@ -422,7 +280,11 @@ class ClassifyWidget(QWidget):
             show_warning(f"Classify '{first.name}': " + "; ".join(result.warnings))
 
     def _on_errored(self, exc: Exception) -> None:
-        self._error(f"Classify: {exc}")
+        if self._pending.get("kind") == "load":
+            kept = "; the previous model stays" if self._model is not None else ""
+            self._error(f"Model not loaded{kept}: {exc}")
+        else:
+            self._error(f"Classification failed: {exc}")
 
     def _on_finished(self) -> None:
         self._job.worker = None
@@ -440,7 +302,7 @@ class ClassifyWidget(QWidget):
         self.channels.sync(images)
         if not self.channels.checked() and images:
             active = self._viewer.layers.selection.active
-            pick = active if _contains(images, active) else images[-1]
+            pick = active if contains(images, active) else images[-1]
             self.channels.set_checked([pick])
         self._update_channel_label()
         self._update_buttons()
@@ -456,17 +318,13 @@ class ClassifyWidget(QWidget):
 
     def _on_dims_point(self, _event=None) -> None:
         layer = self._result_layer
-        if not self.curve.isVisible() or layer is None:
+        if self.curve.isHidden() or layer is None:
             return
-        if _contains(self._viewer.layers, layer):
+        if contains(self._viewer.layers, layer):
             self.curve.set_current(current_slice_index(layer, self._viewer.dims.point))
 
     def _on_theme(self, _event=None) -> None:
         self._view.set_colors(theme_colors(self._viewer.theme))
-
-    def _disconnect(self, *_args) -> None:
-        for emitter, callback in self._connections:
-            emitter.disconnect(callback)
 
     # -- display ---------------------------------------------------------
     def _update_model_info(self) -> None:
@@ -510,37 +368,19 @@ class ClassifyWidget(QWidget):
 
     # -- dialogs ---------------------------------------------------------
     def _browse_model(self) -> None:
-        start = str(default_model_file().parent)
-        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", start, MODEL_FILTER)
+        path = ask_model_path(self, str(default_model_file().parent))
         if path:
             self.load_model(path)
 
     def _export_dialog(self, fmt: str) -> None:
         if self._record is None:
             return
-        stem = "".join(c if c.isalnum() else "_" for c in self._record.get("name") or "")
-        default = f"{stem or 'classification'}_classification.{fmt}"
-        filt = "CSV (*.csv)" if fmt == "csv" else "JSON (*.json)"
-        path, _ = QFileDialog.getSaveFileName(self, "Export classification", default, filt)
+        path = ask_export_path(self, self._record.get("name") or "", fmt)
         if not path:
             return
-        if not path.lower().endswith(f".{fmt}"):
-            path += f".{fmt}"
         try:
             self.export(path)
         except OSError as exc:
             self._error(f"Export failed: {exc}")
             return
         self._say(f"Exported to {Path(path).name}.")
-
-
-def _level0(layer: Any) -> Any:
-    """The full-resolution data of a (possibly multiscale) layer."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-
-
-def _contains(layers: Any, layer: Any) -> bool:
-    return layer is not None and any(layer == other for other in layers)
-
-
-__all__ = ["ClassifyWidget", "iter_classify_job", "load_model_job", "np"]

@@ -1,0 +1,114 @@
+"""Worker jobs and input checks of the Classify widget (no Qt widgets).
+
+The job functions run in napari ``thread_worker`` threads; torch is imported
+only inside them, so docking the widget does not slow napari's start.
+:func:`job_arguments` checks, before any compute, that the chosen layers,
+scope and model fit, and turns napari's state into :func:`classify`
+arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._view import current_slice_index
+
+
+class JobError(Exception):
+    """A model-load or classify job failed (wraps errors superqt drops)."""
+
+
+def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
+    """:func:`napari_medcnn.inference.classify` for a worker thread.
+
+    superqt treats a ``RuntimeError`` from a worker as "the worker was
+    deleted" and emits neither ``errored`` nor ``finished``: torch raises
+    those for shape problems, so re-raise them as :class:`JobError`.
+    """
+    from ..inference import classify
+
+    try:
+        return (yield from classify(images, model, **kwargs))
+    except RuntimeError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def load_model_job(path: str, device: Any = None) -> Any:
+    """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
+    from ..models.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)
+    except RuntimeError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def default_model_file() -> Path:
+    """The default model's weights path (it may not exist yet)."""
+    from ..inference import default_model_path
+
+    return Path(default_model_path())
+
+
+class JobHandle:
+    """The running worker, reachable after the panel itself is gone."""
+
+    worker: Any = None
+
+    def quit(self, *_args) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+
+def job_arguments(
+    model: Any, layers: Sequence[Any], scope: str, world_point: Sequence[float]
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`classify` for ``layers`` (channel order).
+
+    Args:
+        model: the ``LoadedModel`` (or None: refused).
+        layers: the napari image layers, in channel order.
+        scope: ``slice``, ``slices`` or ``volume``.
+        world_point: ``viewer.dims.point``; in ``slice`` scope it picks the
+            slice of a 3D layer (converted to a data index).
+
+    Raises:
+        ValueError / CardError: no model or layer, a 4D layer, a slice model
+            asked for a whole volume, or channels/dims the card refuses.
+    """
+    if model is None:
+        raise ValueError("No model loaded: choose a model first.")
+    if not layers:
+        raise ValueError("Tick the image layer(s) to classify.")
+    card = model.card
+    first = layers[0]
+    nd = first.ndim  # spatial: napari leaves the RGB axis out
+    if nd not in (2, 3):
+        raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
+    if scope == "volume" and card.input_kind == "slice":
+        raise ValueError(
+            f"model '{card.name or card.arch}' classifies 2D slices: "
+            "choose Current slice or Every slice."
+        )
+    card.check_input(len(layers), 3 if scope == "volume" else 2)
+    slice_index = None
+    if scope == "slice" and nd == 3:
+        slice_index = current_slice_index(first, world_point)
+    return {
+        "scope": scope,
+        "spacing": tuple(float(s) for s in first.scale),
+        "slice_index": slice_index,
+        "rgb": bool(getattr(first, "rgb", False)),
+    }
+
+
+def level0(layer: Any) -> Any:
+    """The full-resolution data of a (possibly multiscale) layer."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def contains(layers: Any, layer: Any) -> bool:
+    """``layer in layers`` by ``==`` (napari may hand out proxies)."""
+    return layer is not None and any(layer == other for other in layers)

@@ -1,0 +1,438 @@
+"""The Classify dock widget in a real napari window, and the result records.
+
+The widget is opened through the manifest, as a user opens it from the
+Plugins menu.  Models are tiny untrained checkpoints written by a fixture
+(the default Br35H model may not exist yet); every job is awaited on the
+widget's worker.  Set ``NAPARI_MEDCNN_SCREENSHOTS`` to a folder to keep the
+screenshots of the docked widget.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medcnn.inference import ClassificationResult
+from napari_medcnn.results import (
+    classification_record,
+    csv_columns,
+    to_csv,
+    write_csv,
+    write_json,
+)
+
+PLUGIN = "napari-medcnn"
+WIDGET = "Classify"
+WAIT_MS = 120_000
+PHI = ("Doe", "Jane", "PID-7788")
+
+
+def make_checkpoint(
+    path, *, in_channels=1, kind="slice", classes=("no_tumor", "tumor")
+):
+    """A tiny untrained checkpoint: seed CNN (slices) or CNN+RNN (sequence)."""
+    import torch
+
+    from napari_medcnn.models import build_model
+    from napari_medcnn.models.card import ModelCard
+    from napari_medcnn.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    record = {
+        "intensity": {"mode": "percentile", "low": 1.0, "high": 99.0},
+        "foreground_crop": None,
+        "size": [32, 32],
+    }
+    if kind == "slice":
+        arch, dims = "seed_cnn", 2
+        kw = {"spatial_dims": 2, "in_channels": in_channels, "widths": (8, 16, 16)}
+    else:
+        arch, dims = "cnn_rnn", 3
+        kw = {
+            "in_channels": in_channels,
+            "encoder_kwargs": {"widths": (4, 8, 8), "pooled_size": 2},
+            "hidden_size": 8,
+        }
+    kw["num_classes"] = len(classes)
+    card = ModelCard(
+        arch=arch,
+        arch_kwargs=kw,
+        classes=list(classes),
+        spatial_dims=dims,
+        in_channels=in_channels,
+        channel_names=["MR", "T2"][:in_channels] if in_channels <= 2 else [],
+        input_size=[32, 32],
+        input_kind=kind,
+        preprocessing=record,
+        name=f"tiny {kind} x{in_channels}",
+    )
+    return save_checkpoint(build_model(arch, **kw).eval(), card, path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _result(slices=None, warnings=()):
+    return ClassificationResult(
+        classes=["no_tumor", "tumor"],
+        probabilities=[0.25, 0.75],
+        label="tumor",
+        index=1,
+        scope="slices" if slices is not None else "slice",
+        slice_probabilities=slices,
+        model_id="abc123",
+        model_name="tiny",
+        model_path="/somewhere/private/tiny.safetensors",
+        warnings=list(warnings),
+    )
+
+
+# -- core: records and export (no Qt) -------------------------------------------
+def test_record_keeps_identity_but_no_patient_data():
+    md = {
+        "patient_name": "Doe^Jane",
+        "patient_id": "PID-7788",
+        "patient_birth_date": "19700101",
+        "series_uid": "1.2.3.4",
+        "modality": "MR",
+        "source_paths": ["/data/Doe_Jane/IM0001.dcm"],
+    }
+    slices = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan]])
+    rec = classification_record(
+        _result(slices), name="MR T1", channel_layers=["MR T1"], metadata=md
+    )
+    assert rec["series_uid"] == "1.2.3.4" and rec["modality"] == "MR"
+    assert rec["name"] == "MR T1" and rec["channel_layers"] == ["MR T1"]
+    assert rec["probabilities_by_class"] == {"no_tumor": 0.25, "tumor": 0.75}
+    assert rec["n_slices"] == 3 and rec["slice_probabilities"][2] == [None, None]
+    assert rec["model_file"] == "tiny.safetensors"  # not the folder
+    text = json.dumps(rec, allow_nan=False)
+    for phi in (*PHI, "19700101", "/data/", "private"):
+        assert phi not in text
+
+
+def test_export_json_and_csv_atomically(tmp_path):
+    recs = [
+        classification_record(_result(np.array([[0.5, 0.5], [0.1, 0.9]])), name="a"),
+        classification_record(_result(), name="b", channel_layers=["b", "c"]),
+    ]
+    js = write_json(recs, tmp_path / "out.json")
+    assert json.loads(js.read_text()) == recs
+    path = write_csv(recs, tmp_path / "out.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert csv_columns(recs)[-5:] == [
+        "p_no_tumor",
+        "p_tumor",
+        "warnings",
+        "error",
+        "slice_probabilities",
+    ]
+    assert [r["label"] for r in rows] == ["tumor", "tumor"]
+    assert float(rows[0]["p_tumor"]) == pytest.approx(0.75)
+    assert json.loads(rows[0]["slice_probabilities"]) == [[0.5, 0.5], [0.1, 0.9]]
+    assert rows[1]["slice_probabilities"] == "" and rows[1]["channel_layers"] == "b; c"
+    # replacing a file leaves no temporary file behind
+    write_csv(recs[:1], path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.json"]
+    assert to_csv([]).strip() == ",".join(csv_columns([]))
+
+
+# -- GUI helpers -----------------------------------------------------------------
+def _dock(viewer):
+    _dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return widget
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+
+def _with_model(qtbot, viewer, path):
+    widget = _dock(viewer)
+    _wait_idle(qtbot, widget)  # the default model may be loading
+    assert widget.load_model(str(path))
+    _wait_idle(qtbot, widget)
+    assert widget.model is not None and Path(widget.model.path).stem == path.stem
+    return widget
+
+
+def _run(qtbot, widget):
+    assert widget.run()
+    assert not widget.run_button.isEnabled()  # disabled while running
+    assert widget.cancel_button.isEnabled()
+    _wait_idle(qtbot, widget)
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def _screenshot(viewer, tmp_path, name):
+    """Save the window (dock included); keep it when asked to (env var)."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window.resize(1500, 950)
+    for _ in range(5):
+        QApplication.processEvents()
+        time.sleep(0.05)
+    png = tmp_path / name
+    viewer.screenshot(str(png), canvas_only=False, flash=False)
+    keep = os.environ.get("NAPARI_MEDCNN_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, Path(keep) / name)
+    return png
+
+
+def _click_curve(canvas, x, y=0.5):
+    """A real matplotlib button press at data (x, y) through the canvas."""
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas.draw()
+    px, py = canvas.ax.transData.transform((x, y))
+    event = MouseEvent("button_press_event", canvas, px, py, button=1)
+    canvas.callbacks.process("button_press_event", event)
+
+
+# -- GUI -------------------------------------------------------------------------
+@pytest.mark.gui
+def test_classify_mr_slice_through_manifest(make_napari_viewer, qtbot, tiny, tmp_path):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open_sample(PLUGIN, "mr_slice")
+    widget = _with_model(qtbot, viewer, tiny)
+    assert widget.selected_layers() == [layer]
+    assert "MR" in widget.channel_label.text()  # the card's expected channel
+    assert not widget.scope_buttons["volume"].isEnabled()  # a slice model
+    _run(qtbot, widget)
+    rec = layer.metadata["classification"]
+    assert rec["label"] in ("no_tumor", "tumor") and rec["scope"] == "slice"
+    assert rec["channel_layers"] == [layer.name]
+    assert sum(rec["probabilities"]) == pytest.approx(1, abs=1e-5)
+    assert rec["label"] in widget.summary.text()
+    colors = widget.bars.bar_colors()
+    assert colors[rec["index"]] != colors[1 - rec["index"]]  # predicted highlighted
+    assert not widget.curve.isVisibleTo(widget)
+    out = widget.export(tmp_path / "slice.json")
+    assert json.loads(out.read_text())[0]["label"] == rec["label"]
+    png = _screenshot(viewer, tmp_path, "classify_mr_slice.png")
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.gui
+def test_volume_curve_follows_dims_and_click_moves_them(
+    make_napari_viewer, qtbot, tiny
+):
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100, 20, (12, 40, 40)).astype(np.float32)
+    vol[5:8, 10:25, 12:30] += 200
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(vol, name="vol", scale=(2.5, 1, 1), translate=(-10, 5, 5))
+    widget = _with_model(qtbot, viewer, tiny)
+    viewer.dims.set_point(0, -10 + 3 * 2.5)  # world mm of slice 3
+    assert widget.current_slice() == 3
+    widget.set_scope("slice")
+    _run(qtbot, widget)
+    assert layer.metadata["classification"]["slice_index"] == 3
+
+    widget.set_scope("slices")
+    _run(qtbot, widget)
+    rec = layer.metadata["classification"]
+    assert rec["scope"] == "slices" and rec["n_slices"] == 12
+    assert np.asarray(rec["slice_probabilities"]).shape == (12, 2)
+    assert widget.curve.isVisibleTo(widget) and widget.curve.n_slices == 12
+    assert widget.curve.current == 3
+    viewer.dims.set_point(0, -10 + 7 * 2.5)
+    assert widget.curve.current == 7
+    _click_curve(widget.curve, 5.2)
+    assert viewer.dims.point[0] == pytest.approx(-10 + 5 * 2.5)
+    assert viewer.dims.current_step[0] == 5
+    assert widget.curve.current == 5
+
+
+@pytest.mark.gui
+def test_sequence_model_two_channels_in_order(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    import napari.utils.notifications as notifications
+
+    seq = make_checkpoint(tmp_path / "seq", in_channels=2, kind="sequence")
+    rng = np.random.default_rng(1)
+    viewer = make_napari_viewer()
+    t1 = viewer.add_image(rng.random((6, 24, 24)), name="T1")
+    t2 = viewer.add_image(rng.random((6, 24, 24)), name="T2")
+    widget = _with_model(qtbot, viewer, seq)
+    assert widget.scope == "volume" and widget.scope_buttons["volume"].isEnabled()
+    assert not widget.scope_buttons["slices"].isEnabled()
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    widget.set_channels([t1])
+    assert not widget.run()  # refused before any compute
+    assert "takes 2 channel" in shown[-1]
+    widget.set_channels([t1, t2])
+    widget.channels.setCurrentRow(1)
+    widget.up_button.click()  # reorder: T2 becomes channel 1
+    assert widget.selected_layers() == [t2, t1]
+    assert "1. T2" in widget.channel_label.text()
+    _run(qtbot, widget)
+    rec = t2.metadata["classification"]
+    assert rec["channel_layers"] == ["T2", "T1"] and rec["model_channels"] == [
+        "MR",
+        "T2",
+    ]
+    assert rec["scope"] == "volume" and rec["n_slices"] == 6
+    assert widget.curve.isVisibleTo(widget)
+    # layers of different shapes: the core refuses, the widget says why
+    small = viewer.add_image(rng.random((6, 20, 24)), name="small")
+    widget.set_channels([t1, small])
+    _run(qtbot, widget)
+    assert any("same shape" in str(m) for m in shown)
+
+
+@pytest.mark.gui
+def test_cancel_stops_the_job(make_napari_viewer, qtbot, tiny, monkeypatch):
+    import napari_medcnn.inference as inference
+
+    def endless(images, model, **kwargs):
+        i = 0
+        while True:
+            i += 1
+            time.sleep(0.01)
+            yield ("classify", i, 10**6)
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.random.default_rng(0).random((32, 32)), name="im")
+    widget = _with_model(qtbot, viewer, tiny)
+    monkeypatch.setattr(inference, "classify", endless)
+    assert widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=WAIT_MS)
+    widget.cancel_button.click()
+    _wait_idle(qtbot, widget)
+    assert widget.status.text() == "Cancelled."
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "classification" not in layer.metadata and widget.record is None
+
+
+@pytest.mark.gui
+def test_bad_checkpoint_keeps_previous_model(
+    make_napari_viewer, qtbot, tiny, tmp_path, monkeypatch
+):
+    import napari.utils.notifications as notifications
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a safetensors file at all")
+    shutil.copy(tiny.with_suffix(".json"), corrupt.with_suffix(".json"))
+    no_fields = tmp_path / "nofields.safetensors"
+    shutil.copy(tiny, no_fields)
+    card = json.loads(tiny.with_suffix(".json").read_text())
+    del card["classes"]
+    no_fields.with_suffix(".json").write_text(json.dumps(card))
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    widget = _with_model(qtbot, viewer, tiny)
+    before = widget.model
+    for bad, why in ((corrupt, "cannot read weights"), (no_fields, "missing")):
+        assert widget.load_model(str(bad))
+        _wait_idle(qtbot, widget)
+        assert why in str(shown[-1]) and bad.stem in str(shown[-1])
+        assert widget.model is before
+    assert "tiny" in widget.model_label.text()
+
+
+@pytest.mark.gui
+def test_missing_default_model_is_said(make_napari_viewer, tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    import napari_medcnn.widgets.classify as classify_widget
+
+    missing = tmp_path / "weights" / "br35h_seed_cnn.safetensors"
+    monkeypatch.setattr(classify_widget, "default_model_file", lambda: missing)
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.ones((8, 8)), name="im")
+    widget = _dock(viewer)
+    assert widget.model is None and widget.worker is None
+    assert "Default model not found" in widget.status.text()
+    assert not widget.run_button.isEnabled()
+    assert not widget.load_model(None)
+    assert "Default model not found" in shown[-1]
+
+
+@pytest.mark.gui
+def test_phi_stays_out_and_warnings_are_shown(
+    make_napari_viewer, qtbot, tiny, tmp_path, monkeypatch
+):
+    import napari.utils.notifications as notifications
+    from qtpy.QtWidgets import QFileDialog
+
+    warned = []
+    monkeypatch.setattr(notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    md = {"patient_name": "Doe^Jane", "patient_id": "PID-7788", "series_uid": "1.2.9"}
+    layer = viewer.add_image(np.zeros((32, 32)), name="MR opted-in", metadata=md)
+    widget = _with_model(qtbot, viewer, tiny)
+    _run(qtbot, widget)
+    assert warned and "constant" in warned[-1]
+    rec = layer.metadata["classification"]
+    assert rec["series_uid"] == "1.2.9" and rec["warnings"]
+    assert layer.metadata["patient_name"] == "Doe^Jane"  # the layer keeps its own
+    for fmt in ("csv", "json"):
+        target = tmp_path / f"export.{fmt}"
+        monkeypatch.setattr(
+            QFileDialog, "getSaveFileName", lambda *a, t=target, **k: (str(t), "")
+        )
+        getattr(widget, f"{fmt}_button").click()
+        text = target.read_text()
+        assert "1.2.9" in text
+        for phi in PHI:
+            assert phi not in text
+    assert not any(phi in json.dumps(rec) for phi in PHI)
+
+
+@pytest.mark.gui
+def test_screenshots_mr_slice_and_volume(make_napari_viewer, qtbot, tiny, tmp_path):
+    """What the user sees: the dock after classifying a slice and a volume."""
+    from napari_medcnn.inference import default_model_path
+
+    model = default_model_path() if default_model_path().exists() else tiny
+    viewer = make_napari_viewer(show=True)
+    (mr,) = viewer.open_sample(PLUGIN, "mr_slice")
+    widget = _with_model(qtbot, viewer, model)
+    _run(qtbot, widget)
+    assert widget.bars.isVisibleTo(widget) and widget.bars.height() >= 100
+    _screenshot(viewer, tmp_path, "classify_mr_slice_window.png")
+    viewer.layers.clear()
+    (vol,) = viewer.open_sample(PLUGIN, "mr_volume")
+    widget.set_channels([vol])
+    widget.set_scope("slices")
+    _run(qtbot, widget)
+    assert vol.metadata["classification"]["n_slices"] == vol.data.shape[0]
+    assert widget.curve.isVisibleTo(widget) and widget.curve.height() >= 150
+    png = _screenshot(viewer, tmp_path, "classify_mr_volume_window.png")
+    assert png.stat().st_size > 10_000
+    viewer.theme = "light"  # the plots follow the theme
+    assert widget.curve.colors.background == widget.bars.colors.background
+    assert widget.bars.figure.get_facecolor()[0] > 0.8
+    _screenshot(viewer, tmp_path, "classify_mr_volume_light.png")
+
+
+@pytest.mark.gui
+def test_closed_panel_stops_listening(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    _wait_idle(qtbot, widget)
+    viewer.window.remove_dock_widget(widget)
+    with qtbot.waitSignal(widget.destroyed, timeout=WAIT_MS):
+        widget.deleteLater()
+    # the panel's C++ side is gone: viewer events must not reach it
+    viewer.add_image(np.zeros((3, 8, 8)), name="after")
+    viewer.dims.set_point(0, 2)
+    viewer.layers["after"].name = "renamed"
