@@ -43,6 +43,10 @@ DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_seed_cnn"
 ARCHS = {
     "seed_cnn": {"batchnorm": True, "dropout": 0.3},
     "resnet": {"layers": [1, 1, 1, 1], "block_inplanes": [32, 64, 128, 256]},
+    "resnet18": {"layers": [2, 2, 2, 2], "block_inplanes": [32, 64, 128, 256]},
+}
+# zoo name behind each entry of ARCHS
+ZOO_NAME = {"seed_cnn": "seed_cnn", "resnet": "resnet", "resnet18": "resnet"
 }
 
 
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     arch_kwargs = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2}
     arch_kwargs.update(ARCHS[args.arch])
-    model = build_model(args.arch, **arch_kwargs)
+    model = build_model(ZOO_NAME[args.arch], **arch_kwargs)
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     import monai
 
     card = ModelCard(
-        arch=args.arch,
+        arch=ZOO_NAME[args.arch],
         arch_kwargs=arch_kwargs,
         classes=list(br35h.CLASSES),
         spatial_dims=2,
