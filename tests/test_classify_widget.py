@@ -352,7 +352,7 @@ def test_missing_default_model_is_said(make_napari_viewer, tmp_path, monkeypatch
 
     import napari_medcnn.widgets.classify as classify_widget
 
-    missing = tmp_path / "weights" / "br35h_seed_cnn.safetensors"
+    missing = tmp_path / "weights" / "br35h_default.safetensors"
     monkeypatch.setattr(classify_widget, "default_model_file", lambda: missing)
     shown = []
     monkeypatch.setattr(notifications, "show_error", shown.append)
