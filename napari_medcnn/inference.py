@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 Progress = tuple[str, int, int]
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_seed_cnn.safetensors"
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_default.safetensors"
 
 
 @dataclass
@@ -160,6 +160,7 @@ def classify(
     """
     import torch
 
+    from .models.card import CardError
     from .preprocessing import prepare
 
     t0 = time.perf_counter()
@@ -173,6 +174,11 @@ def classify(
         raise ValueError(f"scope must be slice, slices or volume, not {scope!r}")
     if scope == "volume":
         card.check_input(len(images), 3 if nd == 3 else nd)
+        if card.input_kind == "slice":
+            raise CardError(
+                f"model '{card.name or card.arch}' classifies 2D slices; use "
+                "scope 'slice' or 'slices', not 'volume'"
+            )
     else:
         if card.input_kind != "slice":
             raise ValueError(

@@ -169,3 +169,9 @@ def test_prepare_is_the_same_for_rgb_and_gray_and_crops_square_in_mm():
     # the full height and half the width
     col_profile = a[0].mean(0)
     assert col_profile[:4].max() < 0.2 and col_profile[8:12].min() > 0.8
+
+
+def test_volume_scope_refuses_slice_models(tiny_model):
+    vol = np.zeros((4, 24, 24), np.float32)
+    with pytest.raises(CardError, match="2D slices"):
+        run(classify([vol], tiny_model, scope="volume", device="cpu"))
