@@ -26,6 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from .inference_fast import (  # noqa: F401  (re-exported)
+    CPU_BATCH,
+    FUSE_TOLERANCE,
+    GPU_BATCH,
+    forward_numpy,
+    optimized_model,
+    per_slice_logits,
+)
+
 Progress = tuple[str, int, int]
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_default.safetensors"
 
@@ -138,7 +147,7 @@ def classify(
     spacing: Sequence[float] | None = None,
     slice_index: int | None = None,
     rgb: bool = False,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device=None,
 ) -> Generator[Progress, None, ClassificationResult]:
     """Classify co-registered images (one array per channel/layer).
@@ -152,14 +161,16 @@ def classify(
             (row, column) square the crop in mm.
         slice_index: which slice of a volume to classify in ``slice`` scope.
         rgb: the arrays carry a trailing RGB axis.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass; default :data:`CPU_BATCH` on
+            CPU (each of ``torch.get_num_threads()`` worker threads runs
+            whole batches on one core), :data:`GPU_BATCH` on a GPU (the next
+            batch is prepared while the device runs this one).
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; default the best one.
 
     Raises:
         CardError / ValueError: input the model cannot take; raised before
             any compute with a message saying what was expected.
     """
-    import torch
-
     from .models.card import CardError
     from .preprocessing import prepare
 
@@ -199,45 +210,30 @@ def classify(
         elif nd == 2 and scope == "slices":
             scope = "slice"
     dev = loaded.device
-    net = loaded.model
+    net = optimized_model(loaded)
     record = card.preprocessing
     slice_probs = None
-    with torch.inference_mode():
-        if scope == "slice":
-            yield ("classify", 0, 1)
-            x = prepare(images, record, inplane)[None]
-            logits = net(torch.from_numpy(x).to(dev)).float().cpu().numpy()
-            probs = _probs(logits, card.temperature)[0]
-            yield ("classify", 1, 1)
-        elif scope == "slices":
-            n = images[0].shape[0]
-            chunks = []
-            for start in range(0, n, batch_size):
-                stop = min(n, start + batch_size)
-                batch = np.stack(
-                    [
-                        prepare([im[k] for im in images], record, inplane)
-                        for k in range(start, stop)
-                    ]
-                )
-                out = net(torch.from_numpy(batch).to(dev))
-                chunks.append(out.float().cpu().numpy())
-                yield ("classify", stop, n)
-            slice_probs = _probs(np.concatenate(chunks), card.temperature)
-            probs = slice_probs.mean(axis=0)
+    if scope == "slice":
+        yield ("classify", 0, 1)
+        x = prepare(images, record, inplane)[None]
+        probs = _probs(forward_numpy(net, x, dev), card.temperature)[0]
+        yield ("classify", 1, 1)
+    elif scope == "slices":
+        logits = yield from per_slice_logits(
+            images, net, dev, record, inplane, rgb, batch_size
+        )
+        slice_probs = _probs(logits, card.temperature)
+        probs = slice_probs.mean(axis=0)
+    else:
+        yield ("classify", 0, 1)
+        x = prepare(images, record, inplane)[None]
+        if hasattr(net, "forward_with_slices"):
+            logits, slice_logits = forward_numpy(net, x, dev, with_slices=True)
+            slice_probs = _probs(slice_logits[0], card.temperature)
         else:
-            yield ("classify", 0, 1)
-            x = torch.from_numpy(prepare(images, record, inplane)[None]).to(dev)
-            if hasattr(net, "forward_with_slices"):
-                out = net.forward_with_slices(x)
-                logits = out.logits.float().cpu().numpy()
-                slice_probs = _probs(
-                    out.slice_logits[0].float().cpu().numpy(), card.temperature
-                )
-            else:
-                logits = net(x).float().cpu().numpy()
-            probs = _probs(logits, card.temperature)[0]
-            yield ("classify", 1, 1)
+            logits = forward_numpy(net, x, dev)
+        probs = _probs(logits, card.temperature)[0]
+        yield ("classify", 1, 1)
     idx = int(np.argmax(probs))
     return ClassificationResult(
         classes=list(card.classes),

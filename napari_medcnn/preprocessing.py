@@ -78,6 +78,31 @@ def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
     return np.nan_to_num(out, copy=False)
 
 
+def normalize_slices(stack: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
+    """:func:`normalize` applied to each (H, W) slice of a (S, H, W) stack.
+
+    Same values as the per-slice loop (percentiles per slice), computed with
+    one vectorised call when every value is finite.
+    """
+    a = np.asarray(stack, dtype=np.float32)
+    mode = (intensity or {}).get("mode", "percentile")
+    if mode != "percentile" or a.shape[0] == 0:
+        # "none" and "window" are elementwise: the whole stack at once is equal
+        return normalize(a, intensity)
+    if not np.isfinite(a).all():
+        return np.stack([normalize(s, intensity) for s in a])
+    flat = a.reshape(a.shape[0], -1)
+    step = max(1, flat.shape[1] // 2_000_000)
+    q = [intensity.get("low", 1.0), intensity.get("high", 99.0)]
+    lo, hi = np.percentile(flat[:, ::step], q, axis=1)[:, :, None, None]
+    ok = hi > lo
+    # float64 bounds promote like normalize()'s float64 scalars do
+    out = (a - lo) / np.where(ok, hi - lo, 1.0)
+    np.clip(out, 0.0, 1.0, out=out)
+    out[~ok[:, 0, 0]] = 0.0
+    return out
+
+
 def main_object(mask: np.ndarray, opening: int = 2) -> np.ndarray:
     """The largest connected object of a 2D mask after a small opening.
 
@@ -108,9 +133,17 @@ def foreground_box(
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
-        y0, y1, x0, x1 = 0, h, 0, w
-    else:
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        return _square_box((0, h, 0, w), spacing, margin)
+    return _square_box(
+        (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1), spacing, margin
+    )
+
+
+def _square_box(
+    bbox: tuple[int, int, int, int], spacing: Sequence[float], margin: float
+) -> tuple[slice, slice]:
+    """(y0, y1, x0, x1) pixel bounds -> the square-in-mm box, widened."""
+    y0, y1, x0, x1 = (int(v) for v in bbox)
     sy, sx = float(spacing[0]), float(spacing[1])
     side_mm = max((y1 - y0) * sy, (x1 - x0) * sx) * (1.0 + 2.0 * margin)
     cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
@@ -182,21 +215,11 @@ def prepare(
             raise ValueError(f"channels differ in shape: {shape} vs {a.shape}")
     if len(shape) not in (2, 3):
         raise ValueError(f"expected a 2D slice or a 3D stack, got shape {shape}")
-    inten = record.get("intensity")
-    per_volume = (inten or {}).get("scope") == "volume"
-    normed = []
-    for a in arrs:
-        if len(shape) == 3 and not per_volume:
-            normed.append(np.stack([normalize(s, inten) for s in a]))
-        else:
-            normed.append(normalize(a, inten))
-    x = np.stack(normed)  # (C, [S,] H, W)
     crop = record.get("foreground_crop")
+    threshold = float(crop.get("threshold", 0.1)) if crop else None
+    x, mask = _normalize_channels(arrs, record.get("intensity"), threshold)
     if crop:
         # one box for all channels and slices keeps them co-registered
-        mask = x[0] > float(crop.get("threshold", 0.1))
-        if mask.ndim == 3:
-            mask = mask.any(axis=0)
         mask = main_object(mask)
         box = foreground_box(mask, spacing or (1.0, 1.0), crop.get("margin", 0.05))
         x = crop_pad(x, box)
@@ -206,3 +229,202 @@ def prepare(
             raise ValueError("a 3D model needs a volume, got a 2D slice")
         return resize(x, size)
     return resize(x, size[-2:])
+
+
+def _normalize_channels(
+    arrs: Sequence[np.ndarray],
+    intensity: dict[str, Any] | None,
+    threshold: float | None,
+    chunk: int = 16,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalised channels as one float32 (C, [S,] H, W) array, and the
+    (H, W) mask of channel 0 above ``threshold`` (any slice), or None.
+
+    Stacks are normalised ``chunk`` slices at a time (float64 arithmetic, as
+    :func:`normalize` does, then stored as float32, the precision the model
+    gets), so a volume needs no float64 copy of itself; the mask is taken
+    from the float64 values, before rounding.
+    """
+    per_volume = (intensity or {}).get("scope") == "volume"
+    shape = arrs[0].shape
+    x = np.empty((len(arrs), *shape), np.float32)
+    mask = np.zeros(shape[-2:], bool) if threshold is not None else None
+    step = chunk if len(shape) == 3 and not per_volume else None
+    for c, a in enumerate(arrs):
+        parts = [slice(None)] if step is None else _spans(shape[0], step)
+        for part in parts:
+            n = (
+                normalize(a, intensity)
+                if step is None
+                else normalize_slices(a[part], intensity)
+            )
+            x[c][part] = n
+            if c == 0 and mask is not None:
+                above = n > threshold
+                mask |= above.any(axis=0) if above.ndim == 3 else above
+    return x, mask
+
+
+def _spans(n: int, step: int) -> list[slice]:
+    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+# --- geometry of prepare(): maps computed on the model's input go back to the
+# image grid (saliency overlays must align with the scan) ---
+
+
+class Geometry:
+    """Where :func:`prepare` took the model input from in the image.
+
+    Attributes:
+        image_shape: spatial shape of the original arrays in pixels, (H, W)
+            or (S, H, W) (an RGB axis is not counted).
+        box: the in-plane crop ``(y0, y1, x0, x1)`` in original pixels (stop
+            exclusive); it may extend past the image, where prepare pads
+            with zeros.  The whole image when the record has no crop.
+        input_shape: spatial shape of the model input: (H', W'), (S, H', W')
+            for a stack at a 2D size (slices kept), or (D', H', W') for a 3D
+            size (depth resized too).
+    """
+
+    __slots__ = ("box", "image_shape", "input_shape")
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        box: Sequence[int],
+        input_shape: Sequence[int],
+    ):
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.box = tuple(int(v) for v in box)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        if len(self.box) != 4 or len(self.input_shape) != len(self.image_shape):
+            raise ValueError(
+                f"inconsistent geometry: image {self.image_shape}, box "
+                f"{self.box}, input {self.input_shape}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Geometry(image_shape={self.image_shape}, box={self.box}, "
+            f"input_shape={self.input_shape})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Geometry) and (
+            (self.image_shape, self.box, self.input_shape)
+            == (other.image_shape, other.box, other.input_shape)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def crop_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the cropped region before the resize (pixels)."""
+        y0, y1, x0, x1 = self.box
+        return (*self.image_shape[:-2], y1 - y0, x1 - x0)
+
+    @property
+    def zoom(self) -> tuple[float, ...]:
+        """Model-input voxels per original pixel, per spatial axis."""
+        return tuple(i / c for i, c in zip(self.input_shape, self.crop_shape))
+
+    def input_spacing(self, spacing: Sequence[float] | None = None) -> tuple:
+        """Size in mm of one model-input voxel, per spatial axis.
+
+        Args:
+            spacing: the image's pixel size in mm, array order (the last
+                ``len(image_shape)`` values are used); default 1 mm.
+        """
+        n = len(self.image_shape)
+        sp = [1.0] * n if spacing is None else [float(s) for s in spacing][-n:]
+        if len(sp) < n:  # in-plane spacing given for a stack: 1 mm slices
+            sp = [1.0] * (n - len(sp)) + sp
+        return tuple(s / z for s, z in zip(sp, self.zoom))
+
+
+def crop_box(
+    channels: Sequence[np.ndarray],
+    record: dict[str, Any],
+    spacing: Sequence[float] | None = None,
+) -> tuple[int, int, int, int]:
+    """The in-plane crop ``(y0, y1, x0, x1)`` that :func:`prepare` applies.
+
+    Computed as prepare does (first channel, normalised, thresholded, the
+    largest object, squared in mm); the whole image when the record has no
+    ``foreground_crop``.  Pixels, stop exclusive; may extend past the image.
+    """
+    first = channels[0]
+    a = to_gray(first) if record.get("color") == "luminance" else first
+    a = np.asarray(a, dtype=np.float32)
+    h, w = a.shape[-2:]
+    crop = record.get("foreground_crop")
+    if not crop:
+        return (0, h, 0, w)
+    inten = record.get("intensity")
+    per_volume = (inten or {}).get("scope") == "volume"
+    if a.ndim == 3 and not per_volume:
+        normed = normalize_slices(a, inten)
+    else:
+        normed = normalize(a, inten)
+    mask = normed > float(crop.get("threshold", 0.1))
+    if mask.ndim == 3:
+        mask = mask.any(axis=0)
+    ys, xs = foreground_box(
+        main_object(mask), spacing or (1.0, 1.0), crop.get("margin", 0.05)
+    )
+    return (ys.start, ys.stop, xs.start, xs.stop)
+
+
+def prepare_with_geometry(
+    channels: Sequence[np.ndarray],
+    record: dict[str, Any],
+    spacing: Sequence[float] | None = None,
+) -> tuple[np.ndarray, Geometry]:
+    """:func:`prepare` plus the :class:`Geometry` that maps its output back.
+
+    Same arguments as :func:`prepare`; the array is exactly prepare's.
+
+    Returns:
+        ``(x, geometry)``: x float32 (C, *input_shape); geometry's
+        ``image_shape`` is the channels' spatial shape.
+    """
+    x = prepare(channels, record, spacing)
+    gray = record.get("color") == "luminance"
+    shape = to_gray(channels[0]).shape if gray else np.shape(channels[0])
+    box = crop_box(channels, record, spacing)
+    return x, Geometry(shape, box, x.shape[1:])
+
+
+def to_image_grid(
+    values: np.ndarray, geometry: Geometry, fill: float = 0.0
+) -> np.ndarray:
+    """Map a model-input-grid array back onto the original image grid.
+
+    Inverts prepare's crop and resize: ``values`` (``geometry.input_shape``)
+    is resized to the crop's shape (bilinear, or trilinear when the depth
+    was resized too; pixel centres as in :func:`resize`) and pasted at the
+    crop box; pixels outside the box (or values for prepare's zero padding
+    outside the image) are ``fill`` / dropped.
+
+    Returns:
+        float32 array of ``geometry.image_shape``.
+    """
+    v = np.asarray(values, dtype=np.float32)
+    if v.shape != geometry.input_shape:
+        raise ValueError(
+            f"values of shape {v.shape} do not match the model input "
+            f"{geometry.input_shape}"
+        )
+    crop = geometry.crop_shape
+    depth_kept = len(crop) == 3 and crop[0] == v.shape[0]
+    size = crop[-2:] if depth_kept or len(crop) == 2 else crop
+    if tuple(v.shape[-len(size) :]) != tuple(size):
+        v = resize(v, size)
+    out = np.full(geometry.image_shape, fill, dtype=np.float32)
+    y0, y1, x0, x1 = geometry.box
+    h, w = geometry.image_shape[-2:]
+    ty0, ty1, tx0, tx1 = max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+    if ty1 > ty0 and tx1 > tx0:
+        out[..., ty0:ty1, tx0:tx1] = v[..., ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+    return out

@@ -10,6 +10,7 @@ straight into a preallocated volume.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,7 +259,12 @@ def read_header(path: str) -> SliceHeader | None:
             if kind is None:
                 return None
             fh.seek(0)
-            ds = dcmread(fh, stop_before_pixels=True, force=not kind)
+            # pydicom's parse warnings (odd VRs...) would pop up as napari
+            # notifications for every file of a folder scan; what matters
+            # reaches the quality report instead
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                ds = dcmread(fh, stop_before_pixels=True, force=not kind)
             ts = _get(ds.file_meta, "TransferSyntaxUID", str, "") or _guess_syntax(ds)
             has_pixels, offset, length = _pixel_location(fh, ds, ts)
     except Exception as exc:  # one odd file must never stop a folder scan

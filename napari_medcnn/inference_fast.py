@@ -1,0 +1,236 @@
+"""The fast inference path behind :func:`napari_medcnn.inference.classify`.
+
+* :func:`optimized_model`: a fused inference copy of a loaded model (see
+  :mod:`napari_medcnn.models.fuse`), cached beside the model and checked
+  against it;
+* :func:`per_slice_logits`: every slice of a volume, batch by batch, prepared
+  with :func:`~napari_medcnn.preprocessing_batch.prepare_slices`; on CPU in
+  worker threads that each prepare and run whole batches on one core, on a
+  GPU with the next batches prepared while the device runs this one.
+
+Pure core: no Qt.  Measured by ``benchmarks/classify_volume.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+Progress = tuple[str, int, int]
+# Slices per forward pass when the caller gives none.  On CPU a small batch
+# keeps activations in cache (4 slices at 128 x 128: 8 MB after the first
+# convolution) and each worker thread runs its own batches; on a GPU a large
+# batch fills the device.
+CPU_BATCH = 4
+GPU_BATCH = 32
+# Largest output difference (absolute and relative) accepted between the
+# fused inference copy and the plain model on the probe input.
+FUSE_TOLERANCE = 1e-4
+
+_FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FAST_LOCK = threading.Lock()
+
+
+def optimized_model(loaded):
+    """The inference copy of ``loaded.model``, built once and cached.
+
+    BatchNorm folded into convolutions, ReLU after max-pool and, on CPU,
+    channels-last weights (see :mod:`napari_medcnn.models.fuse`).  The copy
+    is kept beside the model object (weakly: it goes when the model leaves
+    the checkpoint cache) and rebuilt when the model's weights change in
+    place (fine-tuning).  The plain model is returned instead when it is in
+    training mode or carries hooks (saliency), or when the copy's outputs on
+    a probe input differ by more than :data:`FUSE_TOLERANCE`; results never
+    depend on the copy.
+
+    Args:
+        loaded: a :class:`~napari_medcnn.models.checkpoint.LoadedModel`.
+
+    Returns:
+        A module with the same methods and outputs as ``loaded.model``.
+    """
+    net = loaded.model
+    if net.training or _has_hooks(net):
+        return net
+    version = _weights_version(net)
+    with _FAST_LOCK:
+        hit = _FAST.get(net)
+    if hit is not None and hit[0] == version:
+        return net if hit[1] is None else hit[1]
+    fast = _build_fast(loaded)
+    with _FAST_LOCK:
+        # None, not the model itself: a value must not keep its weak key alive
+        _FAST[net] = (version, None if fast is net else fast)
+    return fast
+
+
+def _has_hooks(net) -> bool:
+    # a copy would carry a caller's hooks (saliency) into our threads
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks")
+    return any(getattr(m, n, None) for m in net.modules() for n in names)
+
+
+def _weights_version(net) -> tuple[int, ...]:
+    # a tensor's version counter moves on every in-place update (optimizer)
+    return tuple(t._version for t in net.state_dict(keep_vars=True).values())
+
+
+def _build_fast(loaded):
+    import torch
+
+    from .models.fuse import fuse_for_inference
+
+    net, card = loaded.model, loaded.card
+    try:
+        fast = fuse_for_inference(net, channels_last=loaded.device.type == "cpu")
+    except Exception:  # an architecture the rewrites do not understand
+        return net
+    size = list(card.input_size)
+    if card.input_kind == "sequence":
+        shape = (1, card.in_channels, 3, *size[-2:])
+    elif card.input_kind == "volume":
+        shape = (1, card.in_channels, *size)
+    else:
+        shape = (2, card.in_channels, *size[-2:])
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.rand(shape, generator=gen).to(loaded.device)
+    with torch.inference_mode():
+        pairs = zip(_outputs(net, probe), _outputs(fast, probe))
+        same = all(
+            torch.allclose(a, b, atol=FUSE_TOLERANCE, rtol=FUSE_TOLERANCE)
+            for a, b in pairs
+        )
+    return fast if same else net
+
+
+def _outputs(net, x) -> list:
+    if hasattr(net, "forward_with_slices"):
+        out = net.forward_with_slices(x)
+        return [out.logits, out.slice_logits]
+    return [net(x)]
+
+
+def forward_numpy(net, x: np.ndarray, dev, with_slices: bool = False):
+    """Run ``net`` on a prepared batch and return numpy logits.
+
+    Inference mode is entered here, around the call, and not around a
+    ``yield``: a suspended generator must not leave it on in its caller.
+
+    Args:
+        net: the model (plain or its :func:`optimized_model` copy).
+        x: float32 (B, C, H, W) or (B, C, S, H, W) from ``prepare``.
+        dev: the model's torch device.
+        with_slices: call ``forward_with_slices`` (CNN+RNN models).
+
+    Returns:
+        float32 (B, K) logits, or ``(logits, slice_logits (B, S, K))``.
+    """
+    import torch
+
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+        if with_slices:
+            out = net.forward_with_slices(t)
+            return (
+                out.logits.float().cpu().numpy(),
+                out.slice_logits.float().cpu().numpy(),
+            )
+        return net(t).float().cpu().numpy()
+
+
+def per_slice_logits(
+    images, net, dev, record, inplane, rgb, batch_size
+) -> Generator[Progress, None, np.ndarray]:
+    """Per-slice logits of co-registered volumes, batch by batch.
+
+    CPU: ``torch.get_num_threads()`` worker threads each prepare and run
+    whole batches with one intra-op thread (no thread barriers inside small
+    operators; a batch stays in one core's cache); the caller's thread count
+    is restored afterwards.  GPU: one worker prepares the next batches while
+    this thread runs the device.
+
+    Args:
+        images: (S, H, W) arrays, or (S, H, W, 3) with ``rgb``, one per
+            channel.
+        net: a 2D slice model; dev: its torch device.
+        record: the card's preprocessing record.
+        inplane: in-plane pixel size (row, col) in mm.
+        rgb: the arrays carry a trailing RGB axis.
+        batch_size: slices per forward pass; None for :data:`CPU_BATCH` or
+            :data:`GPU_BATCH`.
+
+    Yields:
+        ``("classify", slices_done, S)`` after each batch, in order.
+
+    Returns:
+        float32 (S, K) logits.
+    """
+    import torch
+
+    from .preprocessing_batch import prepare_slices
+
+    n = images[0].shape[0]
+    workers = _cpu_workers(dev)
+    cpu = workers > 0
+    size = batch_size or (CPU_BATCH if cpu else GPU_BATCH)
+    spans = [(a, min(n, a + size)) for a in range(0, n, size)]
+    workers = max(1, min(workers, len(spans)))
+
+    def prep(span: tuple[int, int]) -> np.ndarray:
+        a, b = span
+        return prepare_slices([im[a:b] for im in images], record, inplane, rgb)
+
+    def task(span: tuple[int, int]) -> np.ndarray:
+        if not cpu:
+            return prep(span)
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)  # this worker thread only (OpenMP, MKL)
+        return forward_numpy(net, prep(span), dev)
+
+    threads = torch.get_num_threads()
+    chunks = []
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="medcnn-classify")
+    try:
+        for (_, stop), out in _in_order(pool, task, spans, 2 * workers):
+            chunks.append(out if cpu else forward_numpy(net, out, dev))
+            yield ("classify", stop, n)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        # set_num_threads also sets the default that new threads start with
+        torch.set_num_threads(threads)
+    return np.concatenate(chunks)
+
+
+def _cpu_workers(dev) -> int:
+    """Threads that each prepare and run whole batches on a CPU; 0 on a GPU,
+    where this thread drives the device and one worker prepares ahead."""
+    import torch
+
+    return torch.get_num_threads() if torch.device(dev).type == "cpu" else 0
+
+
+def _in_order(
+    pool: ThreadPoolExecutor,
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    window: int,
+) -> Iterator[tuple[Any, Any]]:
+    """``(item, fn(item))`` in order, with at most ``window`` items queued."""
+    todo = iter(items)
+    pending: deque[tuple[Any, Future]] = deque()
+    for item in todo:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            break
+    while pending:
+        item, fut = pending.popleft()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(fn, nxt)))
+        yield item, fut.result()
