@@ -113,7 +113,12 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
     p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="slices per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="slices per batch (default: 4 per CPU thread, 32 on a GPU)",
+    )
     p.set_defaults(func=_run_classify)
 
 

