@@ -13,36 +13,23 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._jobs import JobError, JobHandle, guarded, guarded_call  # noqa: F401
 from ._view import current_slice_index
 
 
-class JobError(Exception):
-    """A model-load or classify job failed (wraps errors superqt drops)."""
-
-
 def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
-    """:func:`napari_medcnn.inference.classify` for a worker thread.
-
-    superqt treats a ``RuntimeError`` from a worker as "the worker was
-    deleted" and emits neither ``errored`` nor ``finished``: torch raises
-    those for shape problems, so re-raise them as :class:`JobError`.
-    """
+    """:func:`napari_medcnn.inference.classify` for a worker thread
+    (``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
     from ..inference import classify
 
-    try:
-        return (yield from classify(images, model, **kwargs))
-    except RuntimeError as exc:
-        raise JobError(str(exc)) from exc
+    return (yield from guarded(classify(images, model, **kwargs)))
 
 
 def load_model_job(path: str, device: Any = None) -> Any:
     """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
     from ..models.checkpoint import load_checkpoint
 
-    try:
-        return load_checkpoint(path, device)
-    except RuntimeError as exc:
-        raise JobError(str(exc)) from exc
+    return guarded_call(load_checkpoint, path, device)
 
 
 def default_model_file() -> Path:
@@ -50,16 +37,6 @@ def default_model_file() -> Path:
     from ..inference import default_model_path
 
     return Path(default_model_path())
-
-
-class JobHandle:
-    """The running worker, reachable after the panel itself is gone."""
-
-    worker: Any = None
-
-    def quit(self, *_args) -> None:
-        if self.worker is not None:
-            self.worker.quit()
 
 
 def job_arguments(

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from ..io.scan import Scan
 
+from ._jobs import JobError, JobHandle, guarded  # noqa: F401  (JobError re-exported)
+
 log = logging.getLogger(__name__)
 
 #: (header, display_row key) of the table's columns, in order.
@@ -57,33 +59,12 @@ _STUDY_KEYS = ("study", "date")
 _MAX_COLUMN_PX = (130, 200)
 
 
-class _JobHandle:
-    """The running worker, reachable after the panel itself is gone."""
-
-    worker: Any = None
-
-    def quit(self, *_args) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-
-
-class JobError(Exception):
-    """A scan or load job failed (wraps errors superqt would not report)."""
-
-
 def iter_scan_job(folder: str) -> Generator[Any, None, list[Any]]:
-    """:func:`iter_scan_folder` for a worker thread (core generator, no Qt).
-
-    superqt treats a ``RuntimeError`` from a worker as "the worker was
-    deleted": it neither emits ``errored`` nor ``finished``, which would
-    leave the panel busy for ever.  Re-raise those as :class:`JobError`.
-    """
+    """:func:`iter_scan_folder` for a worker thread (core generator, no Qt;
+    ``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
     from ..io.series import iter_scan_folder
 
-    try:
-        return (yield from iter_scan_folder(folder))
-    except RuntimeError as exc:
-        raise JobError(str(exc)) from exc
+    return (yield from guarded(iter_scan_folder(folder)))
 
 
 def iter_load_series(
@@ -124,7 +105,7 @@ class SeriesBrowser(QWidget):
         self._viewer = viewer
         self._series: list[Any] = []
         # a closed panel stops its job; the slot must not hold `self`
-        self._job = _JobHandle()
+        self._job = JobHandle()
         self.destroyed.connect(self._job.quit)
 
         self.folder_edit = QLineEdit()
