@@ -1,0 +1,61 @@
+"""Saliency maps you can check: Grad-CAM, Grad-CAM++, Integrated Gradients,
+occlusion and SmoothGrad on any zoo model, mapped back to the image grid,
+with trust metrics (pure core: no Qt, napari or magicgui).
+
+Entry point: :func:`explain` (a progress generator returning a
+:class:`SaliencyResult`); :func:`estimate_occlusion` prices an occlusion
+job before it starts; :func:`available_methods` says what a model allows.
+Lower level: the method classes (``METHODS``) work on model-input tensors.
+"""
+
+from .base import (
+    METHODS,
+    Explainer,
+    available_methods,
+    find_target_layer,
+    model_session,
+)
+from .cam import GradCAM, GradCAMPlusPlus
+from .explain import SaliencyResult, estimate_occlusion, explain, normalize_map
+from .gradients import (
+    Gradient,
+    GradientXInput,
+    IntegratedGradients,
+    SmoothGrad,
+    estimate_ig_memory,
+    ig_batch_for_memory,
+    make_baseline,
+)
+from .metrics import deletion_insertion, randomization_check, spearman
+from .occlusion import Occlusion, OcclusionEstimate, count_windows, mm_to_voxels
+from .targets import ClassTarget, PredictedClass
+
+__all__ = [
+    "METHODS",
+    "ClassTarget",
+    "Explainer",
+    "Gradient",
+    "GradientXInput",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "IntegratedGradients",
+    "Occlusion",
+    "OcclusionEstimate",
+    "PredictedClass",
+    "SaliencyResult",
+    "SmoothGrad",
+    "available_methods",
+    "count_windows",
+    "deletion_insertion",
+    "estimate_ig_memory",
+    "estimate_occlusion",
+    "explain",
+    "find_target_layer",
+    "ig_batch_for_memory",
+    "make_baseline",
+    "mm_to_voxels",
+    "model_session",
+    "normalize_map",
+    "randomization_check",
+    "spearman",
+]
