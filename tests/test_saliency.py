@@ -16,14 +16,8 @@ from napari_medcnn.inference import run
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import LoadedModel
-from napari_medcnn.preprocessing import (
-    crop_pad,
-    normalize,
-    prepare,
-    prepare_with_geometry,
-    resize,
-    to_image_grid,
-)
+from napari_medcnn.preprocessing import crop_pad, normalize, prepare, resize
+from napari_medcnn.preprocessing_geometry import prepare_with_geometry, to_image_grid
 from napari_medcnn.saliency import (
     METHODS,
     ClassTarget,

@@ -221,7 +221,7 @@ def explain(
         ValueError: unknown method, a target class that does not exist,
             Grad-CAM on a model without convolution, unfit input.
     """
-    from ..preprocessing import to_image_grid
+    from ..preprocessing_geometry import to_image_grid
     from .occlusion import occlusion_cost
 
     t0 = time.perf_counter()

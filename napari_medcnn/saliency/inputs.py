@@ -49,7 +49,7 @@ def make_plan(
         ValueError / CardError: input the model cannot take, before compute.
     """
     from ..inference import resolve_model
-    from ..preprocessing import prepare_with_geometry
+    from ..preprocessing_geometry import prepare_with_geometry
 
     loaded = resolve_model(model, device)
     card = loaded.card
