@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _memory import reset_peak, status_bytes
 
 from napari_medcnn.inference import (
     CPU_BATCH,
@@ -87,15 +88,6 @@ SEED_KW = {
     "batchnorm": True,
     "dropout": 0.3,
 }
-
-
-def _status_bytes(key: str) -> int:
-    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def make_volume(slices: int, size: int) -> tuple[np.ndarray, tuple, str]:
@@ -264,14 +256,10 @@ def memory_child(args) -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        exact = True
-    except OSError:
-        exact = False
-    before = _status_bytes("VmRSS")
+    exact = reset_peak()
+    before = status_bytes("VmRSS")
     fn(vol, path, spacing)
-    print(json.dumps({"peak": _status_bytes("VmHWM") - before, "exact": exact}))
+    print(json.dumps({"peak": status_bytes("VmHWM") - before, "exact": exact}))
 
 
 def measure_memory(child: str, vol_file: Path, spacing, model: Path) -> str:

@@ -48,24 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _status_bytes(key: str) -> int:
-    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+from _memory import reset_peak, status_bytes
 
 
 def _ours(folder: str):
@@ -128,13 +111,13 @@ def worker(method: str, folder: str, repeat: int) -> dict:
     if method == "sitk_read":  # file discovery is not part of this variant
         _sitk.names = SimpleITK.ImageSeriesReader.GetGDCMSeriesFileNames(folder)
     gc.collect()
-    before = _status_bytes("VmRSS")
-    exact = _reset_peak()
+    before = status_bytes("VmRSS")
+    exact = reset_peak()
     t0 = time.perf_counter()
     out = func(folder)
     times = [time.perf_counter() - t0]
     if exact:
-        peak = _status_bytes("VmHWM") - before
+        peak = status_bytes("VmHWM") - before
     else:  # ru_maxrss also remembers the import peak: an over-estimate
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     info = {

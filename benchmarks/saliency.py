@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _memory import reset_peak, status_bytes
 
 from napari_medcnn.inference import default_model_path, run
 from napari_medcnn.io import load
@@ -55,26 +56,13 @@ DATA = Path(__file__).resolve().parents[1] / "napari_medcnn" / "data"
 MB = 2**20
 
 
-def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def _peak_of(fn) -> tuple[float, int | None]:
     """(seconds, peak RSS growth in bytes or None) of one call of ``fn``."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        before = _status_bytes("VmRSS")
-    except OSError:
-        before = None
+    before = status_bytes("VmRSS") if reset_peak() else None
     t0 = time.perf_counter()
     fn()
     dt = time.perf_counter() - t0
-    peak = None if before is None else _status_bytes("VmHWM") - before
+    peak = None if before is None else status_bytes("VmHWM") - before
     return dt, peak
 
 
