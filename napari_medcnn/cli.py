@@ -10,6 +10,9 @@ one is added by appending its ``_add_`` function to :data:`SUBCOMMANDS`):
 * ``demo``: napari with the plugin's widgets docked and a sample scan
   (classified when the default model is installed); ``--screenshot PNG
   --quit`` renders it to a file and exits.
+* ``deidentify IN... --out DIR``: DICOM PS3.15 Annex E Basic Profile
+  de-identification (with its options) into a new folder; ``--dry-run``
+  lists the changes by tag and action, never values.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .cli_deid import _add_deidentify
 from .cli_demo import CLASSIFY_WIDGET, DEMO_WIDGETS, PLUGIN, SAMPLE_KEYS, add_demo
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
@@ -223,6 +227,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_info,
     _add_classify,
     add_demo,
+    _add_deidentify,
 )
 
 

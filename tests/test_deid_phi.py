@@ -1,0 +1,91 @@
+"""PHI grep: a workflow on scans with known PHI strings writes none of them.
+
+The workflow, through the command line as a user runs it: ``deidentify``
+the PHI-laden scans (JSON report, key file, manifest apart), then ``info``
+and ``classify`` (JSON and CSV export) on the de-identified copies, with a
+checkpoint (weights and model card) saved next to them.  Every file written
+(except the manifest, which exists to hold the link and is written apart, on
+request), everything printed and every log record is searched for the PHI
+strings.
+
+A second test runs ``classify`` on the original scans: it is marked
+``xfail(strict=True)`` because classification records still carry the
+input path and the reader's layer name (from Series Description), both of
+which can hold a patient's name; that code is outside the de-identification
+module, and the test turns green (then fails as XPASS) once it is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_classify_widget import make_checkpoint
+from test_deid_export import PHI, phi_series
+
+from napari_medcnn.cli import main
+
+#: the PHI of the series, and the parts of names a leak could show
+NEEDLES = {*PHI, "Doe", "Jane", "House", "Gregory", "DOE_JANE", "Privet"}
+
+
+def _grep(text: str) -> list[str]:
+    return sorted(s for s in NEEDLES if s in text)
+
+
+def test_workflow_writes_and_logs_no_phi(tmp_path, capsys, caplog):
+    caplog.set_level("DEBUG")
+    src = tmp_path / "incoming" / "DOE_JANE"
+    phi_series(src / "ct", n=4)
+    work = tmp_path / "work"
+    work.mkdir()
+    model = make_checkpoint(work / "models" / "tiny")
+    printed = []
+
+    def run(*args) -> int:
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        printed.append(out.out + out.err)
+        return rc
+
+    manifest = tmp_path / "private" / "manifest.json"
+    assert run("deidentify", src, "--out", work / "deid", "--key",
+               tmp_path / "private" / "project.key", "--manifest", manifest,
+               "--report", work / "report.json", "--keep-dates-shifted",
+               "--clean-descriptors") == 0  # fmt: skip
+    assert run("info", work / "deid") == 0
+    assert run("classify", work / "deid", "--model", model, "--json",
+               work / "deid.json", "--csv", work / "deid.csv") == 0  # fmt: skip
+    records = json.loads((work / "deid.json").read_text())
+    assert len(records) == 1 and records[0]["label"]
+
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert len(written) >= 4 + 3  # the exports, the report, the model files
+    hits = []
+    for p in written:
+        data = p.read_bytes().decode("latin-1")
+        hits += [f"{p.relative_to(work)}: {s}" for s in _grep(data + str(p))]
+    assert hits == []
+    # what the user was shown (stderr may name input paths the user typed:
+    # the one PHI-bearing folder name here is allowed only there)
+    shown = "\n".join(printed).replace(str(src), "<input>")
+    assert _grep(shown) == []
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert _grep(logs.replace(str(src), "<input>")) == []
+    # the manifest, and only the manifest, links back to the patient
+    assert "PID-0042" in manifest.read_text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="classify records keep the input path and the reader's layer name "
+    "(Series Description), which can name the patient",
+)
+def test_classify_on_original_phi_scan_writes_no_phi(tmp_path, capsys):
+    src = tmp_path / "incoming" / "DOE_JANE"
+    phi_series(src / "ct", n=3)
+    model = make_checkpoint(tmp_path / "models" / "tiny")
+    out = tmp_path / "out.json"
+    assert main(["classify", str(src), "--model", str(model), "--json", str(out)]) == 0
+    capsys.readouterr()
+    assert _grep(out.read_text()) == []
