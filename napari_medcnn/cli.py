@@ -207,7 +207,7 @@ def _classify_scan(
         name=scan.name,
         channel_layers=[scan.name],
         metadata=scan.metadata,
-        path=path,
+        path=scan.redact(path),  # a folder may be named after the patient
         channel_names=loaded.card.channel_names,
     )
 

@@ -8,18 +8,15 @@ checkpoint (weights and model card) saved next to them.  Every file written
 request), everything printed and every log record is searched for the PHI
 strings.
 
-A second test runs ``classify`` on the original scans: it is marked
-``xfail(strict=True)`` because classification records still carry the
-input path and the reader's layer name (from Series Description), both of
-which can hold a patient's name; that code is outside the de-identification
-module, and the test turns green (then fails as XPASS) once it is fixed.
+A second test runs ``classify`` on the original scans: the record's input
+path and layer name (from Series Description) both name the patient there,
+and must come out redacted.
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
 from test_classify_widget import make_checkpoint
 from test_deid_export import PHI, phi_series
 
@@ -76,11 +73,6 @@ def test_workflow_writes_and_logs_no_phi(tmp_path, capsys, caplog):
     assert "PID-0042" in manifest.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify records keep the input path and the reader's layer name "
-    "(Series Description), which can name the patient",
-)
 def test_classify_on_original_phi_scan_writes_no_phi(tmp_path, capsys):
     src = tmp_path / "incoming" / "DOE_JANE"
     phi_series(src / "ct", n=3)

@@ -61,9 +61,7 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def load(
-    path: str | os.PathLike, *, include_phi: bool | None = None
-) -> list[Scan]:
+def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> list[Scan]:
     """Load every scan found at ``path``.
 
     Args:

@@ -34,7 +34,7 @@ from .dicom_geometry import (
     split_duplicates,
 )
 from .dicom_headers import _spacing, non_image_reason, read_dataset
-from .metadata import dataset_metadata, layer_name
+from .metadata import dataset_metadata, layer_name, phi_tokens
 from .pixels import PixelInfo, decode, finish_grayscale, to_rgb, window_of
 from .scan import QualityReport, Scan, ScanReadError
 
@@ -295,7 +295,7 @@ def _group_scan(
         md["frame_order"] = [int(i) for i in idx]  # file frame of each slice
     if plan.missing:
         md["blank_slices"] = plan.missing
-    return make_scan(
+    scan = make_scan(
         data,
         layout=layout,
         rgb=rgb,
@@ -311,6 +311,8 @@ def _group_scan(
         report=report,
         paths=[path],
     )
+    scan.phi_tokens = phi_tokens(ds)
+    return scan
 
 
 def _float(value: Any, allow_zero: bool = False) -> float | None:

@@ -8,6 +8,7 @@ later features key labels by series UID.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -110,14 +111,68 @@ def dataset_metadata(
     return md
 
 
+#: attributes whose values identify the patient; a free-text field that
+#: repeats one of them (a description "CT for Doe^Jane", a folder named
+#: after the patient) is redacted with :func:`redact`.
+IDENTITY_TAGS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthDate",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "MedicalRecordLocator",
+)
+REDACTED = "[redacted]"
+
+
+def phi_tokens(ds: Dataset) -> frozenset[str]:
+    """The identifying strings of ``ds``: each :data:`IDENTITY_TAGS` value
+    whole, and the parts of names (split at ``^``, spaces, commas).
+
+    Parts shorter than 3 characters are left out (they would redact ordinary
+    words); the tokens are never stored or exported, only used to redact.
+    """
+    out: set[str] = set()
+    for kw in IDENTITY_TAGS:
+        try:
+            value = ds.get(kw)
+        except Exception:
+            continue
+        values = value if isinstance(value, MultiValue | list | tuple) else [value]
+        for v in values:
+            text = str(v or "").strip()
+            if not text:
+                continue
+            parts = {text, text.replace("^", " ").strip()}
+            parts.update(re.split(r"[\^\s,=]+", text))
+            out.update(p for p in parts if len(p) >= 3)
+    return frozenset(out)
+
+
+def redact(text: str, tokens: frozenset[str] | set[str]) -> str:
+    """``text`` with every token of ``tokens`` replaced by :data:`REDACTED`
+    (case-insensitive, longest token first)."""
+    if not text or not tokens:
+        return text
+    for tok in sorted(tokens, key=len, reverse=True):
+        text = re.sub(re.escape(tok), REDACTED, text, flags=re.IGNORECASE)
+    return text
+
+
 def layer_name(ds: Dataset, suffix: str = "") -> str:
     """Modality + series description, else ``"<modality> series N"``.
 
-    Never uses patient data.  ``suffix`` distinguishes parts of a split
-    series (e.g. ``"echo 2"``).
+    Never uses patient data: a description that repeats the patient's name,
+    ID or another identity value (:func:`phi_tokens`) is redacted.
+    ``suffix`` distinguishes parts of a split series (e.g. ``"echo 2"``).
     """
     modality = str(_get(ds, "Modality") or "DICOM")
-    desc = _get(ds, "SeriesDescription")
+    desc = redact(str(_get(ds, "SeriesDescription") or ""), phi_tokens(ds))
     number = _get(ds, "SeriesNumber")
     if desc:
         name = f"{modality} {str(desc).strip()}"

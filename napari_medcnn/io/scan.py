@@ -105,6 +105,9 @@ class Scan:
         metadata: non-identifying tags (see ``io.metadata``).
         quality: the data-quality report.
         source_paths: files the scan was read from.
+        phi_tokens: the patient's identifying strings (name parts, IDs,
+            birth date; see ``io.metadata.phi_tokens``), kept only to redact
+            paths and names before they are written or shown; never exported.
     """
 
     data: np.ndarray
@@ -120,6 +123,15 @@ class Scan:
     metadata: dict[str, Any] = field(default_factory=dict)
     quality: QualityReport = field(default_factory=QualityReport)
     source_paths: list[str] = field(default_factory=list)
+    phi_tokens: frozenset[str] = field(
+        default_factory=frozenset, repr=False, compare=False
+    )
+
+    def redact(self, text: str) -> str:
+        """``text`` (a path, a name) with this scan's PHI strings redacted."""
+        from .metadata import redact
+
+        return redact(text, self.phi_tokens)
 
     @property
     def ndim_spatial(self) -> int:
@@ -172,9 +184,9 @@ class Scan:
         return (self.data, kwargs, "image")
 
 
-def robust_limits(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[
-    float, float
-]:
+def robust_limits(
+    data: np.ndarray, low: float = 0.5, high: float = 99.5
+) -> tuple[float, float]:
     """Percentile display range of ``data`` (subsampled for speed).
 
     Returns ``(lo, hi)`` with ``hi > lo`` even for constant images.

@@ -27,7 +27,7 @@ from .dicom_geometry import (
     sort_positions,
 )
 from .dicom_headers import SliceHeader, read_dataset, read_header, read_native_into
-from .metadata import dataset_metadata, layer_name
+from .metadata import dataset_metadata, layer_name, phi_tokens
 from .pixels import (
     PixelInfo,
     decode,
@@ -179,7 +179,7 @@ def _load_stack(
     md["series_split_reason"] = info.split_reason
     if plan.missing:
         md["blank_slices"] = plan.missing
-    return make_scan(
+    scan = make_scan(
         data,
         layout="stack" if geometric else "frames",
         rgb=info_px.rgb,
@@ -195,6 +195,8 @@ def _load_stack(
         report=report,
         paths=[h.path for h in hs],
     )
+    scan.phi_tokens = phi_tokens(ds0)
+    return scan
 
 
 def _grayscale(
