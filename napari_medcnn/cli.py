@@ -7,6 +7,8 @@ one is added by appending its ``_add_`` function to :data:`SUBCOMMANDS`):
   modality, quality), never any PHI.
 * ``classify PATH...``: classify each scan with a checkpoint and write one
   record per scan (no PHI) to JSON and/or CSV.
+* ``train --labels SIDECAR_OR_CSV... --out CKPT``: fine-tune a model on
+  label sidecars or a ``path,label`` CSV (see ``cli_train.py``).
 * ``demo``: napari with the plugin's widgets docked and a sample scan
   (classified when the default model is installed); ``--screenshot PNG
   --quit`` renders it to a file and exits.
@@ -25,6 +27,7 @@ from typing import Any
 
 from .cli_deid import _add_deidentify
 from .cli_demo import CLASSIFY_WIDGET, DEMO_WIDGETS, PLUGIN, SAMPLE_KEYS, add_demo
+from .cli_train import _add_train
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
 
@@ -228,6 +231,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_classify,
     add_demo,
     _add_deidentify,
+    _add_train,
 )
 
 

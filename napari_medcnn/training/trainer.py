@@ -1,9 +1,14 @@
 """The training loop, as a generator of progress events.
 
-``fit(...)`` yields :class:`TrainEvent` after every batch and epoch and
-returns a :class:`TrainResult` (the model holds the best validation weights).
-Widgets run it in a worker (cancel = stop iterating); the CLI and the
-scripts drain it.  It never touches Qt.
+``fit(...)`` yields :class:`TrainEvent` after every batch and epoch (and
+``"paused"`` events while a :class:`~.control.TrainControl` holds it) and
+returns a :class:`TrainResult` (the model holds the best validation
+weights).  Widgets run it in a worker and pause/cancel it through the
+control; the CLI and the scripts drain it.  It never touches Qt.
+
+A cancelled run returns the best weights validated so far; running out of
+memory raises :class:`TrainingOutOfMemory` (with the best-so-far result
+attached and advice to lower the batch or patch size).
 """
 
 from __future__ import annotations
@@ -18,9 +23,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .augment import DEFAULTS, build_augmentation
+from .control import TrainControl
+
+BALANCE_MODES = ("weighted_loss", "sampler", "none")
+SCHEDULES = ("cosine", "constant")
+_OOM = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """Training ran out of memory; ``result`` holds the best-so-far model."""
+
+    def __init__(self, message: str, result: TrainResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -30,15 +48,20 @@ class TrainConfig:
     Attributes:
         epochs: maximum epochs.
         batch_size: samples per step.
-        lr: peak learning rate (AdamW), cosine-annealed to 1% over ``epochs``.
+        lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         augment: augmentation switches (see ``augment.py``); None disables.
-        balance: ``"weighted_loss"`` (inverse class frequency) or ``"none"``.
+        balance: ``"weighted_loss"`` (inverse class frequency),
+            ``"sampler"`` (class-balanced sampling with replacement) or
+            ``"none"``.
         patience: early stopping after this many epochs without a lower
             validation loss (0 disables).
-        freeze_backbone_epochs: train only the last linear layer first.
-        seed: seeds torch, numpy and the augmentation.
+        freeze_backbone_epochs: train only the last linear layer first
+            (BatchNorm statistics of the backbone are frozen too).
+        seed: seeds torch, numpy, the sampler and the augmentation.
         device: ``"cpu"``, ``"cuda"``...; default: best available.
+        schedule: ``"cosine"`` (annealed to 1% of ``lr`` over ``epochs``)
+            or ``"constant"``.
     """
 
     epochs: int = 20
@@ -51,16 +74,34 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0
     seed: int = 0
     device: str | None = None
+    schedule: str = "cosine"
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         return asdict(self)
 
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot run."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, not {self.lr}")
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"balance must be one of {BALANCE_MODES}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}")
+
 
 @dataclass
 class TrainEvent:
-    """Progress: ``kind`` is ``"batch"`` or ``"epoch"``; metrics per kind."""
+    """Progress.
+
+    ``kind``: ``"batch"`` (metrics: loss, lr, elapsed_s, eta_s),
+    ``"epoch"`` (train_loss, train_accuracy, val_loss, val_accuracy,
+    val_auc, elapsed_s, eta_s) or ``"paused"`` (elapsed_s).  Elapsed and
+    ETA are in seconds and exclude paused time.
+    """
 
     kind: str
     epoch: int
@@ -72,14 +113,22 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
-    """The trained model (best validation weights) and its curves."""
+    """The trained model (best validation weights) and its curves.
+
+    ``stop_reason``: ``"completed"``, ``"early_stopping"`` or
+    ``"cancelled"``; ``best_epoch`` 0 means no epoch finished (the model
+    holds its starting weights).
+    """
 
     model: nn.Module
     history: list[dict[str, float]]
     best_epoch: int
     stopped_early: bool
-    val_logits: np.ndarray
-    val_labels: np.ndarray
+    val_logits: np.ndarray | None
+    val_labels: np.ndarray | None
+    cancelled: bool = False
+    stop_reason: str = "completed"
+    train_time_s: float = 0.0
 
 
 class ArrayDataset(Dataset):
@@ -114,6 +163,12 @@ def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         p.requires_grad_(not frozen or id(p) in head)
 
 
+def _freeze_norm_stats(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def _evaluate(model, loader, loss_fn, device) -> tuple[float, np.ndarray, np.ndarray]:
     model.eval()
     logits, labels, total = [], [], 0.0
@@ -127,114 +182,181 @@ def _evaluate(model, loader, loss_fn, device) -> tuple[float, np.ndarray, np.nda
     return total / n, np.concatenate(logits), np.concatenate(labels)
 
 
+def _loaders(train, val, cfg: TrainConfig, n_classes: int, aug):
+    gen = torch.Generator().manual_seed(cfg.seed)
+    y = np.asarray(train[1], dtype=np.int64)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    sampler = None
+    if cfg.balance == "sampler":
+        w = 1.0 / np.maximum(counts, 1)[y]
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(w), len(y), replacement=True, generator=gen
+        )
+    train_loader = DataLoader(
+        ArrayDataset(train[0], y, transform=aug),
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=gen if sampler is None else None,
+        drop_last=len(y) > cfg.batch_size,
+    )
+    val_loader = DataLoader(ArrayDataset(*val), batch_size=max(64, cfg.batch_size))
+    return train_loader, val_loader, counts
+
+
+def oom_advice(cfg: TrainConfig) -> str:
+    """The message shown when training runs out of memory."""
+    return (
+        f"out of memory with batch size {cfg.batch_size}: lower the batch size "
+        f"(e.g. {max(1, cfg.batch_size // 2)}), the patch size or the image "
+        "size, or free memory; the parent model was not changed"
+    )
+
+
 def fit(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     config: TrainConfig | None = None,
+    control: TrainControl | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
-    """Train ``model`` on ``train`` = (x, y), keep the best on ``val``.
+    """Train ``model`` in place on ``train`` = (x, y), keep the best on ``val``.
 
     Args:
-        model: any zoo model taking (B, C, ...) and returning logits.
+        model: any zoo model taking (B, C, ...) and returning logits
+            (deep-copy a shared/cached model first: it is changed in place).
         train, val: arrays (N, C, H, W) or (N, C, D, H, W) in [0, 1], labels (N,).
         config: hyper-parameters.
+        control: pause/cancel flags checked between batches.
 
     Yields:
-        TrainEvent per batch (metrics: loss, lr) and per epoch (train_loss,
-        val_loss, val_accuracy, elapsed_s, eta_s).
+        :class:`TrainEvent` per batch, per epoch, and while paused.
 
     Returns:
         TrainResult with the best-validation-loss weights loaded.
+
+    Raises:
+        TrainingOutOfMemory: with ``.result`` (best so far) and advice.
     """
+    from ..models.checkpoint import best_device
     from .metrics import accuracy, macro_auc, softmax
 
     cfg = config or TrainConfig()
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    from ..models.checkpoint import best_device
-
     device = torch.device(cfg.device) if cfg.device else best_device()
     model.to(device)
     spatial_dims = train[0].ndim - 2
     aug = (
         build_augmentation(cfg.augment, spatial_dims, cfg.seed) if cfg.augment else None
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
-        ArrayDataset(*train, transform=aug),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=gen,
-        drop_last=len(train[1]) > cfg.batch_size,
-    )
-    val_loader = DataLoader(ArrayDataset(*val), batch_size=max(64, cfg.batch_size))
     n_classes = last_linear(model).out_features
+    train_loader, val_loader, counts = _loaders(train, val, cfg, n_classes, aug)
     weight = None
     if cfg.balance == "weighted_loss":
-        counts = np.bincount(train[1], minlength=n_classes).astype(np.float64)
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
         weight = torch.tensor(w, dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(
-        [p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
+        list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    steps = cfg.epochs * len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
-    )
+    n_steps = len(train_loader)
+    steps = cfg.epochs * n_steps
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda s: (
+                0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+            ),
+        )
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     best = (math.inf, copy.deepcopy(model.state_dict()), 0, None, None)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
+    paused_s = 0.0
     since_best = 0
-    stopped = False
-    for epoch in range(1, cfg.epochs + 1):
-        _set_backbone_frozen(model, epoch <= cfg.freeze_backbone_epochs)
-        model.train()
-        running, seen = 0.0, 0
-        for step, (x, y) in enumerate(train_loader, 1):
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item() * len(y)
-            seen += len(y)
-            yield TrainEvent(
-                "batch",
-                epoch,
-                cfg.epochs,
-                step,
-                len(train_loader),
-                {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]},
-            )
-        val_loss, logits, labels = _evaluate(model, val_loader, loss_fn, device)
-        probs = softmax(logits)
-        elapsed = time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "train_loss": running / max(seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": accuracy(probs, labels),
-            "val_auc": macro_auc(probs, labels),
-            "elapsed_s": elapsed,
-            "eta_s": elapsed / epoch * (cfg.epochs - epoch),
-        }
-        history.append(row)
-        if val_loss < best[0]:
-            best = (val_loss, copy.deepcopy(model.state_dict()), epoch, logits, labels)
-            since_best = 0
-        else:
-            since_best += 1
-        yield TrainEvent(
-            "epoch", epoch, cfg.epochs, len(train_loader), len(train_loader), row
-        )
-        if cfg.patience and since_best >= cfg.patience:
-            stopped = True
-            break
-    _set_backbone_frozen(model, False)
-    model.load_state_dict(best[1])
-    model.eval()
-    return TrainResult(model, history, best[2], stopped, best[3], best[4])
+    reason = "completed"
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0 - paused_s
+
+    def result(why: str) -> TrainResult:
+        _set_backbone_frozen(model, False)
+        model.load_state_dict(best[1])
+        model.eval()
+        return TrainResult(
+            model, history, best[2], why == "early_stopping", best[3], best[4],
+            cancelled=why == "cancelled", stop_reason=why, train_time_s=elapsed(),
+        )  # fmt: skip
+
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            frozen = epoch <= cfg.freeze_backbone_epochs
+            _set_backbone_frozen(model, frozen)
+            model.train()
+            if frozen:
+                _freeze_norm_stats(model)
+            running, seen, correct = 0.0, 0, 0
+            for step, (x, y) in enumerate(train_loader, 1):
+                while control is not None and control.paused:
+                    paused_s += control.wait_while_paused()
+                    m = {"elapsed_s": elapsed()}
+                    yield TrainEvent("paused", epoch, cfg.epochs, step, n_steps, m)
+                if control is not None and control.cancelled:
+                    return result("cancelled")
+                x, y = x.to(device), y.to(device)
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = loss_fn(out, y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.item() * len(y)
+                correct += int((out.argmax(1) == y).sum())
+                seen += len(y)
+                done = (epoch - 1) * n_steps + step
+                yield TrainEvent(
+                    "batch", epoch, cfg.epochs, step, n_steps,
+                    {
+                        "loss": loss.item(),
+                        "lr": opt.param_groups[0]["lr"],
+                        "elapsed_s": elapsed(),
+                        "eta_s": elapsed() / done * (steps - done),
+                    },
+                )  # fmt: skip
+            val_loss, logits, labels = _evaluate(model, val_loader, loss_fn, device)
+            probs = softmax(logits)
+            row = {
+                "epoch": epoch,
+                "train_loss": running / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": accuracy(probs, labels),
+                "val_auc": macro_auc(probs, labels),
+                "elapsed_s": elapsed(),
+                "eta_s": elapsed() / epoch * (cfg.epochs - epoch),
+            }
+            history.append(row)
+            if val_loss < best[0]:
+                best = (
+                    val_loss,
+                    copy.deepcopy(model.state_dict()),
+                    epoch,
+                    logits,
+                    labels,
+                )
+                since_best = 0
+            else:
+                since_best += 1
+            yield TrainEvent("epoch", epoch, cfg.epochs, n_steps, n_steps, row)
+            if cfg.patience and since_best >= cfg.patience:
+                reason = "early_stopping"
+                break
+    except _OOM:
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise TrainingOutOfMemory(oom_advice(cfg), result("out_of_memory")) from None
+    return result(reason)

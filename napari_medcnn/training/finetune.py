@@ -1,0 +1,273 @@
+"""Fine-tune (or train from scratch) on labelled examples, end to end.
+
+:func:`finetune` is the one generator the widget, the CLI and the
+benchmark drive: it checks the labels, starts from the parent checkpoint
+(a copy: the parent is never changed) or a fresh network, plans the split
+(by patient/study, k-fold for few labels), trains with
+:func:`~.trainer.fit` (yielding its events; k-fold events carry ``fold``
+and ``n_folds`` in their metrics), then measures the confusion matrix and
+per-class metrics, judges the curves (:func:`~.advice.recommend`) and
+writes the checkpoint and its card atomically.  A cancelled run writes
+nothing unless asked; its :class:`FinetuneResult` can still be saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..models.card import ModelCard
+from .advice import Advice, recommend
+from .control import TrainControl
+from .dataset import LabeledSet
+from .splits import MIN_PER_CLASS, check_labels, plan_split
+from .trainer import TrainConfig, TrainEvent, TrainResult, fit
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced.
+
+    Attributes:
+        model: the trained network (eval mode, CPU or the run's device).
+        card: its card (``model_id`` set once saved).
+        history: per-epoch metrics (of the last fold for k-fold).
+        advice: "still improving" / "plateaued" / "overfitting" and why.
+        metrics: validation summary (accuracy, AUC, ECE, confusion_matrix,
+            per_class); out-of-fold for k-fold.
+        cancelled: the user stopped the run (the model is the best so far).
+        stop_reason: ``completed``, ``early_stopping`` or ``cancelled``.
+        checkpoint: the written weights path, or None.
+        warnings: split fallbacks and skipped labels.
+    """
+
+    model: nn.Module
+    card: ModelCard
+    history: list[dict[str, float]]
+    advice: Advice
+    metrics: dict[str, Any]
+    cancelled: bool
+    stop_reason: str
+    checkpoint: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the checkpoint (safetensors + JSON card) atomically."""
+        from ..models.checkpoint import save_checkpoint
+
+        self.checkpoint = save_checkpoint(self.model, self.card, path)
+        return self.checkpoint
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe summary (metrics, advice, counts; no arrays)."""
+        m = self.metrics
+        return {
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "model_id": self.card.model_id,
+            "parent": self.card.parent,
+            "classes": list(self.card.classes),
+            "label_counts": self.card.provenance.get("label_counts"),
+            "split": self.card.provenance.get("split"),
+            "accuracy": m.get("accuracy"),
+            "auc": m.get("auc"),
+            "confusion_matrix": m.get("confusion_matrix"),
+            "per_class": m.get("per_class"),
+            "advice": self.advice.to_dict(),
+            "stop_reason": self.stop_reason,
+            "epochs_run": len(self.history),
+            "warnings": list(self.warnings),
+        }
+
+
+def predict_logits(
+    model: nn.Module, x: np.ndarray, batch_size: int = 64, device=None
+) -> np.ndarray:
+    """Logits (N, K) of ``model`` (eval mode) for prepared inputs ``x``."""
+    dev = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
+            out.append(model(xb.to(dev)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _drive(gen, extra: dict[str, float]):
+    """Re-yield ``gen``'s events with ``extra`` metrics; return its value."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        ev.metrics.update(extra)
+        yield ev
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def finetune(
+    data: LabeledSet,
+    parent: Any = None,
+    *,
+    out: str | os.PathLike | None = None,
+    config: TrainConfig | None = None,
+    control: TrainControl | None = None,
+    arch: str = "seed_cnn",
+    arch_kwargs: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+    val_fraction: float = 0.2,
+    kfold: int | str | None = "auto",
+    min_per_class: int = MIN_PER_CLASS,
+    save_cancelled: bool = False,
+    name: str = "",
+    provenance: dict[str, Any] | None = None,
+) -> Generator[TrainEvent, None, FinetuneResult]:
+    """Train on ``data`` and write the checkpoint.
+
+    Args:
+        data: prepared examples (see ``dataset.py``), prepared with the
+            parent's card preprocessing (or ``record`` for a fresh start).
+        parent: checkpoint path or LoadedModel to start from; None trains
+            ``arch`` from scratch.
+        out: where to write the checkpoint (None: don't write).  Refused
+            when it is the parent's own file.
+        config: hyper-parameters (``seed`` is recorded).
+        control: pause/cancel flags (see ``control.py``).
+        arch, arch_kwargs, record: the fresh network and its preprocessing.
+        val_fraction: validation share of a hold-out split.
+        kfold: folds, None for hold-out, or ``"auto"`` (few labels -> k-fold).
+        min_per_class: examples needed per class (checked before anything).
+        save_cancelled: write ``out`` even when the run was cancelled.
+        name: the new model's display name.
+        provenance: extra entries for the card (sources, tool...).
+
+    Yields:
+        :class:`TrainEvent` from the trainer (k-fold adds ``fold``/``n_folds``).
+
+    Raises:
+        NotEnoughLabels, ValueError: bad input, before any training.
+        TrainingOutOfMemory: with advice; nothing is written.
+    """
+    from .metrics import fit_temperature, summarize
+    from .transfer import start_model
+
+    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
+    cfg.validate()
+    check_labels(data.counts(), min_per_class)
+    if out is not None and parent is not None and not hasattr(parent, "card"):
+        from ..models.checkpoint import weights_path_for
+
+        if weights_path_for(out).resolve() == weights_path_for(parent).resolve():
+            raise ValueError("the output path is the parent model: choose another")
+    model, card, note = start_model(
+        data.classes,
+        parent,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        record=record,
+        in_channels=int(data.x.shape[1]),
+    )
+    want = (card.in_channels, *card.input_size)
+    if tuple(data.x.shape[1:]) != tuple(want):
+        raise ValueError(
+            f"examples are {tuple(data.x.shape[1:])} but the model takes {want}: "
+            "prepare them with the model card's preprocessing"
+        )
+    plan = plan_split(data.y, data.groups, val_fraction, kfold, cfg.seed)
+    k = len(plan.folds)
+    oof = np.zeros((len(data), len(data.classes)), np.float32)
+    res: TrainResult | None = None
+    initial = copy.deepcopy(model.state_dict())
+    best_epochs = []
+    for f, (tr, va) in enumerate(plan.folds):
+        model.load_state_dict(initial)
+        train, val = (data.x[tr], data.y[tr]), (data.x[va], data.y[va])
+        gen = fit(model, train, val, cfg, control)
+        extra = {"fold": f + 1, "n_folds": k} if k > 1 else {}
+        res = yield from _drive(gen, extra)
+        if res.cancelled:
+            break
+        best_epochs.append(max(1, res.best_epoch))
+        oof[va] = predict_logits(res.model, data.x[va])
+    assert res is not None
+    cancelled = res.cancelled
+    if k > 1 and not cancelled:
+        # the final model learns from every label for the folds' typical
+        # length; "validation" on the (unaugmented) training data only picks
+        # the epoch of lowest training loss
+        model.load_state_dict(initial)
+        final = replace(cfg, epochs=int(np.median(best_epochs)), patience=0)
+        everything = (data.x, data.y)
+        gen = fit(model, everything, everything, final, control)
+        last = yield from _drive(gen, {"fold": 0, "n_folds": k})
+        logits, labels = oof, data.y
+        cancelled = last.cancelled
+    else:
+        logits, labels = res.val_logits, res.val_labels
+    metrics: dict[str, Any] = {}
+    temperature = 1.0
+    if logits is not None and len(labels):
+        if len(labels) >= 20:
+            temperature = float(np.clip(fit_temperature(logits, labels), 0.5, 5.0))
+        metrics = summarize(logits, labels, temperature)
+        metrics["scope"] = "out-of-fold" if k > 1 else "validation"
+    advice = recommend(res.history)
+    card.temperature = temperature
+    card.name = name or (
+        f"{card.arch} fine-tuned on {len(data)} labels"
+        if note["start"] == "checkpoint"
+        else f"{card.arch} trained on {len(data)} labels"
+    )
+    card.metrics = {"validation": metrics} if metrics else {}
+    card.provenance.update(
+        {
+            "training": "napari-medcnn fine-tuning (training/finetune.py)",
+            "start": note,
+            "label_counts": data.counts(),
+            "n_examples": len(data),
+            "n_groups": int(len(np.unique(data.groups))),
+            "augmentation": cfg.augment,
+            "split": plan.describe()
+            | {"val_fraction": val_fraction, "group_key": "hashed study UID or scan"},
+            "train_config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "best_epoch": res.best_epoch,
+            "stop_reason": "cancelled" if cancelled else res.stop_reason,
+            "advice": advice.to_dict(),
+            "history": res.history,
+            "versions": _versions(),
+            **(provenance or {}),
+        }
+    )
+    result = FinetuneResult(
+        model.eval(),
+        card,
+        res.history,
+        advice,
+        metrics,
+        cancelled,
+        "cancelled" if cancelled else res.stop_reason,
+        warnings=plan.warnings + data.warnings,
+    )
+    if out is not None and (not cancelled or save_cancelled):
+        result.save(out)
+    return result

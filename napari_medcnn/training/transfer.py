@@ -1,0 +1,132 @@
+"""Starting points for fine-tuning: a parent checkpoint or a fresh network.
+
+:func:`start_model` returns a *copy* of the parent (the cached parent used
+by classify and saliency is never changed) with a new class head when the
+classes differ (rows of classes the parent already knew are kept), or a
+new network built from the registry, plus the card the result will carry.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..models.card import ModelCard
+from .trainer import last_linear
+
+
+def _head_name(model: nn.Module) -> str:
+    head = last_linear(model)
+    for name, m in model.named_modules():
+        if m is head:
+            return name
+    raise ValueError("classification head not found")  # pragma: no cover
+
+
+def replace_head(
+    model: nn.Module, old_classes: Sequence[str], new_classes: Sequence[str]
+) -> list[str]:
+    """Give ``model`` (in place) a new last linear layer for ``new_classes``.
+
+    Weights of classes present in both lists are copied, so known classes
+    start where the parent left them.  Returns the kept class names.
+    """
+    name = _head_name(model)
+    old = last_linear(model)
+    new = nn.Linear(old.in_features, len(new_classes), bias=old.bias is not None)
+    new = new.to(old.weight.device, old.weight.dtype)
+    kept = [c for c in new_classes if c in old_classes]
+    with torch.no_grad():
+        for c in kept:
+            i, j = list(old_classes).index(c), list(new_classes).index(c)
+            new.weight[j] = old.weight[i]
+            if old.bias is not None:
+                new.bias[j] = old.bias[i]
+    parent, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    setattr(owner, attr, new)
+    kwargs = getattr(model, "arch_kwargs", None)
+    if isinstance(kwargs, dict) and "num_classes" in kwargs:
+        kwargs["num_classes"] = len(new_classes)
+    return kept
+
+
+def start_model(
+    classes: Sequence[str],
+    parent: Any = None,
+    *,
+    arch: str = "seed_cnn",
+    arch_kwargs: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+    in_channels: int = 1,
+    channel_names: Sequence[str] = (),
+) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
+    """The network to train, its future card and a note on what was done.
+
+    Args:
+        classes: class names of the new model, in output order.
+        parent: None (train ``arch`` from scratch), a checkpoint path or a
+            :class:`~napari_medcnn.models.checkpoint.LoadedModel`.
+        arch, arch_kwargs: registry model for a fresh start (besides
+            ``spatial_dims``, ``in_channels`` and ``num_classes``).
+        record: preprocessing record for a fresh start (default: the
+            default model's, i.e. :func:`~napari_medcnn.preprocessing.default_record`).
+        in_channels, channel_names: input channels for a fresh start.
+
+    Returns:
+        (model on CPU in train mode, card with parent and classes set, note
+        dict ``{"start": "checkpoint"|"scratch", "head": "kept"|"new",
+        "kept_classes": [...]}``).
+    """
+    classes = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise ValueError(
+            f"training needs at least 2 classes, got {len(classes)}: "
+            f"{classes}; define another class and label examples of it"
+        )
+    if parent is None:
+        from ..models import build_model
+        from ..preprocessing import default_record
+
+        rec = copy.deepcopy(record) if record is not None else default_record()
+        spatial_dims = len(rec["size"])
+        kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels}
+        kwargs.update(arch_kwargs or {})
+        kwargs["num_classes"] = len(classes)
+        model = build_model(arch, **kwargs)
+        card = ModelCard(
+            arch=arch,
+            arch_kwargs=kwargs,
+            classes=classes,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            channel_names=list(channel_names),
+            input_size=list(rec["size"]),
+            input_kind="slice" if spatial_dims == 2 else "volume",
+            preprocessing=rec,
+        )
+        return model.train(), card, {"start": "scratch", "head": "new"}
+    from ..inference import resolve_model
+
+    loaded = resolve_model(
+        os.fspath(parent) if isinstance(parent, os.PathLike) else parent, "cpu"
+    )
+    model = copy.deepcopy(loaded.model).cpu()
+    card = ModelCard.from_dict(copy.deepcopy(loaded.card.to_dict()))
+    note: dict[str, Any] = {"start": "checkpoint", "head": "kept"}
+    if list(card.classes) != classes:
+        note["head"] = "new"
+        note["kept_classes"] = replace_head(model, card.classes, classes)
+        card.arch_kwargs["num_classes"] = len(classes)
+        card.classes = classes
+    card.parent = loaded.card.model_id or None
+    card.temperature = 1.0
+    card.metrics = {}
+    card.model_id = card.created = ""
+    card.provenance = {"parent_name": loaded.card.name}
+    return model.train(), card, note
