@@ -12,6 +12,8 @@ one is added by appending its ``_add_`` function to :data:`SUBCOMMANDS`):
 * ``demo``: napari with the plugin's widgets docked and a sample scan
   (classified when the default model is installed); ``--screenshot PNG
   --quit`` renders it to a file and exits.
+* ``explain PATH``: a saliency map aligned with the scan (.npy, .nii.gz or
+  .png, with a JSON sidecar) and its trust metrics printed as JSON.
 * ``deidentify IN... --out DIR``: DICOM PS3.15 Annex E Basic Profile
   de-identification (with its options) into a new folder; ``--dry-run``
   lists the changes by tag and action, never values.
@@ -27,6 +29,7 @@ from typing import Any
 
 from .cli_deid import _add_deidentify
 from .cli_demo import CLASSIFY_WIDGET, DEMO_WIDGETS, PLUGIN, SAMPLE_KEYS, add_demo
+from .cli_explain import _add_explain
 from .cli_train import _add_train
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
@@ -230,6 +233,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_info,
     _add_classify,
     add_demo,
+    _add_explain,
     _add_deidentify,
     _add_train,
 )

@@ -196,6 +196,36 @@ def test_auto_layer_reads_rectified_maps_and_explicit_layer_works(net2d, rnn):
         run(explain([_img((30, 40))], net2d, "gradcam", layer="nope"))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_auto_layer_is_the_backbone_output_of_resnet_and_densenet(dims):
+    """The last residual stage (after the sum and ReLU), not a block's
+    pre-residual BatchNorm; DenseNet's rectified final feature map."""
+    x = torch.zeros(1, 1, *([64] * dims))  # layer4: 2 voxels a side
+    for name, expected in (("resnet", "layer4"), ("densenet", "class_layers.relu")):
+        torch.manual_seed(0)
+        model = build_model(name, spatial_dims=dims, in_channels=1, num_classes=2)
+        assert find_target_layer(model, x)[0] == expected
+        assert _hooks(model) == 0
+    resnet18 = build_model(
+        "resnet", spatial_dims=2, in_channels=1, num_classes=2, layers=(2, 2, 2, 2)
+    )
+    assert find_target_layer(resnet18, torch.zeros(1, 1, 64, 64))[0] == "layer4"
+    # at 32 px layer4 is 1x1: the last stage that still has extent
+    assert find_target_layer(resnet18, torch.zeros(1, 1, 32, 32))[0] == "layer3"
+
+
+def test_default_model_gradcam_hooks_its_last_stage():
+    from napari_medcnn.inference import default_model_path, resolve_model
+
+    if not default_model_path().exists():
+        pytest.skip("no default model")
+    loaded = resolve_model()
+    size = loaded.card.input_size
+    name, _ = find_target_layer(loaded.model, torch.zeros(1, 1, *size))
+    assert name == ("layer4" if loaded.card.arch == "resnet" else name)
+    assert not name.endswith(("bn2", "conv2"))
+
+
 def test_log_prob_target_gradient_survives_certainty():
     logits = torch.tensor([[60.0, 0.0, -1.0]], requires_grad=True)
     score = ClassTarget(0, score="log_prob")(logits)

@@ -6,6 +6,8 @@ Entry point: :func:`explain` (a progress generator returning a
 :class:`SaliencyResult`); :func:`estimate_occlusion` prices an occlusion
 job before it starts; :func:`available_methods` says what a model allows.
 Lower level: the method classes (``METHODS``) work on model-input tensors.
+Saving maps aligned with their scan (NIfTI, PNG, ``.npy`` + JSON sidecar):
+:mod:`napari_medcnn.saliency.export`.
 """
 
 from .base import (

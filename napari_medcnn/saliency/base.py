@@ -89,27 +89,25 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
 
 
-NORM_TYPES = (
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
-    nn.GroupNorm,
-)
-ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.PReLU)
-
-
 def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
-    """The layer Grad-CAM hooks when none is given.
+    """The layer Grad-CAM hooks when none is given: the module whose output
+    is the backbone's last spatial feature map.
 
-    The last convolution to run whose output still has spatial extent
-    (more than one location); among those, 1x1 convolutions (projection
-    shortcuts, transitions) are passed over when a larger kernel exists.
-    Grad-CAM reads rectified feature maps, so when normalisation and
-    activation modules run right after that convolution, keep its shape and
-    run as often as it does (no shared module), the last of them is hooked
-    instead (``conv -> BatchNorm -> ReLU`` hooks the ReLU).  One forward
-    pass on ``x[:1]`` finds the execution order and the shapes.
+    One forward pass on ``x[:1]`` records, in the order modules finish
+    (containers after their children), every module's output shape.  The
+    search starts at the last convolution to run whose output still has
+    spatial extent (more than one location; 1x1 convolutions, i.e.
+    projection shortcuts and transitions, are passed over when a larger
+    kernel exists), then follows the modules that finish after it while
+    the output keeps that convolution's batch size and spatial shape
+    (channels may grow: DenseNet concatenates).  The last of them that
+    runs as often as the convolution (shared modules, such as a ResNet
+    block's one ReLU used twice, are passed over) is hooked.  So ResNet
+    hooks its last stage (``layer4``: the block output after the residual
+    sum and ReLU, not the pre-residual ``bn2``), DenseNet the ReLU on the
+    final feature map, the seed CNN its last ``conv -> BatchNorm -> ReLU``
+    (before the max-pool, finer) and CNN+RNN the same inside its slice
+    encoder.  Pooling, flattening or the model's own output end the search.
 
     Returns:
         (name in ``model.named_modules()``, module).
@@ -119,7 +117,7 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
     """
     if not conv_layers(model):
         raise no_conv_error(model)
-    names = {m: n for n, m in model.named_modules() if not list(m.children())}
+    names = {m: n for n, m in model.named_modules() if m is not model}
     events: list[tuple[nn.Module, tuple[int, ...]]] = []
 
     def record(module, _inp, out):
@@ -146,14 +144,20 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
     wide = [i for i in spatial if max(events[i][0].kernel_size) > 1]
     at = (wide or spatial)[-1]
     conv, shape = events[at]
-    calls = {m: sum(e[0] is m for e in events) for m in names}
+    calls: dict[nn.Module, int] = {}
+    for m, _ in events:
+        calls[m] = calls.get(m, 0) + 1
     chosen = conv
     for m, out_shape in events[at + 1 :]:
-        if not isinstance(m, NORM_TYPES + ACT_TYPES) or out_shape != shape:
+        same = (
+            len(out_shape) == len(shape)
+            and out_shape[0] == shape[0]
+            and out_shape[2:] == shape[2:]
+        )
+        if not same:
             break
-        if calls[m] != calls[conv]:
-            break
-        chosen = m
+        if calls[m] == calls[conv]:
+            chosen = m
     return names[chosen], chosen
 
 

@@ -1,0 +1,187 @@
+"""Worker job, input checks and texts of the Saliency widget (no Qt widgets).
+
+:func:`iter_saliency_job` runs :func:`napari_medcnn.saliency.explain` once
+per chosen method in a napari ``thread_worker`` (torch is imported there,
+not when the widget docks).  :func:`job_arguments` checks, before any
+compute, that the layers, scope, target and model fit, and says why not.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from ._jobs import guarded
+from ._view import current_slice_index
+
+#: core method name -> label shown in the widget
+METHOD_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "integrated_gradients": "Integrated Gradients",
+    "occlusion": "Occlusion",
+    "smoothgrad": "SmoothGrad",
+    "gradient": "Gradient",
+    "gradient_x_input": "Gradient × input",
+}
+CAM_METHODS = ("gradcam", "gradcam++")
+
+
+def offered_methods(model: Any) -> tuple[list[str], str]:
+    """(methods ``model`` allows, in display order; why some are missing)."""
+    from ..saliency import available_methods
+    from ..saliency.base import no_conv_error
+
+    allowed = set(available_methods(model.model))
+    methods = [m for m in METHOD_LABELS if m in allowed]
+    why = "" if set(CAM_METHODS) <= allowed else str(no_conv_error(model.model))
+    return methods, why
+
+
+def iter_saliency_job(
+    images: Sequence[Any],
+    model: Any,
+    runs: Sequence[tuple[str, dict[str, Any]]],
+    **common: Any,
+) -> Generator:
+    """Explain once per (method, parameters) of ``runs``.
+
+    Yields:
+        ``("explain", done, total)`` over all runs (each run counts as many
+        steps as its own progress says, scaled to 100) and
+        ``("warning", message)``.
+
+    Returns:
+        list of ``SaliencyResult``, one per run.
+    """
+    from ..saliency import explain
+
+    results = []
+    n = len(runs)
+    for k, (method, params) in enumerate(runs):
+        gen = guarded(explain(images, model, method, **common, **params))
+        try:
+            while True:
+                event = next(gen)
+                if event and event[0] == "explain" and event[2]:
+                    done = k * 100 + int(100 * event[1] / event[2])
+                    yield ("explain", done, 100 * n, METHOD_LABELS.get(method))
+                else:
+                    yield event
+        except StopIteration as stop:
+            results.append(stop.value)
+    return results
+
+
+def job_arguments(
+    model: Any,
+    layers: Sequence[Any],
+    scope: str,
+    world_point: Sequence[float],
+    target: Any,
+) -> dict[str, Any]:
+    """Keyword arguments of ``explain`` common to every method.
+
+    Args:
+        model: the ``LoadedModel`` (None: refused).
+        layers: the image layers, in the card's channel order.
+        scope: ``slice`` (the slice napari shows) or ``volume`` (all of it).
+        world_point: ``viewer.dims.point``, to find the current slice.
+        target: None (predicted class), a class name or index.
+
+    Raises:
+        ValueError / CardError: why the input does not fit, in words.
+    """
+    from ..saliency.targets import check_target
+
+    if model is None:
+        raise ValueError("No model loaded: choose a model first.")
+    if not layers:
+        raise ValueError("Tick the image layer(s) to explain.")
+    card = model.card
+    first = layers[0]
+    nd = first.ndim
+    if nd not in (2, 3):
+        raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
+    shapes = {tuple(lay.data.shape) for lay in layers}
+    if len(shapes) > 1:
+        raise ValueError(
+            "the ticked layers differ in shape "
+            f"({', '.join(str(s) for s in sorted(shapes))}); channels must "
+            "share one grid"
+        )
+    check_target(target, card.classes)
+    volume_model = card.input_kind in ("volume", "sequence")
+    if volume_model and nd != 3:
+        raise ValueError(
+            f"model '{card.name or card.arch}' explains whole volumes; "
+            f"'{first.name}' is 2D"
+        )
+    card.check_input(len(layers), 3 if volume_model else 2)
+    slice_index = None
+    if volume_model:
+        core_scope = "volume"
+    elif nd == 2:
+        core_scope = "slice"
+    elif scope == "slice":
+        core_scope = "slice"
+        slice_index = current_slice_index(first, world_point)
+    else:
+        core_scope = "slices"
+    return {
+        "target": target,
+        "scope": core_scope,
+        "slice_index": slice_index,
+        "spacing": tuple(float(s) for s in first.scale),
+        "rgb": bool(getattr(first, "rgb", False)),
+    }
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else (" ✓" if ok else " ✗")
+
+
+def metrics_lines(record: dict[str, Any]) -> list[str]:
+    """Plain-text lines of a saliency record's trust metrics."""
+    m = record.get("metrics") or {}
+    lines = []
+    if m.get("deletion_auc") is not None:
+        d, dr = m["deletion_auc"], m["deletion_auc_random"]
+        lines.append(
+            f"deletion AUC {d:.3f} vs random {dr:.3f}{_verdict(d < dr)}"
+            " (lower is better)"
+        )
+        i, ir = m["insertion_auc"], m["insertion_auc_random"]
+        lines.append(
+            f"insertion AUC {i:.3f} vs random {ir:.3f}{_verdict(i > ir)}"
+            " (higher is better)"
+        )
+    rand = m.get("randomization") or {}
+    if rand.get("correlation") is not None:
+        lines.append(
+            f"randomisation rank corr. {rand['correlation']:.2f}"
+            f"{_verdict(rand.get('passed'))} (low: the map reads the trained weights)"
+        )
+    return lines
+
+
+def result_html(record: dict[str, Any], warn_color: str) -> str:
+    """One map's summary: method, target, probability, metrics, warnings."""
+    esc = html.escape
+    label = METHOD_LABELS.get(record.get("method"), record.get("method"))
+    p = (record.get("params") or {}).get("probability")
+    prob = "" if p is None else f" (p = {p:.2f})"
+    where = record.get("scope") or ""
+    if record.get("slice_index") is not None:
+        where = f"slice {record['slice_index']}"
+    head = (
+        f"<b>{esc(str(label))}</b> → {esc(str(record.get('target_name')))}"
+        f"{prob}, {esc(where)}"
+    )
+    lines = [head] + [esc(s) for s in metrics_lines(record)]
+    if not record.get("metrics"):
+        lines.append("trust metrics not computed")
+    for w in record.get("warnings") or []:
+        lines.append(f'<span style="color:{warn_color}">{esc(w)}</span>')
+    return "<br>".join(lines)

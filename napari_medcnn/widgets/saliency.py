@@ -1,0 +1,400 @@
+"""Saliency dock widget: where did the model look, and how far to trust it.
+
+A stateful panel (a small ``QWidget``).  The user ticks the image layer(s)
+(channel order = the card's), picks a model (the default one or a
+checkpoint file, loaded as in the Classify widget), a method (and, to see
+where two methods disagree, a second one), the target class (default: the
+predicted one), the scope (current slice or whole volume) and presses Run.
+:func:`napari_medcnn.saliency.explain` runs in a napari ``thread_worker``
+with progress and Cancel.
+
+Each map becomes an Image layer named ``<source> · saliency <method>``,
+updated by name on the next run, with the source's scale, translate and
+affine (:mod:`._saliency_layers`).  Colormap, blending, opacity and a
+percentile threshold apply live; "Side by side" shows two maps in napari's
+grid.  The trust metrics are shown beside each map and stored in its
+layer's ``metadata["saliency"]``; CNN+RNN models also get the
+slice-importance curve.  Maps export to NIfTI, NumPy or PNG with a JSON
+sidecar (:mod:`napari_medcnn.saliency.export`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QSize
+from qtpy.QtWidgets import QWidget
+
+from ._classify_jobs import JobHandle, contains, default_model_file, level0
+from ._plots import theme_colors
+from ._saliency_jobs import iter_saliency_job, job_arguments, result_html
+from ._saliency_layers import DisplayOptions, apply_display, is_overlay
+from ._saliency_panel import JobPanelMixin
+from ._saliency_ui import (
+    ask_export_path,
+    build_ui,
+    fill_model_controls,
+    read_params,
+    show_param_rows,
+)
+from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
+
+if TYPE_CHECKING:
+    import napari
+
+
+class SaliencyWidget(JobPanelMixin, QWidget):
+    """Dock widget that overlays saliency maps with their trust metrics.
+
+    Args:
+        viewer: the napari viewer.
+        model: checkpoint to load at start; None: the default model when
+            it is installed.
+    """
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        model: str | None = None,
+        parent: QWidget | None = None,
+    ):
+        super().__init__(parent)
+        self.setObjectName("napari_medcnn_saliency")
+        self._viewer = viewer
+        self._job = JobHandle()
+        self.destroyed.connect(self._job.quit)
+        self._model: Any = None
+        self._pending: dict[str, Any] = {}
+        self._shown: list[dict[str, Any]] = []  # result, layer, source, record
+        colors = theme_colors(getattr(viewer, "theme", "dark"))
+        build_ui(self, colors)
+        self._colors = colors
+        self._text = ResultView(None, None, None, colors)  # model/channel texts
+
+        self.channels.channels_changed.connect(self._update_channel_label)
+        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
+        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
+        self.default_button.clicked.connect(lambda: self.load_model(None))
+        self.browse_button.clicked.connect(self._browse_model)
+        self.compare_check.toggled.connect(self.method2_combo.setEnabled)
+        for signal in (
+            self.compare_check.toggled,
+            self.method_combo.currentIndexChanged,
+            self.method2_combo.currentIndexChanged,
+        ):
+            signal.connect(self._on_method_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        for signal in (
+            self.colormap_combo.currentIndexChanged,
+            self.blending_combo.currentIndexChanged,
+            self.opacity_slider.valueChanged,
+            self.threshold_spin.valueChanged,
+        ):
+            signal.connect(self._on_display_changed)
+        self.side_check.toggled.connect(self.side_by_side)
+        self.importance.slice_clicked.connect(self.go_to_slice)
+        self.export_button.clicked.connect(self._export_dialog)
+        for emitter, callback in (
+            (viewer.layers.events.inserted, self._on_layers_changed),
+            (viewer.layers.events.removed, self._on_layers_changed),
+            (viewer.layers.events.renamed, self._on_layers_changed),
+            (viewer.dims.events.point, self._on_dims_point),
+        ):
+            emitter.connect(callback)
+        self._on_layers_changed()
+        self._update_model()
+        if model is not None or default_model_file().exists():
+            self.load_model(model)
+        else:
+            self._say("Default model not found: choose a checkpoint.", warn=True)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        return QSize(420, 760)
+
+    # -- public API ------------------------------------------------------
+    @property
+    def model(self):
+        """The loaded ``LoadedModel``, or None."""
+        return self._model
+
+    @property
+    def overlays(self) -> list[Any]:
+        """The overlay layers of the last run still in the viewer."""
+        return [s["layer"] for s in self._shown if self._alive(s["layer"])]
+
+    @property
+    def results(self) -> list[Any]:
+        """The ``SaliencyResult`` objects of the last run."""
+        return [s["result"] for s in self._shown]
+
+    @property
+    def scope(self) -> str:
+        """``slice`` (the slice napari shows) or ``volume``."""
+        return next(k for k, b in self.scope_buttons.items() if b.isChecked())
+
+    def set_scope(self, scope: str) -> None:
+        self.scope_buttons[scope].setChecked(True)
+
+    def set_channels(self, layers: Sequence[Any]) -> None:
+        """Explain ``layers``, in this channel order."""
+        self._on_layers_changed()
+        self.channels.set_checked(list(layers))
+
+    def selected_layers(self) -> list[Any]:
+        return self.channels.checked()
+
+    def methods(self) -> list[str]:
+        """Methods the current model is offered."""
+        combo = self.method_combo
+        return [combo.itemData(i) for i in range(combo.count())]
+
+    def set_method(self, method: str, compare: str | None = None) -> None:
+        """Choose the method, and a second one to compare (None: off)."""
+        for combo, value in (
+            (self.method_combo, method),
+            (self.method2_combo, compare),
+        ):
+            if value is None:
+                continue
+            i = combo.findData(value)
+            if i < 0:
+                raise ValueError(
+                    f"method {value!r} is not offered for this model; offered: "
+                    f"{', '.join(self.methods())}"
+                )
+            combo.setCurrentIndex(i)
+        self.compare_check.setChecked(compare is not None)
+
+    def set_target(self, target: str | None) -> None:
+        """Explain class ``target`` (None: the predicted class)."""
+        i = self.target_combo.findData(target)
+        if i < 0:
+            classes = self._model.card.classes if self._model else []
+            raise ValueError(f"no class named {target!r}; valid: {classes}")
+        self.target_combo.setCurrentIndex(i)
+
+    def display(self) -> DisplayOptions:
+        """The display settings of the overlays."""
+        return DisplayOptions(
+            colormap=self.colormap_combo.currentText(),
+            blending=self.blending_combo.currentText(),
+            opacity=self.opacity_slider.value() / 100.0,
+            threshold_percentile=float(self.threshold_spin.value()),
+        )
+
+    def set_model(self, loaded: Any) -> None:
+        """Use an already loaded ``LoadedModel``."""
+        self._model = loaded
+        self._update_model()
+
+    def run(self) -> bool:
+        """Explain the ticked layers in a worker; bad input is refused at
+        once with a message.  Returns whether a job started."""
+        from napari.qt.threading import thread_worker
+
+        if self._job.worker is not None:
+            return False
+        layers = self.selected_layers()
+        try:
+            common = job_arguments(
+                self._model, layers, self.scope, self._viewer.dims.point,
+                self.target_combo.currentData(),
+            )  # fmt: skip
+        except ValueError as exc:  # CardError is a ValueError
+            self._error(str(exc))
+            return False
+        runs = [(m, read_params(self, m)) for m in self._chosen_methods()]
+        common.update(
+            normalize=self.normalize_combo.currentData(),
+            metrics=self.metrics_check.isChecked(),
+        )
+        images = [level0(layer) for layer in layers]
+        worker = thread_worker(
+            iter_saliency_job, start_thread=False, ignore_errors=True
+        )(images, self._model, runs, **common)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_explained)
+        self._pending = {"kind": "explain", "layers": layers}
+        self._start(worker, "Explaining…")
+        return True
+
+    def side_by_side(self, on: bool = True) -> bool:
+        """Show the two maps of a comparison side by side (napari grid)."""
+        from ._saliency_layers import set_side_by_side
+
+        shown = [s for s in self._shown if self._alive(s["layer"])]
+        if not shown:
+            return False
+        try:
+            state = set_side_by_side(
+                self._viewer, shown[0]["source"], [s["layer"] for s in shown], on
+            )
+        except (ValueError, KeyError) as exc:  # a layer vanished meanwhile
+            self._error(f"Side by side failed: {exc}")
+            return False
+        return state
+
+    def go_to_slice(self, index: int) -> None:
+        """Move napari to slice ``index`` of the explained layer."""
+        if not self._shown or not self._alive(self._shown[0]["source"]):
+            return
+        source = self._shown[0]["source"]
+        axis = slice_axis(self._viewer.dims.ndim, source)
+        self._viewer.dims.set_point(axis, slice_world_position(source, index))
+
+    def export(self, path: str | Path, index: int = 0) -> tuple[Path, Path | None]:
+        """Write map ``index`` of the last run (format from the suffix:
+        ``.nii.gz``/``.nii``, ``.npy``, ``.png``) and its JSON sidecar.
+
+        Returns:
+            (map path, sidecar path).
+        """
+        from ._saliency_layers import export_overlay
+
+        if not self._shown:
+            raise ValueError("nothing to export: run first")
+        shown = self._shown[index]
+        name = self._model.card.name if self._model else None
+        return export_overlay(
+            path, shown["result"], shown["source"], self.display(), name
+        )
+
+    def _on_explained(self, results: list[Any]) -> None:
+        from napari.utils.notifications import show_warning
+
+        from ..saliency.export import saliency_record
+        from ._saliency_layers import show_overlay
+
+        layers = [lay for lay in self._pending.get("layers") or [] if self._alive(lay)]
+        if not layers:
+            return
+        source, display, card = layers[0], self.display(), self._model.card
+        self.side_by_side(False)
+        self._shown = []
+        for result in results:
+            record = saliency_record(
+                result, source_name=str(source.name), model_name=card.name,
+                spacing=tuple(source.scale),
+                extra={"channel_layers": [str(lay.name) for lay in layers]},
+            )  # fmt: skip
+            layer = show_overlay(
+                self._viewer, source, result.map, result.method, record, display
+            )
+            self._shown.append(
+                {"result": result, "layer": layer, "source": source, "record": record}
+            )
+            if result.warnings:
+                show_warning(f"Saliency {result.method}: " + "; ".join(result.warnings))
+        self._show_texts()
+        took = sum(r.elapsed_s for r in results)
+        self._say(f"Done ({took:.1f} s).")
+
+    def _show_texts(self) -> None:
+        self.metrics_label.setText(
+            "<br><br>".join(
+                result_html(s["layer"].metadata["saliency"], self._colors.marker)
+                for s in self._shown
+            )
+        )
+        first = self._shown[0]["result"] if self._shown else None
+        if first is not None and first.slice_importance is not None:
+            self.importance.show_importance(
+                first.slice_importance, first.slice_attention
+            )
+            self.importance.setVisible(True)
+            self._on_dims_point()
+        else:
+            self.importance.setVisible(False)
+        self.side_check.blockSignals(True)
+        self.side_check.setChecked(False)
+        self.side_check.blockSignals(False)
+        self._update_buttons()
+
+    # -- viewer and control events ----------------------------------------
+    def _on_layers_changed(self, _event=None) -> None:
+        from napari.layers import Image
+
+        images = [
+            lay
+            for lay in self._viewer.layers
+            if isinstance(lay, Image) and not is_overlay(lay)
+        ]
+        self.channels.sync(images)
+        if not self.channels.checked() and images:
+            active = self._viewer.layers.selection.active
+            self.channels.set_checked(
+                [active if contains(images, active) else images[-1]]
+            )
+        self._update_channel_label()
+        self._update_buttons()
+
+    def _on_dims_point(self, _event=None) -> None:
+        if self.importance.isHidden() or not self._shown:
+            return
+        source = self._shown[0]["source"]
+        if self._alive(source):
+            self.importance.set_current(
+                current_slice_index(source, self._viewer.dims.point)
+            )
+
+    def _on_method_changed(self, *_args) -> None:
+        show_param_rows(self, self._chosen_methods())
+
+    def _on_display_changed(self, *_args) -> None:
+        display = self.display()
+        for layer in self.overlays:
+            apply_display(layer, display)
+
+    # -- helpers ---------------------------------------------------------
+    def _alive(self, layer: Any) -> bool:
+        return contains(self._viewer.layers, layer)
+
+    def _chosen_methods(self) -> list[str]:
+        chosen = [self.method_combo.currentData()]
+        second = self.method2_combo.currentData()
+        if self.compare_check.isChecked() and second and second not in chosen:
+            chosen.append(second)
+        return chosen
+
+    def _update_model(self) -> None:
+        text, tip = self._text.model_text(self._model)
+        self.model_label.setText(text)
+        self.model_label.setToolTip(tip)
+        note = fill_model_controls(self, self._model)
+        self.method_note.setText(note)
+        self.method_note.setVisible(bool(note))
+        self._update_channel_label()
+        self._update_buttons()
+        if self._model is not None:
+            card = self._model.card
+            self._say(f"Model loaded: {card.name or card.arch}.")
+
+    def _update_channel_label(self) -> None:
+        names = [str(lay.name) for lay in self.selected_layers()]
+        card = self._model.card if self._model is not None else None
+        self.channel_label.setText(self._text.channel_text(names, card))
+
+    def _update_buttons(self) -> None:
+        busy = self._job.worker is not None
+        for w in (self.default_button, self.browse_button, self.channels):
+            w.setEnabled(not busy)
+        self.run_button.setEnabled(not busy and self._model is not None)
+        self.cancel_button.setEnabled(busy)
+        self.export_button.setEnabled(not busy and bool(self._shown))
+        self.side_check.setEnabled(not busy and len(self.overlays) >= 2)
+
+    def _export_dialog(self) -> None:
+        if not self._shown:
+            return
+        path = ask_export_path(self, str(self._shown[0]["layer"].name))
+        if not path:
+            return
+        try:
+            out, _side = self.export(path)
+        except (OSError, ValueError) as exc:
+            self._error(f"Export failed: {exc}")
+            return
+        self._say(f"Exported to {out.name} (+ JSON sidecar).")
