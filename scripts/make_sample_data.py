@@ -49,7 +49,7 @@ def main() -> None:
             row_dir=a[:3, 2] / np.linalg.norm(a[:3, 2]),
             col_dir=a[:3, 1] / np.linalg.norm(a[:3, 1]),
             modality="MR",
-            series_description="Colin27 T1 axial",
+            series_description="T1 axial brain",
             patient_name="Colin27^Template",
             patient_id="COLIN27",
             window=(110.0, 220.0),
