@@ -2,8 +2,13 @@
 
 The config is a plain dict (stored in model cards):
 ``{"flip": True, "rotate": True, "affine": True, "elastic": False,
-"intensity": True, "gamma": True, "noise": True}``.  Transforms act on one
-channel-first float sample, (C, H, W) or (C, D, H, W), with values in [0, 1].
+"intensity": True, "gamma": True, "noise": True, "blur": False,
+"cutout": False}``.  Optional numbers tune the strength (defaults in
+:data:`STRENGTH`): ``rotate_deg`` (degrees, in-plane), ``scale`` (relative
+zoom range), ``translate_px`` (pixels), ``gamma_low``/``gamma_high``,
+``noise_std`` (in [0, 1] intensity units) and ``cutout_px`` (the largest
+erased square, pixels).  Transforms act on one channel-first float sample,
+(C, H, W) or (C, D, H, W), with values in [0, 1].
 """
 
 from __future__ import annotations
@@ -18,6 +23,18 @@ DEFAULTS: dict[str, bool] = {
     "intensity": True,
     "gamma": True,
     "noise": True,
+    "blur": False,
+    "cutout": False,
+}
+#: default strengths (used when the config gives no number)
+STRENGTH: dict[str, float] = {
+    "rotate_deg": 15.0,
+    "scale": 0.1,
+    "translate_px": 8.0,
+    "gamma_low": 0.7,
+    "gamma_high": 1.5,
+    "noise_std": 0.02,
+    "cutout_px": 32.0,
 }
 
 
@@ -40,14 +57,16 @@ def build_augmentation(
     from monai import transforms as T
 
     cfg = dict(DEFAULTS if config is None else config)
+    k = {name: float(cfg.get(name, value)) for name, value in STRENGTH.items()}
+    nd = spatial_dims
     tf: list = []
     if cfg.get("flip"):
-        tf.append(T.RandFlip(prob=0.5, spatial_axis=spatial_dims - 1))
+        tf.append(T.RandFlip(prob=0.5, spatial_axis=nd - 1))
     if cfg.get("rotate"):
-        rng = np.pi / 12
+        rng = np.deg2rad(k["rotate_deg"])
         kw = (
             {"range_x": rng}
-            if spatial_dims == 2
+            if nd == 2
             else {"range_x": rng / 2, "range_y": rng / 2, "range_z": rng}
         )
         tf.append(T.RandRotate(prob=0.5, padding_mode="zeros", **kw))
@@ -55,13 +74,13 @@ def build_augmentation(
         tf.append(
             T.RandAffine(
                 prob=0.5,
-                scale_range=[0.1] * spatial_dims,
-                translate_range=[8] * spatial_dims,
+                scale_range=[k["scale"]] * nd,
+                translate_range=[k["translate_px"]] * nd,
                 padding_mode="zeros",
             )
         )
     if cfg.get("elastic"):
-        if spatial_dims == 2:
+        if nd == 2:
             tf.append(
                 T.Rand2DElastic(prob=0.3, spacing=(20, 20), magnitude_range=(1, 2))
             )
@@ -73,9 +92,24 @@ def build_augmentation(
         tf.append(T.RandScaleIntensity(factors=0.1, prob=0.5))
         tf.append(T.RandShiftIntensity(offsets=0.05, prob=0.5))
     if cfg.get("gamma"):
-        tf.append(T.RandAdjustContrast(prob=0.3, gamma=(0.7, 1.5)))
+        tf.append(
+            T.RandAdjustContrast(prob=0.3, gamma=(k["gamma_low"], k["gamma_high"]))
+        )
+    if cfg.get("blur"):
+        sig = {f"sigma_{a}": (0.3, 1.0) for a in "xyz"[:nd]}
+        tf.append(T.RandGaussianSmooth(prob=0.2, **sig))
     if cfg.get("noise"):
-        tf.append(T.RandGaussianNoise(prob=0.3, std=0.02))
+        tf.append(T.RandGaussianNoise(prob=0.3, std=k["noise_std"]))
+    if cfg.get("cutout"):
+        big = int(k["cutout_px"])
+        tf.append(
+            T.RandCoarseDropout(
+                holes=1,
+                spatial_size=[max(big // 2, 1)] * nd,
+                max_spatial_size=[big] * nd,
+                prob=0.3,
+            )
+        )
     comp = T.Compose(tf)
     comp.set_random_state(seed=seed)
     return comp

@@ -62,6 +62,10 @@ class TrainConfig:
         device: ``"cpu"``, ``"cuda"``...; default: best available.
         schedule: ``"cosine"`` (annealed to 1% of ``lr`` over ``epochs``)
             or ``"constant"``.
+        label_smoothing: cross-entropy label smoothing of the training loss
+            (0 = none); validation loss is always plain cross-entropy.
+        warmup_epochs: linear learning-rate warm-up over this many epochs
+            (may be fractional; 0 = none).
     """
 
     epochs: int = 20
@@ -75,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -91,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"balance must be one of {BALANCE_MODES}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label_smoothing must be in [0, 1)")
 
 
 @dataclass
@@ -257,21 +265,22 @@ def fit(
     if cfg.balance == "weighted_loss":
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
         weight = torch.tensor(w, dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    val_loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(
         list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     n_steps = len(train_loader)
     steps = cfg.epochs * n_steps
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt,
-            lambda s: (
-                0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-            ),
-        )
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    warm = max(cfg.warmup_epochs * n_steps, 1.0)
+
+    def lr_factor(s: int) -> float:
+        f = min(1.0, (s + 1) / warm) if cfg.warmup_epochs else 1.0
+        if cfg.schedule == "cosine":
+            f *= 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        return f
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     best = (math.inf, copy.deepcopy(model.state_dict()), 0, None, None)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -326,7 +335,7 @@ def fit(
                         "eta_s": elapsed() / done * (steps - done),
                     },
                 )  # fmt: skip
-            val_loss, logits, labels = _evaluate(model, val_loader, loss_fn, device)
+            val_loss, logits, labels = _evaluate(model, val_loader, val_loss_fn, device)
             probs = softmax(logits)
             row = {
                 "epoch": epoch,
