@@ -1,0 +1,286 @@
+"""Region labels, the probability map and "Next case" for the labelling panel.
+
+A mixin for :class:`~.labelling.LabellingWidget`: the worker plumbing
+(progress bar, Cancel, errors) and the result layers.  The probability of
+class ``c`` is an Image layer ``<scan> · p(<c>)`` with the scan's scale and
+translate, updated by name on every retraining; "Map → Labels" copies the
+predicted classes into ``<scan> · regions (predicted)`` to correct them.
+The patch classifier of the last run is kept in a temporary folder and the
+next run continues from it (same patch size), which is the interactive
+loop.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ._jobs import JobError
+from ._label_jobs import level0, next_case_job, open_store, region_job
+
+#: layer metadata marking the plugin's result layers (not scans to label)
+RESULT_KEY = "medcnn_result"
+_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+
+
+class RegionMixin:
+    """Needs ``_viewer``, ``_job``, ``_stores``, ``_model``, ``layer``,
+    ``classes``, ``go_to``, ``_say``, ``_error`` and the UI attributes."""
+
+    def _init_regions(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="medcnn-patches-")
+        self._patch: dict[str, Any] = {}  # ckpt path and its patch settings
+        self._control: Any = None
+        self._map: Any = None  # last ProbabilityMap
+        self._map_layer: Any = None  # the scan it was computed on
+
+    # -- public API ------------------------------------------------------
+    @property
+    def probability_map(self) -> Any:
+        """The last :class:`~napari_medcnn.training.regions.ProbabilityMap`."""
+        return self._map
+
+    def set_model(self, model: Any) -> None:
+        """The model "Next case" and "From model" use (path or LoadedModel;
+        None: the Classify widget's model, else the default one)."""
+        self._model = model
+
+    def train_regions(self) -> bool:
+        """Train the patch classifier on the painted Labels layer and show
+        its probability map (in a worker).  Returns whether a job started."""
+        from napari.qt.threading import thread_worker
+
+        from ..training.control import TrainControl
+
+        if self._job.worker is not None:
+            return False
+        layer, labels = self.layer, self.labels_combo.currentData()
+        if layer is None or labels is None:
+            self._error("Choose the scan and a Labels layer painted on it.")
+            return False
+        image = level0(layer)
+        if labels.data.shape != image.shape:
+            self._error(
+                f"'{labels.name}' has shape {labels.data.shape} but "
+                f"'{layer.name}' has {image.shape}: paint on a Labels layer "
+                "made for this scan."
+            )
+            return False
+        names = {i + 1: c for i, c in enumerate(self.classes)}
+        mm = float(self.patch_spin.value())
+        dims = int(self.patch_dims_combo.currentData())
+        settings = (mm, dims, layer.unique_id)
+        parent = self._patch.get("path") if self._patch.get("key") == settings else None
+        out = Path(self._tmp.name) / f"patch_{len(self._patch.get('runs', []))}"
+        self._control = TrainControl()
+        worker = thread_worker(region_job, start_thread=False, ignore_errors=True)(
+            image,
+            labels.data,
+            tuple(float(s) for s in layer.scale),
+            mm,
+            dims,
+            names,
+            parent,
+            str(out),
+            self._control,
+            int(self.region_epochs.value()),
+        )
+        worker.returned.connect(self._on_regions_done)
+        self._pending_region = {"layer": layer, "key": settings, "out": out}
+        self._start_job(worker, "Sampling patches…")
+        return True
+
+    def map_to_labels(self) -> Any:
+        """Copy the predicted classes into a Labels layer (to correct)."""
+        layer = self._map_layer
+        if self._map is None or layer is None or layer not in self._viewer.layers:
+            self._error("Train a patch classifier first.")
+            return None
+        name = f"{layer.name} · regions (predicted)"
+        return self._put_layer(
+            name, self._map.label_image(), layer, kind="labels", opacity=0.5
+        )
+
+    def next_case(self) -> bool:
+        """Rank the unlabelled slices/images of the open image layers by the
+        model's uncertainty and go to the most informative (a worker)."""
+        from napari.layers import Image
+
+        from ._model_events import current_model
+
+        if self._job.worker is not None:
+            return False
+        layers = [
+            lay
+            for lay in self._viewer.layers
+            if isinstance(lay, Image)
+            and not self._is_result(lay)
+            and lay.ndim in (2, 3)
+        ]
+        if not layers:
+            self._error("Open an image layer first.")
+            return False
+        scans = []
+        for lay in layers:
+            store = self._stores.get(lay.unique_id)
+            if store is None:
+                try:
+                    store = open_store(lay)
+                except ValueError:
+                    store = None
+            scans.append(
+                {
+                    "images": [level0(lay)],
+                    "spacing": tuple(float(s) for s in lay.scale),
+                    "rgb": bool(getattr(lay, "rgb", False)),
+                    "store": store,
+                }
+            )
+        model = self._model or current_model(self._viewer)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(next_case_job, start_thread=False, ignore_errors=True)(
+            scans, model
+        )
+        worker.returned.connect(lambda r: self._on_ranked(r, layers))
+        self._start_job(worker, "Ranking unlabelled slices…")
+        return True
+
+    # -- worker plumbing -------------------------------------------------
+    def _start_job(self, worker: Any, message: str) -> None:
+        self._job.worker = worker
+        worker.yielded.connect(self._on_job_progress)
+        worker.errored.connect(self._on_job_errored)
+        worker.finished.connect(self._on_job_finished)
+        self.progress.setRange(0, 0)
+        self._say(message)
+        self._update_buttons()
+        worker.start()
+
+    def _on_job_progress(self, event: Any) -> None:
+        if hasattr(event, "kind"):  # TrainEvent
+            done = (event.epoch - 1) * event.n_steps + event.step
+            self.progress.setRange(0, max(1, event.n_epochs * event.n_steps))
+            self.progress.setValue(done)
+            loss = event.metrics.get("loss", event.metrics.get("val_loss"))
+            loss = f", loss {loss:.3f}" if loss is not None else ""
+            self._say(f"Training patches: epoch {event.epoch}/{event.n_epochs}{loss}")
+            return
+        stage, i, n = event[:3]
+        if n:
+            self.progress.setRange(0, int(n))
+            self.progress.setValue(int(i))
+        text = {"patches": "Sampling patches…", "probability_map": "Mapping…"}
+        self._say(text.get(stage, "Ranking…") + (f" {i}/{n}" if n else ""))
+
+    def _on_job_errored(self, exc: Exception) -> None:
+        why = str(exc) if isinstance(exc, JobError | ValueError) else repr(exc)
+        self._error(f"Failed: {why}")
+
+    def _on_job_finished(self) -> None:
+        self._job.worker = None
+        self._control = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._update_buttons()
+
+    def _cancel_regions(self) -> None:
+        if self._control is not None:
+            self._control.cancel()  # the trainer returns after its batch
+        elif self._job.worker is not None:
+            self._job.worker.quit()
+
+    def _update_region_buttons(self) -> None:
+        busy = self._job.worker is not None
+        has_scan = self.layer is not None
+        self.region_button.setEnabled(
+            not busy and has_scan and self.labels_combo.count() > 0
+        )
+        self.to_labels_button.setEnabled(not busy and self._map is not None)
+        self.next_button.setEnabled(not busy and has_scan)
+        self.cancel_button.setEnabled(busy)
+
+    # -- results ---------------------------------------------------------
+    def _on_regions_done(self, out: tuple[Any, Any]) -> None:
+        res, pm = out
+        pending = getattr(self, "_pending_region", {})
+        if res.checkpoint is not None and not res.cancelled:
+            runs = self._patch.get("runs", []) + [res.checkpoint]
+            self._patch = {"path": str(res.checkpoint), "key": pending["key"],
+                           "runs": runs}  # fmt: skip
+        if pm is None:
+            self._say("Cancelled: the previous map stays.")
+            return
+        layer = pending["layer"]
+        if layer not in self._viewer.layers:
+            return
+        self._map, self._map_layer = pm, layer
+        for k, cls in enumerate(pm.classes):
+            self._put_layer(
+                f"{layer.name} · p({cls})",
+                pm.probs[k],
+                layer,
+                colormap=_COLORMAPS[k % len(_COLORMAPS)],
+                blending="additive",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.6,
+            )
+        acc = res.metrics.get("accuracy")
+        acc = f", validation accuracy {acc:.2f}" if acc is not None else ""
+        self._say(f"Probability map of {len(pm.classes)} classes{acc}.")
+        self._update_buttons()
+
+    def _put_layer(self, name: str, data: Any, source: Any, kind="image", **kw):
+        """Add or update (by name) a result layer aligned with ``source``."""
+        geometry = {"scale": source.scale, "translate": source.translate}
+        md = {RESULT_KEY: kind, "source_layer": str(source.name)}
+        if name in self._viewer.layers:
+            lay = self._viewer.layers[name]
+            lay.data = data
+            lay.scale, lay.translate = geometry["scale"], geometry["translate"]
+            return lay
+        add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
+        return add(data, name=name, metadata=md, **geometry, **kw)
+
+    def _on_ranked(self, ranking: Any, layers: list[Any]) -> None:
+        cand = ranking.best(1)[0]
+        layer = layers[cand.scan]
+        if layer not in self._viewer.layers:
+            return
+        self.go_to(cand.slice, layer)
+        where = f"slice {cand.slice}" if cand.slice is not None else "image"
+        score = float(ranking.scores[ranking.order[0]])
+        self._say(
+            f"Next case: '{layer.name}' {where} ({ranking.method} {score:.3f} nats)."
+        )
+
+    # -- helpers ---------------------------------------------------------
+    def _fill_labels_combo(self, labels: list[Any]) -> None:
+        current = self.labels_combo.currentData()
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        for lay in labels:  # "Map → Labels" output included: correct, retrain
+            self.labels_combo.addItem(str(lay.name), lay)
+        for i in range(self.labels_combo.count()):
+            if self.labels_combo.itemData(i) == current:
+                self.labels_combo.setCurrentIndex(i)
+        self.labels_combo.blockSignals(False)
+
+    @staticmethod
+    def _is_result(layer: Any) -> bool:
+        return bool((layer.metadata or {}).get(RESULT_KEY))
+
+    def _model_classes(self) -> list[str]:
+        """Classes of the current model, read from its JSON card (no torch)."""
+        import json
+
+        from ..inference import default_model_path
+        from ._model_events import current_model
+
+        model = self._model or current_model(self._viewer)
+        if hasattr(model, "card"):
+            return list(model.card.classes)
+        path = Path(model if model is not None else default_model_path())
+        card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        return [str(c) for c in card["classes"]]

@@ -1,0 +1,186 @@
+"""Worker jobs of the Fine-tune widget (no Qt widgets; torch imported lazily).
+
+:func:`train_job` prepares the labelled examples of the open layers with
+the parent card's preprocessing, then fine-tunes in the worker thread
+(``mode="thread"``) or in a spawned process (``mode="subprocess"``, core
+``run_in_subprocess``), with ``threads`` torch threads (all cores but one:
+one is left for napari).  Either way the checkpoint goes to a *staging*
+path first, also when the run is cancelled (its best-so-far weights), and
+:func:`publish` copies it atomically to the user's path once the run
+completed; the parent checkpoint is never written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._jobs import JobError, guarded
+
+MODES = ("thread", "subprocess")
+#: chosen by benchmarks/finetune_stall.py (docs/notes/issue5-widgets.md)
+DEFAULT_MODE = "thread"
+
+
+def ui_threads() -> int:
+    """Torch threads for training: all cores but one (kept for the UI)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def parent_card(parent: str | None) -> Any:
+    """The card whose preprocessing prepares the examples: the parent's,
+    or for a fresh start a seed-CNN card with the default record."""
+    from ..models.checkpoint import read_card
+
+    if parent is not None:
+        return read_card(parent)
+    from ..inference import default_model_path
+
+    return read_card(default_model_path())
+
+
+def prepare_examples(
+    sources: Sequence[dict[str, Any]], record: dict[str, Any], input_kind: str
+) -> Generator[tuple[str, int, int], None, Any]:
+    """A :class:`LabeledSet` of every labelled scan, classes without labels
+    dropped.  ``sources``: dicts with ``labels`` (a sidecar dict),
+    ``images`` (channel arrays), ``spacing`` and ``rgb``."""
+    from ..training.dataset import LabeledSet, examples_from_scan
+    from ..training.labels import LabelStore
+
+    parts, classes = [], []
+    yield ("prepare", 0, len(sources))
+    for i, src in enumerate(sources, 1):
+        store = LabelStore.from_dict(src["labels"])
+        store.autosave = False  # a copy: never write the sidecar from here
+        classes += [c for c in store.classes if c not in classes]
+        parts.append(
+            examples_from_scan(
+                store,
+                src["images"],
+                record,
+                src.get("spacing"),
+                rgb=bool(src.get("rgb")),
+                input_kind=input_kind,
+            )
+        )
+        yield ("prepare", i, len(sources))
+    return LabeledSet.concat(parts, classes).without_empty_classes()
+
+
+def train_job(
+    sources: Sequence[dict[str, Any]],
+    parent: str | None,
+    staging: str,
+    config: Any,
+    control: Any,
+    *,
+    mode: str = DEFAULT_MODE,
+    threads: int | None = None,
+    kfold: int | str | None = "auto",
+    val_fraction: float = 0.2,
+    provenance: dict[str, Any] | None = None,
+) -> Generator[Any, None, dict[str, Any]]:
+    """Prepare, fine-tune, write ``staging``; a generator for a worker.
+
+    ``config`` is a ``TrainConfig`` or a dict of its fields (the widget
+    builds a dict, so that torch is imported in the worker only).
+
+    Yields ``("prepare", i, n)`` then the trainer's ``TrainEvent``s.
+    Returns the run's summary (``FinetuneResult.summary()`` plus
+    ``history``, ``cancelled`` and ``staging``).  Running out of memory
+    raises :class:`JobError` with the advice (nothing is published).
+    """
+    from ..training.trainer import TrainConfig
+
+    if isinstance(config, dict):
+        config = TrainConfig(**config)
+    card = parent_card(parent)
+    data = yield from prepare_examples(sources, card.preprocessing, card.input_kind)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    args = {
+        "data": data,
+        "parent": parent,
+        "out": staging,
+        "config": config,
+        "kfold": kfold,
+        "val_fraction": val_fraction,
+        "save_cancelled": True,
+        "provenance": provenance,
+    }
+    if parent is None:  # from scratch: the examples' preprocessing
+        args["record"] = card.preprocessing
+    threads = threads or ui_threads()
+    if mode == "subprocess":
+        from ..training.subprocess_runner import finetune_job, run_in_subprocess
+
+        gen = run_in_subprocess(finetune_job, args, control=control, threads=threads)
+        try:
+            summary = yield from gen
+        except RuntimeError as exc:  # SubprocessError: the child's exception
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise JobError(_friendly(first)) from exc
+    else:
+        summary = yield from guarded(_in_thread(args, control, threads))
+    summary["staging"] = staging
+    return summary
+
+
+def _in_thread(args: dict[str, Any], control: Any, threads: int) -> Generator:
+    import torch
+
+    from ..training.finetune import finetune
+    from ..training.trainer import TrainingOutOfMemory
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data, parent = args.pop("data"), args.pop("parent")
+        res = yield from finetune(data, parent, control=control, **args)
+    except TrainingOutOfMemory as exc:
+        raise JobError(_friendly(f"TrainingOutOfMemory: {exc}")) from exc
+    finally:
+        torch.set_num_threads(old)
+    summary = res.summary()
+    summary.update(history=res.history, cancelled=res.cancelled)
+    return summary
+
+
+def _friendly(message: str) -> str:
+    if message.startswith("TrainingOutOfMemory"):
+        return "Out of memory: " + message.split(":", 1)[1].strip()
+    return message
+
+
+def publish(staging: str | Path, out: str | Path) -> Path:
+    """Copy the staged checkpoint (weights + card) to ``out`` atomically.
+
+    Returns the written weights path.  The card's ``model_id`` is the
+    weights' hash, so the copy is the same model.
+    """
+    from ..models.checkpoint import atomic_write_bytes, card_path_for, weights_path_for
+
+    src = weights_path_for(staging)
+    dst = weights_path_for(out)
+    if dst.suffix != ".safetensors":
+        dst = dst.with_suffix(".safetensors")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(card_path_for(dst), card_path_for(src).read_bytes())
+    atomic_write_bytes(dst, src.read_bytes())
+    return dst
+
+
+def preview_job(source: dict[str, Any], parent: str | None, augment: dict) -> Any:
+    """Nine augmented copies of the first labelled example, as a montage
+    (2D float32; for volumes the middle slice of each copy)."""
+    from ..training.preview import augmentation_preview, montage
+
+    card = parent_card(parent)
+    data = yield from prepare_examples([source], card.preprocessing, card.input_kind)
+    samples = augmentation_preview(data.x[0], config=augment, n=9, seed=0)
+    if samples.ndim == 5:  # (n, C, D, H, W): the middle slice
+        samples = samples[:, :, samples.shape[2] // 2]
+    return montage(samples[:, :1], cols=3)

@@ -1,0 +1,153 @@
+"""Settings of the Fine-tune widget: labelled layers, parent, run options.
+
+A mixin for :class:`~.training.TrainingWidget` that reads the panel's
+controls and the viewer's layers into the arguments of
+:func:`._train_jobs.train_job`; bad settings raise ``ValueError`` with the
+message shown to the user.  No torch import here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._label_jobs import level0, stored_labels
+from ._label_regions import RESULT_KEY
+from ._train_ui import ask_open_path, ask_save_path
+
+
+class SettingsMixin:
+    """Needs ``_viewer``, ``_kept`` and the UI attributes of ``_train_ui``."""
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The labelled image layers: sidecar dict, images, spacing, rgb."""
+        from napari.layers import Image
+
+        out = []
+        for lay in self._viewer.layers:
+            if not isinstance(lay, Image) or (lay.metadata or {}).get(RESULT_KEY):
+                continue
+            try:
+                store = stored_labels(lay)
+            except ValueError:  # unreadable sidecar: the labelling panel says so
+                continue
+            if store is not None and store.items():
+                out.append(
+                    {
+                        "labels": store.to_dict(),
+                        "images": [level0(lay)],
+                        "spacing": tuple(float(s) for s in lay.scale),
+                        "rgb": bool(getattr(lay, "rgb", False)),
+                        "name": str(lay.name),
+                        "modality": (lay.metadata or {}).get("modality"),
+                    }
+                )
+        return out
+
+    def _parent_path(self) -> str | None:
+        from ..inference import default_model_path
+        from ._model_events import current_model
+
+        kind = self.parent_combo.currentData()
+        if kind == "scratch":
+            return None
+        if kind == "current":
+            loaded = current_model(self._viewer)
+            if loaded is None:
+                raise ValueError("No current model: open the Classify widget first.")
+            return str(loaded.path)
+        if kind == "file":
+            path = Path(self.parent_edit.text().strip()).expanduser()
+            if not path.exists():
+                raise ValueError(f"Parent checkpoint not found: {path}")
+            return str(path)
+        return str(default_model_path())
+
+    def _augment(self) -> dict[str, bool]:
+        return {k: c.isChecked() for k, c in self.augment_checks.items()}
+
+    def _set_augment(self, modality: str | None) -> None:
+        from ..training.augment import default_config
+
+        for key, on in default_config(modality).items():
+            if key in self.augment_checks:
+                self.augment_checks[key].setChecked(on)
+
+    def _settings(self, resume: bool) -> dict[str, Any]:
+        from ..training.splits import MIN_PER_CLASS
+
+        sources = self.sources()
+        counts = {c: n for c, n in self.refresh_labels().items() if n > 0}
+        if len(counts) < 2 or min(counts.values()) < MIN_PER_CLASS:
+            have = ", ".join(f"{c}: {n}" for c, n in counts.items()) or "none"
+            raise ValueError(
+                f"Training needs at least 2 classes with at least {MIN_PER_CLASS} "
+                f"labelled examples each (have {have})."
+            )
+        parent = self._parent_path()
+        epochs = self.epochs_spin.value()
+        provenance = {"tool": "napari-medcnn Fine-tune widget"}
+        if resume:
+            provenance["resumed_from_cancelled_run"] = self._kept.get("parent")
+            parent = self._kept["staging"]
+            epochs = max(1, epochs - int(self._kept.get("epochs_run") or 0))
+        out = self.out_edit.text().strip()
+        if not out:
+            raise ValueError("Choose where to save the new checkpoint.")
+        for p in filter(None, (parent, self._kept and self._kept.get("parent"))):
+            if same_checkpoint(out, p):
+                raise ValueError("The output is the parent model: choose another path.")
+        split = self.split_combo.currentData()
+        return {
+            "sources": sources,
+            "parent": parent,
+            "config": {
+                "epochs": epochs,
+                "batch_size": self.batch_spin.value(),
+                "freeze_backbone_epochs": min(self.freeze_spin.value(), epochs),
+                "augment": self._augment(),
+                "balance": self.balance_combo.currentData(),
+            },
+            "mode": self.mode_combo.currentData(),
+            "kfold": {"auto": "auto", "holdout": None, "kfold": 5}[split],
+            "provenance": provenance,
+        }
+
+    # -- dialogs ---------------------------------------------------------
+    def _browse_parent(self) -> None:
+        path = ask_open_path(self, self.parent_edit.text())
+        if path:
+            self.parent_edit.setText(path)
+
+    def _browse_out(self) -> None:
+        path = ask_save_path(self, self.out_edit.text())
+        if path:
+            self.out_edit.setText(path)
+
+    def _save_best_dialog(self) -> None:
+        path = ask_save_path(self, self.out_edit.text())
+        if path:
+            try:
+                self.save_best(path)
+            except (OSError, ValueError) as exc:
+                self._error(f"Not saved: {exc}")
+
+
+def label_classes(labels: dict[str, Any]) -> list[str]:
+    """Class of every labelled item in a sidecar dict."""
+    out = [labels[k] for k in ("image_label", "volume_label") if labels.get(k)]
+    for a, b, c in labels.get("slices") or []:
+        out += [c] * (int(b) - int(a) + 1)
+    return out
+
+
+def same_checkpoint(a: str | Path, b: str | Path) -> bool:
+    """Whether two user paths (weights, card or bare stem) name one checkpoint."""
+
+    def stem(p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        if p.suffix in (".safetensors", ".json", ".pt", ".pth"):
+            p = p.with_suffix("")
+        return p.resolve()
+
+    return stem(a) == stem(b)

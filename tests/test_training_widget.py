@@ -1,0 +1,249 @@
+"""The Fine-tune widget in a real napari window, opened through the manifest.
+
+A synthetic NIfTI volume (bright square on half of its slices) is labelled
+with the keys 1 and 2 in the "Label images" widget, then fine-tuned from a
+tiny checkpoint: progress events, pause, cancel (the parent stays, the best
+weights so far are kept), continue from them and finish; the new model is
+loaded by the Classify widget and classifies.  A subprocess run stopped by
+closing the panel leaves the labels and the parent untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_classify_widget import make_checkpoint
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-medcnn"
+WAIT_MS = 90_000
+N_SLICES = 24
+
+
+def write_volume(path: Path) -> Path:
+    """24 slices of 32x32 noise; slices 12-23 hold a bright square (lesion)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100.0, 20.0, (N_SLICES, 32, 32)).astype(np.float32)
+    vol[N_SLICES // 2 :, 8:24, 8:24] += 300.0
+    affine = np.diag([0.9, 0.9, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine), str(path))
+    return path
+
+
+def press(viewer, qtbot, key: str) -> None:
+    """A real key press on napari's Qt viewer, which hands it to the
+    viewer's key bindings (the test reaches it through the private
+    ``_qt_viewer``: there is no public handle; plugin code never does)."""
+    from qtpy.QtCore import Qt
+
+    qtbot.keyClick(viewer.window._qt_viewer, getattr(Qt.Key, f"Key_{key}"))
+
+
+def go_to_slice(viewer, layer, index: int) -> None:
+    viewer.dims.set_point(0, layer.data_to_world([index, 0, 0])[0])
+
+
+def label_with_keys(viewer, qtbot, tmp_path) -> tuple:
+    """Open the volume, dock "Label images", label every slice with keys."""
+    path = write_volume(tmp_path / "scan.nii.gz")
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    _dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
+    panel.set_classes(["normal", "lesion"])
+    viewer.layers.selection.active = layer
+    for i in range(N_SLICES):
+        go_to_slice(viewer, layer, i)
+        press(viewer, qtbot, "1" if i < N_SLICES // 2 else "2")
+    assert panel.store.counts() == {"normal": 12, "lesion": 12}
+    return path, layer, panel
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("parent") / "tiny")
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+
+def test_label_train_pause_cancel_continue_and_classify(
+    make_napari_viewer, qtbot, tmp_path, parent
+):
+    viewer = make_napari_viewer()
+    _path, layer, _labels = label_with_keys(viewer, qtbot, tmp_path)
+    _d, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
+    _wait_idle(qtbot, classify)
+    assert classify.load_model(str(parent))
+    _wait_idle(qtbot, classify)
+    _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    assert "24 labels" in train.labels_info.text()
+    out = tmp_path / "models" / "tuned.safetensors"
+    train.set_parent("file", str(parent))
+    train.set_output(out)
+    train.set_split("holdout")
+    train.epochs_spin.setValue(6)
+    train.batch_spin.setValue(8)
+    parent_hash = sha(parent)
+
+    # start, see progress, pause (paused events keep coming), cancel
+    assert train.start()
+    assert not train.start_button.isEnabled() and train.cancel_button.isEnabled()
+    run = train.run_handle
+    qtbot.waitUntil(lambda: len(train.history) >= 1, timeout=WAIT_MS)
+    assert run.events > 1 and train.progress.maximum() > 1
+    assert run.pbar is not None and run.pbar.total > 0
+    train.toggle_pause()
+    qtbot.waitUntil(lambda: "Paused" in train.status.text(), timeout=WAIT_MS)
+    seen = run.events
+    qtbot.waitUntil(lambda: run.events > seen + 2, timeout=WAIT_MS)  # responsive
+    train.cancel()
+    _wait_idle(qtbot, train)
+    assert train.summary["cancelled"] and run.pbar is None  # bar closed
+    assert not out.exists() and sha(parent) == parent_hash
+    assert train.kept is not None and train.continue_button.isEnabled()
+    best = train.save_best(tmp_path / "best.safetensors")
+    assert best.exists() and best.with_suffix(".json").exists()
+
+    # continue from the kept weights and finish
+    assert train.continue_training()
+    _wait_idle(qtbot, train)
+    summary = train.summary
+    assert not summary["cancelled"], train.status.text()
+    assert train.checkpoint == out and out.exists()
+    assert summary["classes"] == ["normal", "lesion"]
+    assert summary["advice"]["verdict"] in (
+        "still improving",
+        "plateaued",
+        "overfitting",
+    )
+    assert not train.matrix.isHidden() and train.matrix.matrix.sum() > 0
+    assert "prec." in train.metrics_label.text()
+    assert sha(parent) == parent_hash
+
+    # the Classify widget got the new model and classifies with it
+    qtbot.waitUntil(
+        lambda: (
+            classify.model is not None
+            and Path(classify.model.path).resolve() == out.resolve()
+        ),
+        timeout=WAIT_MS,
+    )
+    viewer.layers.selection.active = layer
+    go_to_slice(viewer, layer, 20)
+    classify.set_channels([layer])
+    assert classify.run()
+    _wait_idle(qtbot, classify)
+    assert classify.record["label"] in ("normal", "lesion")
+    assert classify.record["classes"] == ["normal", "lesion"]
+
+
+def test_errors_are_clear(make_napari_viewer, qtbot, tmp_path, parent, monkeypatch):
+    errors = []
+    monkeypatch.setattr(
+        "napari.utils.notifications.show_error", lambda m: errors.append(str(m))
+    )
+    viewer = make_napari_viewer()
+    path = write_volume(tmp_path / "few.nii.gz")
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    _d, labels = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
+    labels.set_classes(["normal", "lesion"])
+    labels.set_target("range")
+    labels.set_range(0, 2)
+    assert labels.label("normal")
+    _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    train.set_parent("file", str(parent))
+    train.set_output(tmp_path / "x.safetensors")
+    assert not train.start()
+    assert "at least 2 classes with at least 5" in errors[-1]
+    labels.set_range(3, 5)
+    assert labels.label("normal")
+    labels.set_range(6, 23)
+    assert labels.label("lesion")
+    train.set_output(parent)
+    assert not train.start() and "parent" in errors[-1]
+    assert layer.metadata["medcnn_labels"]["slices"] == [
+        [0, 5, "normal"],
+        [6, 23, "lesion"],
+    ]
+
+
+def test_subprocess_run_stops_cleanly_when_the_panel_closes(
+    make_napari_viewer, qtbot, tmp_path, parent
+):
+    viewer = make_napari_viewer()
+    path = write_volume(tmp_path / "scan.nii.gz")
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    _d, labels = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
+    labels.set_classes(["normal", "lesion"])
+    labels.set_target("range")
+    labels.set_range(0, 11)
+    labels.label(1)
+    labels.set_range(12, 23)
+    labels.label(2)
+    sidecar = Path(str(path) + ".medcnn-labels.json")
+    labels_hash, parent_hash = sha(sidecar), sha(parent)
+    viewer.window.remove_dock_widget(_d)  # the sidecar is what Fine-tune reads
+    layer.metadata = {k: v for k, v in layer.metadata.items() if k != "medcnn_labels"}
+    dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    assert "24 labels" in train.labels_info.text()
+    train.set_parent("file", str(parent))
+    out = tmp_path / "never.safetensors"
+    train.set_output(out)
+    train.set_split("holdout")
+    train.set_mode("subprocess")
+    train.epochs_spin.setValue(200)
+    assert train.start()
+    run = train.run_handle
+    qtbot.waitUntil(lambda: run.events >= 1, timeout=WAIT_MS)  # the child trains
+    viewer.window.remove_dock_widget(dock)  # closing the panel mid-training
+    qtbot.waitUntil(lambda: run.done, timeout=WAIT_MS)
+    assert run.control.cancelled and run.pbar is None
+    qtbot.waitUntil(lambda: not multiprocessing.active_children(), timeout=WAIT_MS)
+    assert not out.exists()
+    assert sha(sidecar) == labels_hash and sha(parent) == parent_hash
+
+
+def test_out_of_memory_stops_with_advice_and_frees_the_progress_bar(
+    make_napari_viewer, qtbot, tmp_path, parent, monkeypatch
+):
+    from napari_medcnn.training import finetune as core
+    from napari_medcnn.training.trainer import (
+        TrainConfig,
+        TrainEvent,
+        TrainingOutOfMemory,
+        oom_advice,
+    )
+
+    def out_of_memory(data, parent=None, **kwargs):
+        yield TrainEvent("batch", 1, 2, 1, 3, {"loss": 0.7, "eta_s": 1.0})
+        raise TrainingOutOfMemory(oom_advice(TrainConfig(batch_size=8)))
+
+    monkeypatch.setattr(core, "finetune", out_of_memory)
+    errors = []
+    monkeypatch.setattr(
+        "napari.utils.notifications.show_error", lambda m: errors.append(str(m))
+    )
+    viewer = make_napari_viewer()
+    label_with_keys(viewer, qtbot, tmp_path)
+    _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    train.set_parent("file", str(parent))
+    train.set_output(tmp_path / "oom.safetensors")
+    train.set_split("holdout")
+    assert train.start()
+    run = train.run_handle
+    _wait_idle(qtbot, train)
+    assert run.done and run.pbar is None and run.events == 1
+    assert "Out of memory" in errors[-1] and "lower the batch size" in errors[-1]
+    assert train.start_button.isEnabled() and not train.cancel_button.isEnabled()
+    assert not (tmp_path / "oom.safetensors").exists()
