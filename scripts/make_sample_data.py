@@ -50,8 +50,8 @@ def main() -> None:
             col_dir=a[:3, 1] / np.linalg.norm(a[:3, 1]),
             modality="MR",
             series_description="T1 axial brain",
-            patient_name="Colin27^Template",
-            patient_id="COLIN27",
+            patient_name="MNI^Template",
+            patient_id="MNI-TEMPLATE-27",
             window=(110.0, 220.0),
             seed="napari-medcnn-colin27",
         )

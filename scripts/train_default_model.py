@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument(
         "--cache", type=Path, help="reuse prepared images and split from this .npz"
@@ -112,21 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     items = br35h.list_br35h()
+    keep = np.arange(len(items))
     if args.limit:
         rng = np.random.default_rng(args.seed)
-        items = [items[i] for i in sorted(rng.choice(len(items), args.limit, False))]
+        keep = np.sort(rng.choice(len(items), args.limit, False))
+        items = [items[i] for i in keep]
     root = br35h.br35h_root()
     paths = [root / name for name, _ in items]
     labels = np.array([lab for _, lab in items])
     record = default_record((args.size, args.size))
-    if args.cache and args.cache.exists():
-        x = np.load(args.cache)["x"]
+    if args.cache and args.cache.exists():  # a cache of all the images
+        x = np.load(args.cache)["x"][keep]
     else:
         x = np.empty((len(items), 1, args.size, args.size), np.float32)
         for i, p in enumerate(paths):
             scan = load(p)[0]
             x[i] = prepare([to_gray(scan.data)], record, scan.spacing)
-        if args.cache:
+        if args.cache and not args.limit:
             np.savez(args.cache, x=x)
     print(f"prepared {len(items)} images in {time.perf_counter() - t0:.0f} s")
     groups = _groups(paths, x, args)
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=dict(AUGMENT),
         label_smoothing=args.label_smoothing,
         warmup_epochs=1,
+        ema_decay=args.ema_decay,
         patience=0,
         seed=args.seed,
         device="cpu",

@@ -66,6 +66,11 @@ class TrainConfig:
             (0 = none); validation loss is always plain cross-entropy.
         warmup_epochs: linear learning-rate warm-up over this many epochs
             (may be fractional; 0 = none).
+        ema_decay: when > 0, an exponential moving average of the weights
+            (and BatchNorm statistics) is kept with this decay per step
+            (``torch.optim.swa_utils``); validation, the best-epoch choice
+            and the returned model use the averaged weights, which are
+            steadier from epoch to epoch than the raw ones.
     """
 
     epochs: int = 20
@@ -81,6 +86,7 @@ class TrainConfig:
     schedule: str = "cosine"
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
+    ema_decay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
 
 
 @dataclass
@@ -281,6 +289,15 @@ def fit(
         return f
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(
+            model,
+            multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True,
+        )
     best = (math.inf, copy.deepcopy(model.state_dict()), 0, None, None)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -322,6 +339,8 @@ def fit(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 running += loss.item() * len(y)
                 correct += int((out.argmax(1) == y).sum())
                 seen += len(y)
@@ -335,7 +354,10 @@ def fit(
                         "eta_s": elapsed() / done * (steps - done),
                     },
                 )  # fmt: skip
-            val_loss, logits, labels = _evaluate(model, val_loader, val_loss_fn, device)
+            judged = model if ema is None else ema.module
+            val_loss, logits, labels = _evaluate(
+                judged, val_loader, val_loss_fn, device
+            )
             probs = softmax(logits)
             row = {
                 "epoch": epoch,
@@ -351,7 +373,7 @@ def fit(
             if val_loss < best[0]:
                 best = (
                     val_loss,
-                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(judged.state_dict()),
                     epoch,
                     logits,
                     labels,
