@@ -92,8 +92,11 @@ def dataset_metadata(
         ``transfer_syntax``, ``sop_class_name``.
     """
     md: dict[str, Any] = {}
+    tokens = phi_tokens(ds)
     for kw, key in SAFE_TAGS.items():
         value = _get(ds, kw)
+        if isinstance(value, str):  # a description may repeat the name
+            value = redact(value, tokens)
         if value is not None:
             md[key] = value
     ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
