@@ -36,7 +36,7 @@ def write_series(
     intercept: float = 0.0,
     series_description: str = "synthetic",
     series_number: int = 1,
-    patient_name: str = "Anonymous^Synthetic",
+    patient_name: str = "Anonymous^Phantom",
     patient_id: str = "SYNTH0001",
     skip: Sequence[int] = (),
     file_order: Sequence[int] | None = None,
