@@ -240,6 +240,7 @@ def test_out_of_memory_stops_with_advice_and_frees_the_progress_bar(
     train.set_parent("file", str(parent))
     train.set_output(tmp_path / "oom.safetensors")
     train.set_split("holdout")
+    train.set_mode("thread")  # the injected core error lives in this process
     assert train.start()
     run = train.run_handle
     _wait_idle(qtbot, train)

@@ -20,8 +20,11 @@ from typing import Any
 from ._jobs import JobError, guarded
 
 MODES = ("thread", "subprocess")
-#: chosen by benchmarks/finetune_stall.py (docs/notes/issue5-widgets.md)
-DEFAULT_MODE = "thread"
+#: chosen by benchmarks/finetune_stall.py on an otherwise idle 2-core machine:
+#: a spawned process kept napari's longest event-loop stall at 84-88 ms (the
+#: idle floor under Xvfb is 83-97 ms) and trained 2x faster, against
+#: 116-117 ms for a worker thread, whose Python steps contend for the GIL
+DEFAULT_MODE = "subprocess"
 
 
 def ui_threads() -> int:
