@@ -4,28 +4,27 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
-    QRadioButton,
-    QScrollArea,
     QSlider,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from ._channels import ChannelList
+from ._model_panel import (
+    add_model_controls,
+    build_model_controls,
+    build_run_controls,
+    build_scope_buttons,
+    scrolled_layout,
+)
 from ._plots import PlotColors
 from ._saliency_jobs import METHOD_LABELS, offered_methods
 from ._saliency_layers import BLENDINGS, COLORMAPS
@@ -51,18 +50,11 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     """Create the panel's child widgets as attributes of ``w`` and lay them
     out: layers, model, method(s), target, scope, parameters, run/cancel,
     display, metrics, slice importance, export."""
-    w.channels = ChannelList()
+    grid, model_row = build_model_controls(w)
     w.channels.setToolTip(
         "Tick the image layer(s) to explain; with several, their order is "
         "the channel order of the model's card (drag or Up / Down)."
     )
-    w.up_button, w.down_button = QPushButton("Up"), QPushButton("Down")
-    w.channel_label = QLabel()
-    w.channel_label.setWordWrap(True)
-    w.model_label = QLabel("No model loaded.")
-    w.model_label.setWordWrap(True)
-    w.default_button = QPushButton("Default model")
-    w.browse_button = QPushButton("Model file…")
     w.method_combo = QComboBox()
     w.compare_check = QCheckBox("Compare with")
     w.method2_combo = QComboBox()
@@ -70,11 +62,7 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     w.method_note = QLabel("")
     w.method_note.setWordWrap(True)
     w.target_combo = QComboBox()
-    w.scope_group = QButtonGroup(w)
-    w.scope_buttons = {k: QRadioButton(t) for k, t in SCOPES.items()}
-    for i, button in enumerate(w.scope_buttons.values()):
-        w.scope_group.addButton(button, i)
-    w.scope_buttons["slice"].setChecked(True)
+    scope_row = build_scope_buttons(w, SCOPES)
     w.normalize_combo = QComboBox()
     w.normalize_combo.addItem("one scale for the volume", "volume")
     w.normalize_combo.addItem("per slice", "slice")
@@ -88,13 +76,7 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     w.window_spin = _spin(0.5, 500.0, 10.0, 1.0, 1, " mm")
     w.stride_spin = _spin(0.5, 500.0, 5.0, 1.0, 1, " mm")
     w.samples_spin = _spin(1, 256, 16)
-    w.run_button = QPushButton("Run")
-    w.cancel_button = QPushButton("Cancel")
-    w.cancel_button.setEnabled(False)
-    w.progress = QProgressBar()
-    w.progress.setValue(0)
-    w.status = QLabel("")
-    w.status.setWordWrap(True)
+    run_row = build_run_controls(w)
     w.colormap_combo = QComboBox()
     w.colormap_combo.addItems(list(COLORMAPS))
     w.blending_combo = QComboBox()
@@ -115,25 +97,10 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     w.importance.setVisible(False)
     w.export_button = QPushButton("Export map…")
 
-    grid = QGridLayout()
-    grid.addWidget(QLabel("<b>Image layers</b> (ticked, in channel order)"), 0, 0)
-    grid.addWidget(w.channels, 1, 0, 2, 1)
-    grid.addWidget(w.up_button, 1, 1)
-    grid.addWidget(w.down_button, 2, 1)
-    w.channels.setMaximumHeight(3 * w.fontMetrics().height() + 16)
-    model_row = QHBoxLayout()
-    model_row.addWidget(QLabel("<b>Model</b>"))
-    model_row.addStretch(1)
-    model_row.addWidget(w.default_button)
-    model_row.addWidget(w.browse_button)
     form = QFormLayout()
     form.addRow("Method", w.method_combo)
     form.addRow(w.compare_check, w.method2_combo)
     form.addRow("Target class", w.target_combo)
-    scope_row = QHBoxLayout()
-    for button in w.scope_buttons.values():
-        scope_row.addWidget(button)
-    scope_row.addStretch(1)
     form.addRow("Scope", scope_row)
     form.addRow("Normalise", w.normalize_combo)
     params = QFormLayout()
@@ -151,10 +118,6 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
         "occlusion": [w.window_spin, w.stride_spin],
         "smoothgrad": [w.samples_spin],
     }
-    run_row = QHBoxLayout()
-    run_row.addWidget(w.run_button)
-    run_row.addWidget(w.cancel_button)
-    run_row.addWidget(w.progress, 1)
     display = QFormLayout()
     display.addRow("Colormap", w.colormap_combo)
     display.addRow("Blending", w.blending_combo)
@@ -165,20 +128,8 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     export_row.addStretch(1)
     export_row.addWidget(w.export_button)
 
-    inner = QWidget()
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setWidget(inner)
-    outer = QVBoxLayout(w)
-    outer.setContentsMargins(0, 0, 0, 0)
-    outer.addWidget(scroll)
-    layout = QVBoxLayout(inner)
-    layout.addLayout(grid)
-    layout.addWidget(w.channel_label)
-    layout.addLayout(model_row)
-    layout.addWidget(w.model_label)
+    layout = scrolled_layout(w)
+    add_model_controls(layout, w, grid, model_row)
     layout.addLayout(form)
     layout.addWidget(w.method_note)
     layout.addWidget(w.metrics_check)

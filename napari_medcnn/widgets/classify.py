@@ -19,7 +19,6 @@ torch is imported only inside the worker functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +26,14 @@ from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QWidget
 
 from ._classify_jobs import (
-    JobHandle,
     contains,
     default_model_file,
     iter_classify_job,
     job_arguments,
     level0,
-    load_model_job,
 )
-from ._classify_ui import ask_export_path, ask_model_path, build_ui
+from ._classify_ui import ask_export_path, build_ui
+from ._model_panel import ModelPanelMixin
 from ._plots import theme_colors
 from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
 
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
     import napari
 
 
-class ClassifyWidget(QWidget):
+class ClassifyWidget(ModelPanelMixin, QWidget):
     """Dock widget that classifies image layers with a CNN checkpoint.
 
     Args:
@@ -51,6 +49,8 @@ class ClassifyWidget(QWidget):
         model: checkpoint to load at start; None loads the default model
             when it exists (otherwise the panel says it is missing).
     """
+
+    _job_failed = "Classification failed"
 
     def __init__(
         self,
@@ -60,11 +60,7 @@ class ClassifyWidget(QWidget):
     ):
         super().__init__(parent)
         self.setObjectName("napari_medcnn_classify")
-        self._viewer = viewer
-        self._job = JobHandle()
-        self.destroyed.connect(self._job.quit)
-        self._model: Any = None  # LoadedModel
-        self._pending: dict[str, Any] = {}
+        self._init_panel(viewer)
         self._record: dict[str, Any] | None = None
         self._result_layer: Any = None
 
@@ -72,13 +68,7 @@ class ClassifyWidget(QWidget):
         build_ui(self, colors)
         self._view = ResultView(self.summary, self.bars, self.curve, colors)
 
-        self.channels.channels_changed.connect(self._update_channel_label)
-        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
-        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
-        self.default_button.clicked.connect(lambda: self.load_model(None))
-        self.browse_button.clicked.connect(self._browse_model)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
+        self._connect_model_controls()
         self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.json_button.clicked.connect(lambda: self._export_dialog("json"))
         self.curve.slice_clicked.connect(self.go_to_slice)
@@ -96,15 +86,12 @@ class ClassifyWidget(QWidget):
         self._on_active_changed()
         self._update_model_info()
         self._update_buttons()
-        if model is not None or default_model_file().exists():
-            self.load_model(model)
-        else:
-            self._say(
-                f"Default model not found ({default_model_file().name} is not "
-                "installed or not trained yet). Choose a checkpoint with "
-                "“Model file…”.",
-                warn=True,
-            )
+        self._load_first(
+            model,
+            f"Default model not found ({default_model_file().name} is not "
+            "installed or not trained yet). Choose a checkpoint with "
+            "“Model file…”.",
+        )
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
         """Room for the plots when first docked."""
@@ -112,59 +99,9 @@ class ClassifyWidget(QWidget):
 
     # -- public API ------------------------------------------------------
     @property
-    def worker(self):
-        """The running model-load or classify worker, or None."""
-        return self._job.worker
-
-    @property
-    def model(self):
-        """The loaded model (``LoadedModel``), or None."""
-        return self._model
-
-    @property
     def record(self) -> dict[str, Any] | None:
         """The last classification record (also in the layer metadata)."""
         return self._record
-
-    @property
-    def scope(self) -> str:
-        """``slice``, ``slices`` or ``volume``."""
-        return next(k for k, b in self.scope_buttons.items() if b.isChecked())
-
-    def set_scope(self, scope: str) -> None:
-        """Choose the scope (``slice``, ``slices`` or ``volume``)."""
-        self.scope_buttons[scope].setChecked(True)
-
-    def set_channels(self, layers: Sequence[Any]) -> None:
-        """Classify ``layers``, in this channel order."""
-        self._on_layers_changed()
-        self.channels.set_checked(list(layers))
-
-    def selected_layers(self) -> list[Any]:
-        """The ticked image layers, in channel order."""
-        return self.channels.checked()
-
-    def load_model(self, path: str | None = None) -> bool:
-        """Load a checkpoint (None: the default model) in a worker.
-
-        On failure the error is shown and the previous model stays.
-        Returns False when busy or when the default model is missing.
-        """
-        from napari.qt.threading import thread_worker
-
-        if self._job.worker is not None:
-            return False
-        target = Path(path) if path is not None else default_model_file()
-        if path is None and not target.exists():
-            self._error(f"Default model not found: {target}")
-            return False
-        worker = thread_worker(load_model_job, start_thread=False, ignore_errors=True)(
-            str(target)
-        )
-        worker.returned.connect(self._on_model_loaded)
-        self._pending = {"kind": "load"}
-        self._start(worker, f"Loading model {target.name}…")
-        return True
 
     def run(self) -> bool:
         """Classify the ticked layers with the chosen scope, in a worker.
@@ -194,12 +131,6 @@ class ClassifyWidget(QWidget):
         self._start(worker, "Classifying…")
         return True
 
-    def cancel(self) -> None:
-        """Ask the running worker to stop after its current batch."""
-        if self._job.worker is not None:
-            self._say("Cancelling…")
-            self._job.worker.quit()
-
     def current_slice(self, layer: Any | None = None) -> int:
         """The slice (data index, axis 0) of ``layer`` (default: the first
         ticked layer) napari shows now; 0 without a layer."""
@@ -224,27 +155,13 @@ class ClassifyWidget(QWidget):
             raise ValueError("nothing to export: classify first")
         return write_records([self._record], path)
 
-    # -- worker plumbing -------------------------------------------------
-    def _start(self, worker, message: str) -> None:
-        self._job.worker = worker
-        worker.errored.connect(self._on_errored)
-        if hasattr(worker, "aborted"):  # generator workers only
-            worker.aborted.connect(lambda: self._say("Cancelled."))
-        worker.finished.connect(self._on_finished)
-        self.progress.setRange(0, 0)  # busy until the first progress event
-        self._say(message)
-        self._update_buttons()
-        worker.start()
+    def _default_model(self) -> Path:
+        return default_model_file()  # this module's name, which tests swap
 
     def _on_progress(self, event: Any) -> None:
-        try:
-            _stage, i, n = event[:3]
-        except (TypeError, ValueError):
-            return
-        if n:
-            self.progress.setRange(0, int(n))
-            self.progress.setValue(int(i))
-            self._say(f"Classifying… {i} / {n}")
+        step = self._show_step(event)
+        if step is not None:
+            self._say(f"Classifying… {step[0]} / {step[1]}")
 
     def _on_model_loaded(self, loaded: Any) -> None:
         self._model = loaded
@@ -279,33 +196,13 @@ class ClassifyWidget(QWidget):
         if result.warnings:
             show_warning(f"Classify '{first.name}': " + "; ".join(result.warnings))
 
-    def _on_errored(self, exc: Exception) -> None:
-        if self._pending.get("kind") == "load":
-            kept = "; the previous model stays" if self._model is not None else ""
-            self._error(f"Model not loaded{kept}: {exc}")
-        else:
-            self._error(f"Classification failed: {exc}")
-
-    def _on_finished(self) -> None:
-        self._job.worker = None
-        self._pending = {}
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-        self._update_buttons()
-
     # -- viewer events ---------------------------------------------------
     def _on_layers_changed(self, _event=None) -> None:
         from napari.layers import Image
 
-        images = [lay for lay in self._viewer.layers if isinstance(lay, Image)]
-        self.channels.sync(images)
-        if not self.channels.checked() and images:
-            active = self._viewer.layers.selection.active
-            pick = active if contains(images, active) else images[-1]
-            self.channels.set_checked([pick])
-        self._update_channel_label()
-        self._update_buttons()
+        self._sync_channels(
+            [lay for lay in self._viewer.layers if isinstance(lay, Image)]
+        )
 
     def _on_active_changed(self, _event=None) -> None:
         """Single-channel models follow napari's selected image layer."""
@@ -328,9 +225,7 @@ class ClassifyWidget(QWidget):
 
     # -- display ---------------------------------------------------------
     def _update_model_info(self) -> None:
-        text, tip = self._view.model_text(self._model)
-        self.model_label.setText(text)
-        self.model_label.setToolTip(tip)
+        self._show_model_text()
         slice_model = self._model is None or self._model.card.input_kind == "slice"
         self.scope_buttons["volume"].setEnabled(not slice_model)
         for key in ("slice", "slices"):
@@ -342,11 +237,6 @@ class ClassifyWidget(QWidget):
         self._update_channel_label()
         self._update_buttons()
 
-    def _update_channel_label(self) -> None:
-        names = [str(lay.name) for lay in self.selected_layers()]
-        card = self._model.card if self._model is not None else None
-        self.channel_label.setText(self._view.channel_text(names, card))
-
     def _update_buttons(self) -> None:
         busy = self._job.worker is not None
         for w in (self.default_button, self.browse_button, self.channels):
@@ -355,22 +245,6 @@ class ClassifyWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         for w in (self.csv_button, self.json_button):
             w.setEnabled(not busy and self._record is not None)
-
-    def _say(self, message: str, warn: bool = False) -> None:
-        self.status.setText(message)
-        self.status.setStyleSheet(f"color: {self._view.colors.marker};" if warn else "")
-
-    def _error(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self._say(message, warn=True)
-        show_error(message)
-
-    # -- dialogs ---------------------------------------------------------
-    def _browse_model(self) -> None:
-        path = ask_model_path(self, str(default_model_file().parent))
-        if path:
-            self.load_model(path)
 
     def _export_dialog(self, fmt: str) -> None:
         if self._record is None:

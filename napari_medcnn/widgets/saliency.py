@@ -20,18 +20,17 @@ sidecar (:mod:`napari_medcnn.saliency.export`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QWidget
 
-from ._classify_jobs import JobHandle, contains, default_model_file, level0
+from ._classify_jobs import contains, level0
+from ._model_panel import ModelPanelMixin
 from ._plots import theme_colors
 from ._saliency_jobs import iter_saliency_job, job_arguments, result_html
 from ._saliency_layers import DisplayOptions, apply_display, is_overlay
-from ._saliency_panel import JobPanelMixin
 from ._saliency_ui import (
     ask_export_path,
     build_ui,
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
     import napari
 
 
-class SaliencyWidget(JobPanelMixin, QWidget):
+class SaliencyWidget(ModelPanelMixin, QWidget):
     """Dock widget that overlays saliency maps with their trust metrics.
 
     Args:
@@ -53,6 +52,8 @@ class SaliencyWidget(JobPanelMixin, QWidget):
         model: checkpoint to load at start; None: the default model when
             it is installed.
     """
+
+    _job_failed = "Saliency failed"
 
     def __init__(
         self,
@@ -62,22 +63,14 @@ class SaliencyWidget(JobPanelMixin, QWidget):
     ):
         super().__init__(parent)
         self.setObjectName("napari_medcnn_saliency")
-        self._viewer = viewer
-        self._job = JobHandle()
-        self.destroyed.connect(self._job.quit)
-        self._model: Any = None
-        self._pending: dict[str, Any] = {}
+        self._init_panel(viewer)
         self._shown: list[dict[str, Any]] = []  # result, layer, source, record
         colors = theme_colors(getattr(viewer, "theme", "dark"))
         build_ui(self, colors)
         self._colors = colors
-        self._text = ResultView(None, None, None, colors)  # model/channel texts
+        self._view = ResultView(None, None, None, colors)  # model/channel texts
 
-        self.channels.channels_changed.connect(self._update_channel_label)
-        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
-        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
-        self.default_button.clicked.connect(lambda: self.load_model(None))
-        self.browse_button.clicked.connect(self._browse_model)
+        self._connect_model_controls()
         self.compare_check.toggled.connect(self.method2_combo.setEnabled)
         for signal in (
             self.compare_check.toggled,
@@ -85,8 +78,6 @@ class SaliencyWidget(JobPanelMixin, QWidget):
             self.method2_combo.currentIndexChanged,
         ):
             signal.connect(self._on_method_changed)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
         for signal in (
             self.colormap_combo.currentIndexChanged,
             self.blending_combo.currentIndexChanged,
@@ -106,20 +97,12 @@ class SaliencyWidget(JobPanelMixin, QWidget):
             emitter.connect(callback)
         self._on_layers_changed()
         self._update_model()
-        if model is not None or default_model_file().exists():
-            self.load_model(model)
-        else:
-            self._say("Default model not found: choose a checkpoint.", warn=True)
+        self._load_first(model, "Default model not found: choose a checkpoint.")
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
         return QSize(420, 760)
 
     # -- public API ------------------------------------------------------
-    @property
-    def model(self):
-        """The loaded ``LoadedModel``, or None."""
-        return self._model
-
     @property
     def overlays(self) -> list[Any]:
         """The overlay layers of the last run still in the viewer."""
@@ -129,22 +112,6 @@ class SaliencyWidget(JobPanelMixin, QWidget):
     def results(self) -> list[Any]:
         """The ``SaliencyResult`` objects of the last run."""
         return [s["result"] for s in self._shown]
-
-    @property
-    def scope(self) -> str:
-        """``slice`` (the slice napari shows) or ``volume``."""
-        return next(k for k, b in self.scope_buttons.items() if b.isChecked())
-
-    def set_scope(self, scope: str) -> None:
-        self.scope_buttons[scope].setChecked(True)
-
-    def set_channels(self, layers: Sequence[Any]) -> None:
-        """Explain ``layers``, in this channel order."""
-        self._on_layers_changed()
-        self.channels.set_checked(list(layers))
-
-    def selected_layers(self) -> list[Any]:
-        return self.channels.checked()
 
     def methods(self) -> list[str]:
         """Methods the current model is offered."""
@@ -262,6 +229,21 @@ class SaliencyWidget(JobPanelMixin, QWidget):
             path, shown["result"], shown["source"], self.display(), name
         )
 
+    def _on_model_loaded(self, loaded: Any) -> None:
+        self.set_model(loaded)
+
+    def _on_progress(self, event: Any) -> None:
+        from napari.utils.notifications import show_warning
+
+        if event and event[0] == "warning":
+            self._say(str(event[1]), warn=True)
+            show_warning(f"Saliency: {event[1]}")
+            return
+        if self._show_step(event) is not None:
+            i, n = event[1:3]
+            label = event[3] if len(event) > 3 else ""
+            self._say(f"Explaining {label}… {100 * i // n} %")
+
     def _on_explained(self, results: list[Any]) -> None:
         from napari.utils.notifications import show_warning
 
@@ -322,14 +304,7 @@ class SaliencyWidget(JobPanelMixin, QWidget):
             for lay in self._viewer.layers
             if isinstance(lay, Image) and not is_overlay(lay)
         ]
-        self.channels.sync(images)
-        if not self.channels.checked() and images:
-            active = self._viewer.layers.selection.active
-            self.channels.set_checked(
-                [active if contains(images, active) else images[-1]]
-            )
-        self._update_channel_label()
-        self._update_buttons()
+        self._sync_channels(images)
 
     def _on_dims_point(self, _event=None) -> None:
         if self.importance.isHidden() or not self._shown:
@@ -360,9 +335,7 @@ class SaliencyWidget(JobPanelMixin, QWidget):
         return chosen
 
     def _update_model(self) -> None:
-        text, tip = self._text.model_text(self._model)
-        self.model_label.setText(text)
-        self.model_label.setToolTip(tip)
+        self._show_model_text()
         note = fill_model_controls(self, self._model)
         self.method_note.setText(note)
         self.method_note.setVisible(bool(note))
@@ -371,11 +344,6 @@ class SaliencyWidget(JobPanelMixin, QWidget):
         if self._model is not None:
             card = self._model.card
             self._say(f"Model loaded: {card.name or card.arch}.")
-
-    def _update_channel_label(self) -> None:
-        names = [str(lay.name) for lay in self.selected_layers()]
-        card = self._model.card if self._model is not None else None
-        self.channel_label.setText(self._text.channel_text(names, card))
 
     def _update_buttons(self) -> None:
         busy = self._job.worker is not None
