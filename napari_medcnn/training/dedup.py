@@ -59,8 +59,9 @@ def correlation_features(images: np.ndarray, size: int = 64) -> np.ndarray:
     """Zero-mean, unit-norm pixel vectors for :func:`confirmed_duplicate_groups`.
 
     Args:
-        images: (N, H, W) prepared images (same size, H and W multiples of
-            ``H // size``), e.g. the model inputs.
+        images: (N, H, W) prepared images of one size, e.g. the model
+            inputs (block-averaged when H and W are multiples of ``size``,
+            else resized with antialiasing).
         size: side of the block-averaged copy that is compared.
 
     Returns:
@@ -68,7 +69,12 @@ def correlation_features(images: np.ndarray, size: int = 64) -> np.ndarray:
     """
     x = np.asarray(images, dtype=np.float32)
     n, h, w = x.shape
-    x = x.reshape(n, size, h // size, size, w // size).mean((2, 4))
+    if h % size == 0 and w % size == 0:
+        x = x.reshape(n, size, h // size, size, w // size).mean((2, 4))
+    else:  # an antialiased resize (close to the block mean)
+        from ..preprocessing import resize
+
+        x = resize(x[:, None], [size, size])[:, 0]
 
     def unit(a: np.ndarray) -> np.ndarray:
         a = a.reshape(n, -1)
