@@ -41,3 +41,60 @@ class JobHandle:
     def quit(self, *_args) -> None:
         if self.worker is not None:
             self.worker.quit()
+
+
+class WorkerPanel:
+    """Mixin for a panel that runs one worker at a time (no Qt import here).
+
+    The panel provides ``self._job`` (a :class:`JobHandle`), ``self.progress``
+    (a progress bar), ``self.status`` (a label) and ``_update_buttons()``;
+    it may override :meth:`_say`, :meth:`_on_errored` and :meth:`_on_aborted`.
+    Workers are made with ``ignore_errors=True``: an error ends the job with
+    :meth:`_on_errored`, never a re-raise into Qt's event loop.
+    """
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop after its current step."""
+        if self._job.worker is not None:
+            self._say("Cancelling…")
+            self._job.worker.quit()
+
+    def _say(self, message: str) -> None:
+        self.status.setText(message)
+
+    def _start(self, worker: Any, message: str) -> None:
+        self._job.worker = worker
+        worker.errored.connect(self._on_errored)
+        if hasattr(worker, "aborted"):  # generator workers only
+            worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.progress.setRange(0, 0)  # busy until the first progress event
+        self._say(message)
+        self._update_buttons()
+        worker.start()
+
+    def _show_step(self, event: Any) -> tuple[int, int] | None:
+        """Move the bar to step ``i`` of ``n`` of a ``(stage, i, n, ...)``
+        event; returns ``(i, n)``, or None for any other event."""
+        try:
+            _stage, i, n = event[:3]
+        except (TypeError, ValueError):
+            return None
+        if not n:
+            return None
+        self.progress.setRange(0, int(n))
+        self.progress.setValue(int(i))
+        return int(i), int(n)
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._say(f"Failed: {exc}")
+
+    def _on_aborted(self) -> None:
+        self._say("Cancelled.")
+
+    def _on_finished(self) -> None:
+        self._job.worker = None
+        if self.progress.maximum() == 0:  # still busy-style: show it as done
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        self._update_buttons()

@@ -34,11 +34,12 @@ from qtpy.QtWidgets import (
 
 from ._channels import ChannelList
 from ._classify_jobs import JobHandle, contains, default_model_file, load_model_job
+from ._jobs import WorkerPanel
 
 MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
 
 
-class ModelPanelMixin:
+class ModelPanelMixin(WorkerPanel):
     """Model and job plumbing of a panel (mixed into a ``QWidget``).
 
     The panel calls :meth:`_init_panel` first, then builds the widgets of
@@ -119,12 +120,6 @@ class ModelPanelMixin:
         self._start(worker, f"Loading model {target.name}…")
         return True
 
-    def cancel(self) -> None:
-        """Ask the running worker to stop after its current step."""
-        if self._job.worker is not None:
-            self._say("Cancelling…")
-            self._job.worker.quit()
-
     def _default_model(self) -> Path:
         return default_model_file()
 
@@ -136,30 +131,6 @@ class ModelPanelMixin:
             self._say(missing, warn=True)
 
     # -- worker plumbing -------------------------------------------------
-    def _start(self, worker, message: str) -> None:
-        self._job.worker = worker
-        worker.errored.connect(self._on_errored)
-        if hasattr(worker, "aborted"):  # generator workers only
-            worker.aborted.connect(lambda: self._say("Cancelled."))
-        worker.finished.connect(self._on_finished)
-        self.progress.setRange(0, 0)  # busy until the first progress event
-        self._say(message)
-        self._update_buttons()
-        worker.start()
-
-    def _show_step(self, event: Any) -> tuple[int, int] | None:
-        """Move the bar to step ``i`` of ``n`` of a ``(stage, i, n, ...)``
-        event; returns ``(i, n)``, or None for any other event."""
-        try:
-            _stage, i, n = event[:3]
-        except (TypeError, ValueError):
-            return None
-        if not n:
-            return None
-        self.progress.setRange(0, int(n))
-        self.progress.setValue(int(i))
-        return i, n
-
     def _on_errored(self, exc: Exception) -> None:
         if self._pending.get("kind") == "load":
             kept = "; the previous model stays" if self._model is not None else ""
@@ -168,12 +139,8 @@ class ModelPanelMixin:
             self._error(f"{self._job_failed}: {exc}")
 
     def _on_finished(self) -> None:
-        self._job.worker = None
         self._pending = {}
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-        self._update_buttons()
+        WorkerPanel._on_finished(self)
 
     # -- layers, texts and dialogs ----------------------------------------
     def _sync_channels(self, images: list[Any]) -> None:

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..io.deid_options import DeidOptions
 from ._deid_ui import NO_SHAPES, build_ui, shapes_to_rects
-from ._jobs import JobHandle, guarded
+from ._jobs import JobHandle, WorkerPanel, guarded
 
 if TYPE_CHECKING:
     import napari
@@ -83,7 +83,7 @@ def iter_export_job(
     return result, scans, unloadable
 
 
-class DeidentifyWidget(QWidget):
+class DeidentifyWidget(WorkerPanel, QWidget):
     """Dock widget that exports de-identified copies of DICOM scans.
 
     Args:
@@ -206,33 +206,16 @@ class DeidentifyWidget(QWidget):
         worker.returned.connect(self._on_exported)
         self._start(worker, "Exporting…")
 
-    def cancel(self) -> None:
-        """Stop after the file being written (complete files stay)."""
-        if self._job.worker is not None:
-            self.status.setText("Cancelling…")
-            self._job.worker.quit()
-
-    # -- worker plumbing -------------------------------------------------
+    # -- worker plumbing (the rest in _jobs.WorkerPanel) -------------------
     def _start(self, worker, message: str) -> None:
-        self._job.worker = worker
         worker.yielded.connect(self._on_progress)
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.progress.setRange(0, 0)
-        self.status.setText(message)
-        self._update_buttons()
-        worker.start()
+        super()._start(worker, message)
 
     def _on_progress(self, event: Any) -> None:
-        try:
-            stage, i, n = event[:3]
-        except (TypeError, ValueError):
-            return
-        self.progress.setRange(0, max(1, int(n)))
-        self.progress.setValue(int(i))
-        what = {"load": "Re-reading series", "preview": "Preview"}.get(stage, "Export")
-        self.status.setText(f"{what}… {i} / {n}")
+        step = self._show_step(event)
+        if step is not None:
+            what = {"load": "Re-reading series", "preview": "Preview"}
+            self._say(f"{what.get(event[0], 'Export')}… {step[0]} / {step[1]}")
 
     def _on_previewed(self, result: Any) -> None:
         self.result = result
@@ -280,12 +263,6 @@ class DeidentifyWidget(QWidget):
 
     def _on_aborted(self) -> None:
         self.status.setText("Cancelled: only complete files were written.")
-
-    def _on_finished(self) -> None:
-        self._job.worker = None
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-        self._update_buttons()
 
     # -- helpers -------------------------------------------------------------
     def _ready(self, need_output: bool) -> bool:

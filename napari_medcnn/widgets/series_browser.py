@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from ..io.scan import Scan
 
-from ._jobs import JobError, JobHandle, guarded  # noqa: F401  (JobError re-exported)
+from ._jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or exc)
 
 
-class SeriesBrowser(QWidget):
+class SeriesBrowser(WorkerPanel, QWidget):
     """Dock widget listing the DICOM series of a folder, and loading them.
 
     Args:
@@ -236,34 +236,11 @@ class SeriesBrowser(QWidget):
         self._start(worker, f"Loading {n} series…")
         self.progress.setRange(0, n)
 
-    def cancel(self) -> None:
-        """Ask the running worker to stop after its current step."""
-        if self._job.worker is not None:
-            self.status.setText("Cancelling…")
-            self._job.worker.quit()
-
-    # -- worker plumbing -------------------------------------------------
-    def _start(self, worker, message: str) -> None:
-        self._job.worker = worker
-        # ignore_errors: an error ends the job with a notification (below),
-        # never a re-raise into Qt's event loop.
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.progress.setRange(0, 0)  # busy until the first progress event
-        self.status.setText(message)
-        self._update_buttons()
-        worker.start()
-
+    # -- worker plumbing (the rest in _jobs.WorkerPanel) -------------------
     def _on_progress(self, event: Any) -> None:
-        try:
-            _stage, i, n = event[:3]
-        except (TypeError, ValueError):
-            return
-        if n:
-            self.progress.setRange(0, int(n))
-            self.progress.setValue(int(i))
-            self.status.setText(f"Scanning… {i} / {n} files")
+        step = self._show_step(event)
+        if step is not None:
+            self._say(f"Scanning… {step[0]} / {step[1]} files")
 
     def _on_scanned(self, series: list[Any] | None) -> None:
         self._series = list(series or [])  # ordered by patient, study, series
@@ -308,16 +285,6 @@ class SeriesBrowser(QWidget):
         self.status.setText(f"Failed: {_reason(exc)}")
         show_error(f"DICOM series browser: {_reason(exc)}")
         log.warning("series browser: job failed (%s)", type(exc).__name__)
-
-    def _on_aborted(self) -> None:
-        self.status.setText("Cancelled.")
-
-    def _on_finished(self) -> None:
-        self._job.worker = None
-        if self.progress.maximum() == 0:  # still busy-style: show it as done
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-        self._update_buttons()
 
     # -- table -----------------------------------------------------------
     def _fill_table(self, *_args) -> None:
