@@ -26,10 +26,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._atomic import atomic_write
 
 RECORD_VERSION = 1
 
@@ -175,20 +176,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     The file keeps the mode of the file it replaces (new files: 0o644).
     Returns the path written.
     """
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text.encode("utf-8"), mode=0o644, keep_mode=True)
 
 
 def to_json(records: Iterable[Mapping[str, Any]]) -> str:

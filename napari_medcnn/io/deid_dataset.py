@@ -37,6 +37,7 @@ from pydicom.tag import Tag
 from .deid_keys import ProjectKey, dummy_value, scrub_text, shift_da, shift_dt
 from .deid_options import METHOD_CODES, SAFE_PRIVATE, DeidOptions, method_codes
 from .deid_pixels import blank_rectangles, burned_in_reasons
+from .deid_pixels import tag_text as _str
 from .deid_table import EDITION, lookup, resolve
 
 __all__ = ["Change", "DatasetOutcome", "deidentify_dataset", "patient_identity"]
@@ -104,16 +105,6 @@ class _Ctx:
     day_offset: int
     terms: list[str]
     changes: list[Change] = field(default_factory=list)
-
-
-def _str(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword, "")
-    except Exception:  # a malformed value reads as absent
-        return ""
-    if isinstance(value, MultiValue | list):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value).strip()
 
 
 def patient_identity(ds: Dataset) -> str:

@@ -28,6 +28,8 @@ import secrets
 from datetime import date, timedelta
 from pathlib import Path
 
+from .._atomic import atomic_write
+
 __all__ = [
     "KeyFileError",
     "ProjectKey",
@@ -127,20 +129,8 @@ class ProjectKey:
 
 def _write_private(path: Path, text: str) -> None:
     """Create ``path`` with ``text`` atomically, mode 0600."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("ascii"), mode=0o600)
 
 
 # -- replacement values -------------------------------------------------------

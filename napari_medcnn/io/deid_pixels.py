@@ -12,13 +12,15 @@ from collections.abc import Iterable
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-__all__ = ["blank_rectangles", "burned_in_reasons"]
+__all__ = ["blank_rectangles", "burned_in_reasons", "tag_text"]
 
 _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _SCREEN_CONVERSIONS = {"WSD": "workstation capture", "SD": "scanned document"}
 
 
-def _str(ds: Dataset, keyword: str) -> str:
+def tag_text(ds: Dataset, keyword: str) -> str:
+    """The value of ``keyword`` as stripped text ("" when absent or
+    unreadable; multiple values joined with backslashes)."""
     try:
         value = ds.get(keyword, "")
     except Exception:  # a malformed value reads as absent
@@ -32,18 +34,18 @@ def burned_in_reasons(ds: Dataset) -> list[str]:
     """Why the pixels of ``ds`` may carry burned-in identifying text or
     features: the flags, US/SC/OT modality, secondary or screen captures."""
     reasons = []
-    if _str(ds, "BurnedInAnnotation").upper() == "YES":
+    if tag_text(ds, "BurnedInAnnotation").upper() == "YES":
         reasons.append("Burned In Annotation is YES")
-    if _str(ds, "RecognizableVisualFeatures").upper() == "YES":
+    if tag_text(ds, "RecognizableVisualFeatures").upper() == "YES":
         reasons.append("Recognizable Visual Features is YES")
-    modality = _str(ds, "Modality").upper()
+    modality = tag_text(ds, "Modality").upper()
     if modality in ("US", "SC", "OT"):
         reasons.append(f"modality {modality}")
-    if _str(ds, "SOPClassUID").startswith(_SC_PREFIX):
+    if tag_text(ds, "SOPClassUID").startswith(_SC_PREFIX):
         reasons.append("secondary capture")
-    if "SCREEN SAVE" in _str(ds, "ImageType").upper():
+    if "SCREEN SAVE" in tag_text(ds, "ImageType").upper():
         reasons.append("screen save")
-    conversion = _str(ds, "ConversionType").upper()
+    conversion = tag_text(ds, "ConversionType").upper()
     if conversion in _SCREEN_CONVERSIONS:
         reasons.append(_SCREEN_CONVERSIONS[conversion])
     return reasons
@@ -67,7 +69,7 @@ def blank_rectangles(ds: Dataset, rects: Iterable[tuple[int, int, int, int]]) ->
         raise ValueError(f"cannot decode the pixels to blank them ({exc})") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stack = arr if frames > 1 else arr[None]
-    mono1 = _str(ds, "PhotometricInterpretation") == "MONOCHROME1"
+    mono1 = tag_text(ds, "PhotometricInterpretation") == "MONOCHROME1"
     fill = stack.max() if mono1 else stack.min()
     rows, cols = stack.shape[1:3]
     n = 0
@@ -78,7 +80,9 @@ def blank_rectangles(ds: Dataset, rects: Iterable[tuple[int, int, int, int]]) ->
             n += 1
     if n:
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        photometric = "RGB" if samples == 3 else _str(ds, "PhotometricInterpretation")
+        photometric = tag_text(ds, "PhotometricInterpretation")
+        if samples == 3:
+            photometric = "RGB"
         bits = int(ds.get("BitsStored", stack.itemsize * 8))
         out = stack if frames > 1 else stack[0]
         ds.set_pixel_data(out, photometric, bits, generate_instance_uid=False)

@@ -29,6 +29,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from .._atomic import atomic_write
 from .deid_options import DeidOptions
 
 __all__ = [
@@ -197,17 +198,7 @@ def encode(ds: pydicom.Dataset) -> io.BytesIO:
 def write_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename:
     readers see the old file or the complete new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o644)
 
 
 class AtomicWriter:
