@@ -30,6 +30,7 @@ from typing import Any
 from .cli_deid import _add_deidentify
 from .cli_demo import CLASSIFY_WIDGET, DEMO_WIDGETS, PLUGIN, SAMPLE_KEYS, add_demo
 from .cli_explain import _add_explain
+from .cli_model import ModelArgError, add_model_options, load_model_arg
 from .cli_train import _add_train
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
@@ -106,12 +107,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
         "ever written.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument(
-        "--model",
-        metavar="CKPT",
-        help="checkpoint (.safetensors, .pt or its .json card); default: the "
-        "Br35H brain-MR model shipped with the plugin",
-    )
+    add_model_options(p)
     p.add_argument(
         "--scope",
         choices=("slice", "volume"),
@@ -120,7 +116,6 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
-    p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -132,20 +127,11 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
 
 def _run_classify(args: argparse.Namespace) -> int:
     from . import results
-    from .inference import default_model_path
     from .io import ScanReadError, load
-    from .models.checkpoint import CheckpointError, load_checkpoint
 
-    model_path = args.model or default_model_path()
-    if args.model is None and not default_model_path().exists():
-        print(
-            f"error: default model not found ({model_path}); pass --model CKPT",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        loaded = load_checkpoint(model_path, args.device)
-    except CheckpointError as exc:
+        loaded = load_model_arg(args)
+    except ModelArgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     card = loaded.card

@@ -16,6 +16,8 @@ import json
 import sys
 from typing import Any
 
+from .cli_model import ModelArgError, add_model_options, load_model_arg
+
 #: command-line method names -> core method names
 METHOD_ALIASES = {
     "gradcam": "gradcam",
@@ -60,12 +62,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         metavar="CLASS",
         help="class name or index to explain (default: the predicted class)",
     )
-    p.add_argument(
-        "--model",
-        metavar="CKPT",
-        help="checkpoint (.safetensors, .pt or its .json card); default: the "
-        "Br35H brain-MR model shipped with the plugin",
-    )
+    add_model_options(p)
     p.add_argument(
         "--out",
         metavar="FILE",
@@ -98,7 +95,6 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="PNG: hide map values below this percentile (0-100)",
     )
-    p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
     p.set_defaults(func=_run_explain)
 
 
@@ -153,9 +149,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from .inference import default_model_path, run
+    from .inference import run
     from .io import ScanReadError, load
-    from .models.checkpoint import CheckpointError, load_checkpoint
     from .saliency import available_methods, explain
     from .saliency.export import map_format, write_map
 
@@ -164,11 +159,9 @@ def _run_explain(args: argparse.Namespace) -> int:
         map_format(args.out)
     except ValueError as exc:
         return _fail(str(exc), 2)
-    if args.model is None and not default_model_path().exists():
-        return _fail(f"default model not found ({default_model_path()})", 2)
     try:
-        loaded = load_checkpoint(args.model or default_model_path(), args.device)
-    except CheckpointError as exc:
+        loaded = load_model_arg(args)
+    except ModelArgError as exc:
         return _fail(str(exc), 2)
     card = loaded.card
     if method not in available_methods(loaded.model):
