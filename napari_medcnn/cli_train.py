@@ -138,9 +138,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.json:
         from pathlib import Path
 
-        from .models.checkpoint import atomic_write_bytes
+        from ._atomic import atomic_write
 
-        atomic_write_bytes(Path(args.json), text.encode("utf-8"))
+        atomic_write(Path(args.json), text.encode("utf-8"))
     if result.cancelled:
         print("cancelled: the parent is unchanged", file=sys.stderr)
         return 1

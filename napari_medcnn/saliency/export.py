@@ -121,10 +121,10 @@ def saliency_record(
 
 # -- writers --------------------------------------------------------------------
 def _write_bytes(path: Path, data: bytes) -> Path:
-    from ..models.checkpoint import atomic_write_bytes
+    from .._atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    atomic_write(path, data)
     return path
 
 

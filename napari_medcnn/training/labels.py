@@ -303,7 +303,7 @@ class LabelStore:
         """Write the sidecar atomically, keeping the previous one as .bak."""
         if self.path is None:
             return None
-        from ..models.checkpoint import atomic_write_bytes
+        from .._atomic import atomic_write
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1).encode("utf-8")
@@ -311,8 +311,8 @@ class LabelStore:
             old = self.path.read_bytes()
             if old == text:
                 return self.path
-            atomic_write_bytes(self.path.with_name(self.path.name + ".bak"), old)
-        atomic_write_bytes(self.path, text)
+            atomic_write(self.path.with_name(self.path.name + ".bak"), old)
+        atomic_write(self.path, text)
         return self.path
 
     def _changed(self) -> None:
