@@ -21,6 +21,19 @@ class LabelsError(ValueError):
     """Labels cannot be read, written or applied; the message says why."""
 
 
+class SidecarCorrupt(LabelsError):
+    """A sidecar exists but cannot be read; it is left untouched."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"{path}: cannot read the labels ({reason}). The file was left as "
+            "it is; fix it, or open the scan with on_error='reset' to keep a "
+            "copy of it and start again."
+        )
+
+
 def _sha(text: str | bytes, n: int = 16) -> str:
     raw = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(raw).hexdigest()[:n]

@@ -34,6 +34,7 @@ from .label_keys import (
     LABELS_DIR,
     SIDECAR_SUFFIX,
     LabelsError,
+    SidecarCorrupt,
     file_sha256,
     group_key,
     scan_key,
@@ -59,19 +60,6 @@ __all__ = [
 
 SCHEMA = "napari-medcnn/labels"
 SCHEMA_VERSION = 1
-
-
-class SidecarCorrupt(LabelsError):
-    """A sidecar exists but cannot be read; it is left untouched."""
-
-    def __init__(self, path: Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(
-            f"{path}: cannot read the labels ({reason}). The file was left as "
-            "it is; fix it, or open the scan with on_error='reset' to keep a "
-            "copy of it and start again."
-        )
 
 
 @dataclass(frozen=True)
