@@ -218,10 +218,29 @@ def test_2d_coronal_nifti_moves_the_flat_axis_to_z(tmp_path):
     data = _volume((11, 1, 9))  # R-L by A-P (1) by I-S: a coronal slice
     nib.save(nib.Nifti1Image(data, np.diag([0.5, 3.0, 0.7, 1.0])), tmp_path / "c.nii")
     scan = load_nifti(tmp_path / "c.nii")
-    assert scan.data.shape == (9, 11)  # (S, L)
-    np.testing.assert_array_equal(scan.data, data[::-1, 0, :].T)
+    assert scan.data.shape == (9, 11)  # rows Superior -> Inferior, cols R -> L
+    np.testing.assert_array_equal(scan.data, data[::-1, 0, ::-1].T)
     np.testing.assert_allclose(scan.spacing, (0.7, 0.5), atol=1e-6)
     np.testing.assert_allclose(scan.affine[:3, 0], (0, 3.0, 0), atol=1e-6)
+    # row 0 is the most superior voxel: LPS z of (row 0) > z of (last row)
+    top = scan.affine @ np.array([0, 0, 0, 1.0])
+    bottom = scan.affine @ np.array([0, 8, 0, 1.0])
+    assert top[2] - bottom[2] == pytest.approx(8 * 0.7)
+    # the affine still maps each pixel to where the file puts it
+    ras = np.diag([0.5, 3.0, 0.7, 1.0])
+    for r, c in ((0, 0), (3, 7), (8, 10)):
+        lps = scan.affine @ np.array([0, r, c, 1.0])
+        i = np.rint(np.linalg.inv(ras) @ (np.diag([-1, -1, 1, 1.0]) @ lps)).astype(int)
+        assert scan.data[r, c] == data[i[0], i[1], i[2]]
+
+
+def test_2d_sagittal_nifti_is_upright(tmp_path):
+    data = _volume((1, 8, 6))  # one sagittal slice: A-P by I-S
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 0.9, 1.1, 1.0])), tmp_path / "s.nii")
+    scan = load_nifti(tmp_path / "s.nii")
+    assert scan.data.shape == (6, 8)  # rows Superior -> Inferior, cols A -> P
+    np.testing.assert_array_equal(scan.data, data[0, ::-1, ::-1].T)
+    assert scan.affine[2, 1] < 0  # going down a row goes inferior
 
 
 @pytest.mark.parametrize("shape", [(5, 6, 4), (5, 6)])

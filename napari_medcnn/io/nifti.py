@@ -23,6 +23,8 @@ them all would cost memory for nothing.
 
 A 2D file (or a 3D file with exactly one axis of length 1) becomes a 2D scan
 ``(y, x)``; its affine's ``z`` column is the direction of the dropped axis.
+A coronal or sagittal slice has rows running Superior -> Inferior, so that
+the head is upright on screen, as the same slice read from DICOM is.
 
 Intensities: ``scl_slope``/``scl_inter`` are applied and the data is returned
 as float32 (RGB24/RGBA32 files as uint8 RGB).  Spatial units in
@@ -254,7 +256,12 @@ def _reorient(
 def _squeeze_2d(
     data: np.ndarray, affine: np.ndarray, rgb: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the one singleton spatial axis, moving its affine column to z."""
+    """Drop the one singleton spatial axis, moving its affine column to z.
+
+    A coronal or sagittal slice (the dropped axis is y or x) keeps z as its
+    rows, flipped to run Superior -> Inferior: the head is shown upright, as
+    the same slice read from DICOM (column direction 0, 0, -1) is.
+    """
     spatial = data.shape[:3]
     singles = [i for i, s in enumerate(spatial) if s == 1]
     if len(singles) != 1:
@@ -263,6 +270,11 @@ def _squeeze_2d(
     order = [p] + [i for i in range(3) if i != p]
     data = data.transpose(order + list(range(3, data.ndim)))[0]
     affine = affine[:, order + [3]]
+    if p != 0:  # rows are z (I -> S): flip them to S -> I
+        data = data[::-1]
+        affine = affine.copy()
+        affine[:, 3] += (data.shape[0] - 1) * affine[:, 1]
+        affine[:, 1] *= -1.0
     return data, affine
 
 
