@@ -164,12 +164,16 @@ def test_volume_two_methods_side_by_side_and_current_slice(
     assert widget.metrics_label.text().count("deletion AUC") == 2
     # side by side: a second view of the scan, grid with two layers a view
     assert widget.side_check.isEnabled()
+    viewer.layers.move(0, len(viewer.layers))  # the scan on top of its maps
+    before = [lay.name for lay in viewer.layers]
+    assert before[-1] == "vol"
     widget.side_check.setChecked(True)
     assert viewer.grid.enabled and viewer.grid.stride == 2
     names = [lay.name for lay in viewer.layers][:4]
     assert names == ["vol", overlays[0].name, reference_name("vol"), overlays[1].name]
     widget.side_check.setChecked(False)
     assert not viewer.grid.enabled and reference_name("vol") not in viewer.layers
+    assert [lay.name for lay in viewer.layers] == before  # order restored
     # current slice only: updated by name, the other slices are 0
     n = len(viewer.layers)
     viewer.dims.set_point(0, -10 + 4 * 2.5)

@@ -26,6 +26,8 @@ import numpy as np
 #: ``layer.metadata`` key of an overlay's record (and of the reference view)
 META_KEY = "saliency"
 REFERENCE_KEY = "saliency_reference"
+# layer names in list order before a side-by-side view (restored after it)
+PRIOR_ORDER_KEY = "saliency_prior_order"
 COLORMAPS = ("inferno", "turbo")
 BLENDINGS = ("translucent", "additive")
 
@@ -169,21 +171,27 @@ def set_side_by_side(
     On: a second Image layer shows ``source``'s array (no copy), and the
     four layers go to the bottom of the layer list in the order scan,
     overlay 1, scan view, overlay 2 with a grid stride of 2, so that each
-    grid view shows one map on the scan.  Off: the view is removed and the
-    grid turned off (a grid the user set up alone is left as it is).
+    grid view shows one map on the scan.  Off: the view is removed, the
+    layers go back to the order they had before, and the grid is turned off
+    (a grid the user set up alone is left as it is).
     Returns whether the side-by-side grid is on.
     """
     ref = _find(viewer, reference_name(str(source.name)))
     if not on or len(overlays) < 2:
         if ref is not None:  # the user's own grid is left alone
+            prior = ref.metadata.get(PRIOR_ORDER_KEY) or []
             viewer.layers.remove(ref)
+            restore_order(viewer, prior)
             viewer.grid.enabled = False
             viewer.grid.stride = 1
         return False
     if ref is None:
         kwargs: dict[str, Any] = {
             "name": reference_name(str(source.name)),
-            "metadata": {REFERENCE_KEY: str(source.name)},
+            "metadata": {
+                REFERENCE_KEY: str(source.name),
+                PRIOR_ORDER_KEY: [str(lay.name) for lay in viewer.layers],
+            },
             "rgb": bool(getattr(source, "rgb", False)),
             **source_geometry(source),
         }
@@ -201,6 +209,22 @@ def set_side_by_side(
     viewer.grid.stride = 2
     viewer.grid.enabled = True
     return True
+
+
+def restore_order(viewer: Any, names: Sequence[str]) -> None:
+    """Put the layers named in ``names`` back in that relative order, in the
+    list positions they hold now; other layers (added since) stay put."""
+    current = list(viewer.layers)
+    slots = [i for i, lay in enumerate(current) if lay.name in names]
+    rank = {n: k for k, n in enumerate(names)}
+    wanted = sorted((current[i] for i in slots), key=lambda lay: rank[lay.name])
+    target = list(current)
+    for i, lay in zip(slots, wanted):
+        target[i] = lay
+    for i, lay in enumerate(target):  # positions before i are final
+        j = list(viewer.layers).index(lay)
+        if j != i:
+            viewer.layers.move(j, i)
 
 
 def export_overlay(
