@@ -402,3 +402,24 @@ def test_rgb_series_without_positions_is_a_frame_stack(tmp_path):
     (scan,) = load(tmp_path)
     assert scan.rgb and scan.axis_labels == ("frame", "y", "x")
     np.testing.assert_array_equal(scan.data, rgb[::-1])
+
+
+def test_folder_scan_keeps_pydicom_parse_warnings_off_the_terminal(caplog):
+    """SC_rgb_jpeg.dcm declares explicit VR but is implicit: pydicom copes
+    and logs a warning, which a scan must not print for every such file,
+    while the same logger still works for other threads."""
+    import logging
+    import threading
+
+    from napari_medcnn.io.dicom_headers import quiet_parse, read_header
+
+    path = get_testdata_file("SC_rgb_jpeg.dcm", download=False)
+    caplog.set_level(logging.WARNING, logger="pydicom")
+    header = read_header(path)
+    assert header is not None and header.is_image
+    assert not [r for r in caplog.records if r.name == "pydicom"]
+    with quiet_parse():  # another thread's records still get through
+        t = threading.Thread(target=logging.getLogger("pydicom").warning, args=("x",))
+        t.start()
+        t.join()
+    assert [r.getMessage() for r in caplog.records] == ["x"]

@@ -9,8 +9,12 @@ straight into a preallocated volume.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,6 +247,34 @@ def _open_kind(path: str, head: bytes) -> bool | None:
     return None
 
 
+class _ThisThread(logging.Filter):
+    """Drops the records logged by one thread (others pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.ident
+
+
+@contextlib.contextmanager
+def quiet_parse() -> Iterator[None]:
+    """Silence pydicom's parse warnings (``warnings`` and its ``pydicom``
+    logger, e.g. "Expected explicit VR, but found implicit VR") raised by
+    this thread while a header is read.  A folder scan reads every file,
+    and pydicom copes with these; they would only fill the terminal."""
+    flt = _ThisThread()
+    logger = logging.getLogger("pydicom")
+    logger.addFilter(flt)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.removeFilter(flt)
+
+
 def read_header(path: str) -> SliceHeader | None:
     """Parse ``path`` up to its pixel data.
 
@@ -262,8 +294,7 @@ def read_header(path: str) -> SliceHeader | None:
             # pydicom's parse warnings (odd VRs...) would pop up as napari
             # notifications for every file of a folder scan; what matters
             # reaches the quality report instead
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
+            with quiet_parse():
                 ds = dcmread(fh, stop_before_pixels=True, force=not kind)
             ts = _get(ds.file_meta, "TransferSyntaxUID", str, "") or _guess_syntax(ds)
             has_pixels, offset, length = _pixel_location(fh, ds, ts)
