@@ -284,6 +284,41 @@ def test_imager_pixel_spacing_fallback(tmp_path):
     assert issue.severity == "warning" and "ImagerPixelSpacing" in issue.message
 
 
+def _us_region(fmt=1, units=(3, 3), dx=0.02, dy=0.025) -> Dataset:
+    r = Dataset()
+    r.RegionSpatialFormat = fmt
+    r.RegionDataType = 1
+    r.PhysicalUnitsXDirection, r.PhysicalUnitsYDirection = units
+    r.PhysicalDeltaX, r.PhysicalDeltaY = dx, dy
+    return r
+
+
+@pytest.mark.parametrize(
+    ("regions", "expected"),
+    [
+        ([_us_region()], (0.25, 0.2)),  # cm -> mm, (row, column)
+        ([_us_region(), _us_region(fmt=3, units=(4, 7))], (0.25, 0.2)),  # + Doppler
+        ([_us_region(), _us_region(dx=0.03)], None),  # disagree: no single size
+        ([_us_region(units=(0, 0))], None),  # no physical units
+    ],
+)
+def test_ultrasound_region_spacing(tmp_path, regions, expected):
+    ds = _image(
+        np.zeros((4, 5), np.uint16),
+        Modality="US",
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.6.1",
+        SequenceOfUltrasoundRegions=regions,
+    )
+    (scan,) = load_file(_write(tmp_path / "us.dcm", ds))
+    issue = next(i for i in scan.quality.issues if i.code == "pixel_spacing_fallback")
+    assert issue.severity == "info"  # normal for ultrasound
+    if expected is None:
+        assert scan.spacing == (1.0, 1.0) and scan.units == ("pixel", "pixel")
+    else:
+        assert scan.spacing == pytest.approx(expected)
+        assert scan.units == ("mm", "mm") and "ultrasound region" in issue.message
+
+
 def test_enhanced_frames_with_a_gap_keep_positions(tmp_path):
     """Multi-frame file, frames shuffled and one position missing."""
     z = [0.0, 6.0, 2.0, 4.0, 10.0]  # 8.0 missing

@@ -32,6 +32,7 @@ from .dicom_geometry import (
     slice_spacing,
     sort_positions,
     split_duplicates,
+    ultrasound_region_spacing,
 )
 from .dicom_headers import _spacing, non_image_reason, read_dataset
 from .metadata import dataset_metadata, layer_name, phi_tokens
@@ -280,7 +281,11 @@ def _group_scan(
         )
         info.rgb = False
     spacing, unit = pixel_spacing(
-        f0.spacing, _spacing(ds.get("ImagerPixelSpacing")), modality, report
+        f0.spacing,
+        _spacing(ds.get("ImagerPixelSpacing")),
+        modality,
+        report,
+        regions=ultrasound_region_spacing(ds),
     )
     layout = (
         "2d"

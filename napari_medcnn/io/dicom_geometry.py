@@ -271,19 +271,63 @@ def pixel_spacing(
     imager: tuple[float, float] | None,
     modality: str | None,
     report: QualityReport,
+    regions: tuple[float, float] | None = None,
 ) -> tuple[tuple[float, float], str]:
     """In-plane (row, column) spacing in mm and its unit, with fallbacks.
 
-    PixelSpacing, else ImagerPixelSpacing, else 1.0 in ``"pixel"`` units;
-    each fallback adds a ``pixel_spacing_fallback`` finding to ``report``.
+    PixelSpacing, else ImagerPixelSpacing, else the ultrasound regions'
+    physical deltas (``regions``, see :func:`ultrasound_region_spacing`),
+    else 1.0 in ``"pixel"`` units; each fallback adds a
+    ``pixel_spacing_fallback`` finding to ``report``.
     """
     if spacing is not None:
         return spacing, "mm"
     if imager is not None:
         quality.note_spacing_fallback(report, "ImagerPixelSpacing", modality)
         return imager, "mm"
+    if regions is not None:
+        quality.note_spacing_fallback(report, "SequenceOfUltrasoundRegions", modality)
+        return regions, "mm"
     quality.note_spacing_fallback(report, "none", modality)
     return (1.0, 1.0), "pixel"
+
+
+# PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+_US_UNIT_CM = 3
+# RegionSpatialFormat codes with a spatial (tissue) x/y: 2D, M-mode is not
+_US_SPATIAL_FORMATS = {1}
+
+
+def ultrasound_region_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row, column) pixel size in mm from an ultrasound image's
+    SequenceOfUltrasoundRegions, or None.
+
+    Only 2D tissue regions (RegionSpatialFormat 1) whose x and y are in
+    centimetres count; when several such regions disagree (to 0.1 %), the
+    image has no single pixel size and None is returned.  Doppler and
+    M-mode regions (time or velocity axes) are ignored.
+    """
+    found: list[tuple[float, float]] = []
+    for region in ds.get("SequenceOfUltrasoundRegions", None) or []:
+        try:
+            fmt = int(region.get("RegionSpatialFormat", 0))
+            units = (
+                int(region.get("PhysicalUnitsXDirection", 0)),
+                int(region.get("PhysicalUnitsYDirection", 0)),
+            )
+            dx = abs(float(region.get("PhysicalDeltaX", 0.0)))
+            dy = abs(float(region.get("PhysicalDeltaY", 0.0)))
+        except (TypeError, ValueError):
+            continue
+        ok = fmt in _US_SPATIAL_FORMATS and units == (_US_UNIT_CM,) * 2
+        if ok and dx > 0 and dy > 0 and np.isfinite(dx + dy):
+            found.append((dy * 10.0, dx * 10.0))  # cm -> mm
+    if not found:
+        return None
+    first = np.array(found[0])
+    if any(not np.allclose(f, first, rtol=1e-3) for f in found[1:]):
+        return None
+    return float(first[0]), float(first[1])
 
 
 def make_scan(

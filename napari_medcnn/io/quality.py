@@ -212,13 +212,20 @@ def note_spacing_fallback(
 ) -> None:
     """Record that PixelSpacing was missing/zero and what was used instead.
 
-    ``used`` is ``"ImagerPixelSpacing"`` or ``"none"`` (1 pixel = 1 unit).
+    ``used`` is ``"ImagerPixelSpacing"``, ``"SequenceOfUltrasoundRegions"``
+    or ``"none"`` (1 pixel = 1 unit).
     """
     severity: Severity = (
         "warning" if (modality or "").upper() in SPATIAL_MODALITIES else "info"
     )
     if used == "none":
         msg = "no valid PixelSpacing; distances are in pixels (spacing 1.0)"
+    elif used == "SequenceOfUltrasoundRegions":
+        msg = (
+            "no PixelSpacing; using the ultrasound region's physical deltas "
+            "(PhysicalDeltaX/Y, cm), valid inside that region"
+        )
+        severity = "info"
     else:
         msg = (
             f"PixelSpacing missing or zero; using {used} (at the detector, "
