@@ -35,6 +35,7 @@ def test_gradcam_deletes_tumour_evidence_faster_than_random(capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_images"] == 8 and summary["layer"] == "layer4"
     assert summary["split"].startswith("provenance.test_files")
+    assert summary["target"] == "predicted"  # the map a user sees
     # the full held-out set is the figure; a few images only show the trend
     assert summary["deletion_beats_random_fraction"] >= 0.75
     assert summary["deletion_auc_mean"] < summary["deletion_auc_random_mean"]
