@@ -42,6 +42,9 @@ from napari_medcnn.training.trainer import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_default"
+# side (pixels) of the prepared images that duplicate groups are computed
+# from, whatever the model's input size, so the split stays the same
+DEDUP_SIZE = 128
 # Architecture arguments tried for the default model (besides dims/channels).
 ARCHS = {
     "seed_cnn": {"batchnorm": True, "dropout": 0.3},
@@ -50,6 +53,16 @@ ARCHS = {
 }
 # zoo name behind each entry of ARCHS
 ZOO_NAME = {"seed_cnn": "seed_cnn", "resnet": "resnet", "resnet18": "resnet"}
+
+
+def _prepare(paths: list[Path], record: dict) -> np.ndarray:
+    """(N, 1, H, W) float32 model inputs, read and prepared as at inference."""
+    size = record["size"]
+    x = np.empty((len(paths), 1, *size), np.float32)
+    for i, p in enumerate(paths):
+        scan = load(p)[0]
+        x[i] = prepare([to_gray(scan.data)], record, scan.spacing)
+    return x
 
 
 def _groups(paths: list[Path], x: np.ndarray, args) -> np.ndarray:
@@ -125,14 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache and args.cache.exists():  # a cache of all the images
         x = np.load(args.cache)["x"][keep]
     else:
-        x = np.empty((len(items), 1, args.size, args.size), np.float32)
-        for i, p in enumerate(paths):
-            scan = load(p)[0]
-            x[i] = prepare([to_gray(scan.data)], record, scan.spacing)
+        x = _prepare(paths, record)
         if args.cache and not args.limit:
             np.savez(args.cache, x=x)
     print(f"prepared {len(items)} images in {time.perf_counter() - t0:.0f} s")
-    groups = _groups(paths, x, args)
+    # duplicate groups (hence the split) never depend on the model's input size
+    x_dedup = (
+        x
+        if args.size == DEDUP_SIZE
+        else _prepare(paths, default_record((DEDUP_SIZE,) * 2))
+    )
+    groups = _groups(paths, x_dedup, args)
+    del x_dedup
     train_idx, val_idx, test_idx = group_split(
         groups, labels, (0.7, 0.15, 0.15), seed=args.seed
     )
