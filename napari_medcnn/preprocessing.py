@@ -73,9 +73,20 @@ def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
         raise ValueError(f"unknown intensity mode {mode!r}")
     if not hi > lo:
         return np.zeros_like(a)
-    out = (a - lo) / (hi - lo)
-    np.clip(out, 0.0, 1.0, out=out)
+    out = _rescale(a, np.float64(lo), np.float64(hi))
     return np.nan_to_num(out, copy=False)
+
+
+def _rescale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(a - lo) / (hi - lo)`` clipped to [0, 1], in float32 arithmetic
+    (bounds given in float64, broadcast against ``a``).  The one formula
+    behind :func:`normalize` and :func:`normalize_slices`, so a slice comes
+    out the same bit for bit either way."""
+    out = a - np.float32(lo) if np.ndim(lo) == 0 else a - lo.astype(np.float32)
+    span = hi - lo
+    out /= np.float32(span) if np.ndim(span) == 0 else span.astype(np.float32)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def normalize_slices(stack: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
@@ -96,9 +107,7 @@ def normalize_slices(stack: np.ndarray, intensity: dict[str, Any] | None) -> np.
     q = [intensity.get("low", 1.0), intensity.get("high", 99.0)]
     lo, hi = np.percentile(flat[:, ::step], q, axis=1)[:, :, None, None]
     ok = hi > lo
-    # float64 bounds promote like normalize()'s float64 scalars do
-    out = (a - lo) / np.where(ok, hi - lo, 1.0)
-    np.clip(out, 0.0, 1.0, out=out)
+    out = _rescale(a, lo, np.where(ok, hi, lo + 1.0))
     out[~ok[:, 0, 0]] = 0.0
     return out
 
@@ -240,10 +249,9 @@ def _normalize_channels(
     """Normalised channels as one float32 (C, [S,] H, W) array, and the
     (H, W) mask of channel 0 above ``threshold`` (any slice), or None.
 
-    Stacks are normalised ``chunk`` slices at a time (float64 arithmetic, as
-    :func:`normalize` does, then stored as float32, the precision the model
-    gets), so a volume needs no float64 copy of itself; the mask is taken
-    from the float64 values, before rounding.
+    Stacks are normalised ``chunk`` slices at a time (float32 arithmetic,
+    as :func:`normalize` does), so a volume needs no float64 copy of
+    itself.
     """
     per_volume = (intensity or {}).get("scope") == "volume"
     shape = arrs[0].shape
