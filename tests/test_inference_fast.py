@@ -344,3 +344,26 @@ def test_classify_slices_can_be_closed_early(seed_ckpt):
     assert torch.get_num_threads() == threads
     res = run(classify([vol], seed_ckpt, scope="slices", batch_size=2))
     assert res.slice_probabilities.shape == (30, 2)
+
+
+def test_cpu_slice_model_runs_frozen_and_falls_back_to_eager(seed_ckpt, monkeypatch):
+    """On CPU a 2D slice model's copy is traced and frozen (TorchScript:
+    pre-packed oneDNN weights, fused conv + ReLU); it must match the plain
+    model at any batch size, and without TorchScript the eager copy runs."""
+    loaded = load_checkpoint(seed_ckpt, "cpu")
+    fast = optimized_model(loaded)
+    assert isinstance(fast, torch.jit.ScriptModule)
+    with torch.inference_mode():
+        for n in (1, 3, 9):
+            x = torch.rand(n, 1, 32, 32)
+            assert torch.allclose(fast(x), loaded.model(x), atol=1e-4)
+    monkeypatch.setattr(inference_fast, "_FAST", type(inference_fast._FAST)())
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("TorchScript removed")
+
+    monkeypatch.setattr(torch.jit, "freeze", unavailable)
+    eager = optimized_model(loaded)
+    assert eager is not loaded.model and not isinstance(eager, torch.jit.ScriptModule)
+    res = run(classify([_head_volume(n=5)], loaded, scope="slices"))
+    assert res.slice_probabilities.shape == (5, 2)
