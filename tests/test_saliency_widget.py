@@ -168,11 +168,11 @@ def test_volume_two_methods_side_by_side_and_current_slice(
     before = [lay.name for lay in viewer.layers]
     assert before[-1] == "vol"
     widget.side_check.setChecked(True)
-    assert viewer.grid.enabled and viewer.grid.stride == 2
+    assert viewer.canvas.grid.enabled and viewer.canvas.grid.stride == 2
     names = [lay.name for lay in viewer.layers][:4]
     assert names == ["vol", overlays[0].name, reference_name("vol"), overlays[1].name]
     widget.side_check.setChecked(False)
-    assert not viewer.grid.enabled and reference_name("vol") not in viewer.layers
+    assert not viewer.canvas.grid.enabled and reference_name("vol") not in viewer.layers
     assert [lay.name for lay in viewer.layers] == before  # order restored
     # current slice only: updated by name, the other slices are 0
     n = len(viewer.layers)

@@ -182,8 +182,8 @@ def set_side_by_side(
             prior = ref.metadata.get(PRIOR_ORDER_KEY) or []
             viewer.layers.remove(ref)
             restore_order(viewer, prior)
-            viewer.grid.enabled = False
-            viewer.grid.stride = 1
+            _grid(viewer).enabled = False
+            _grid(viewer).stride = 1
         return False
     if ref is None:
         kwargs: dict[str, Any] = {
@@ -206,9 +206,16 @@ def set_side_by_side(
         viewer.layers.move(list(viewer.layers).index(layer), target)
     for layer in order:
         layer.visible = True
-    viewer.grid.stride = 2
-    viewer.grid.enabled = True
+    _grid(viewer).stride = 2
+    _grid(viewer).enabled = True
     return True
+
+
+def _grid(viewer: Any) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9,
+    ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return getattr(canvas, "grid", None) or viewer.grid
 
 
 def restore_order(viewer: Any, names: Sequence[str]) -> None:
