@@ -23,11 +23,12 @@ In the same run, interleaved round by round (best of ``--repeat``):
   (1)``, printed as a reference: on a loaded machine two OpenMP threads at
   batch 1 wait on each other, and this shows what is left without that;
 * ``ours``: ``run(classify([vol], path, scope="slices", spacing=...))``,
-  after one warm-up call (which loads the model and builds its fused
-  inference copy, as the first classification in a session does; that
-  one-off cost is printed separately);
-* ``model only``: the fused copy on the already prepared slices, batched
-  and threaded as ``classify`` does, to separate network from preprocessing.
+  after one warm-up call (which loads the model and builds its inference
+  copy, as the first classification in a session does; that one-off cost
+  is printed separately);
+* ``model only``: the inference copy (fused; traced and frozen on CPU) on
+  the already prepared slices, batched and threaded as ``classify`` does,
+  to separate network from preprocessing.
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one
 forward pass of the plain model at its card's input size (convolutions and
@@ -35,7 +36,7 @@ matrix products, a multiply-add counted as 2; BatchNorm, ReLU and pooling
 are not counted).  GFLOP/s = slices x GFLOP per slice / wall time.
 
 Peak memory: each method runs once more in its own fresh subprocess, with
-the volume and model loaded and an 8-slice warm-up done (imports, fused
+the volume and model loaded and an 8-slice warm-up done (imports, inference
 copy).  Freed heap then goes back to the system (``malloc_trim``), so that
 pages the warm-up left resident do not hide the run's working set; the
 resident-set high-water mark (``VmHWM``) is reset to the current RSS (``echo
@@ -218,7 +219,7 @@ METHODS = {
 
 
 def model_only(fast, prepared: np.ndarray) -> None:
-    """The fused copy on prepared (S, 1, H, W) slices, batched and threaded
+    """The inference copy on prepared (S, 1, H, W) slices, batched and threaded
     as ``classify`` does on CPU."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -250,7 +251,7 @@ def memory_child(args) -> None:
     path = args.model
     fn = METHODS[args.child]
     load_checkpoint(path, "cpu")  # the model is loaded before measuring
-    fn(vol[:8], path, spacing)  # imports and one-off set-up (fused copy)
+    fn(vol[:8], path, spacing)  # imports and one-off set-up (inference copy)
     # hand the warm-up's freed heap back to the system, so that the run's
     # own working set is counted, not hidden in pages already resident
     gc.collect()
@@ -331,12 +332,12 @@ def bench(args, tmp: Path) -> None:
         "(FlopCounterMode: conv + linear, multiply-add = 2)"
     )
 
-    # warm-up: imports, model load, fused copy (timed: the first call's cost)
+    # warm-up: imports, model load, inference copy (timed: the first call's cost)
     naive_slices(vol[:4], slice_path, spacing)
     t0 = time.perf_counter()
     fast = optimized_model(loaded)
     print(
-        f"one-off: fused inference copy built and checked in "
+        f"one-off: inference copy (fused, frozen) built and checked in "
         f"{time.perf_counter() - t0:.2f} s (cached with the model)"
     )
     ours_slices(vol[:8], slice_path, spacing)
@@ -357,7 +358,7 @@ def bench(args, tmp: Path) -> None:
         "naive": "naive loop (default threads)",
         "naive1": "naive loop, 1 intra-op thread (reference)",
         "ours": 'classify(scope="slices")',
-        "model": "model only (fused copy, prepared slices)",
+        "model": "model only (inference copy, prepared)",
     }
     for k, label in labels.items():
         print(
