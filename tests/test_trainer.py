@@ -3,6 +3,7 @@ splits, advice, checkpoints and bad input."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -374,3 +375,36 @@ def test_subprocess_runner_streams_events_and_cancels(tmp_path):
     assert 2 <= kinds.count("epoch") < 10 and "batch" in kinds
     assert summary["cancelled"] and summary["stop_reason"] == "cancelled"
     assert (tmp_path / "sub.safetensors").exists()  # best so far, as asked
+
+
+def _returns_at_once(control=None):
+    """A child that yields nothing and returns straight away."""
+    return {"done": True}
+    yield  # a generator function
+
+
+def _dies(control=None):
+    """A child killed without a word (as by the OOM killer)."""
+    import time
+
+    yield "started"
+    time.sleep(0.5)  # os._exit does not wait for the queue to flush
+    os._exit(3)
+
+
+def test_subprocess_runner_gets_a_fast_childs_result_and_reports_a_dead_one():
+    from napari_medcnn.training.subprocess_runner import (
+        SubprocessError,
+        run_in_subprocess,
+    )
+
+    # the result may reach the pipe just after the child has exited
+    for _ in range(3):
+        gen = run_in_subprocess(_returns_at_once, threads=1, poll_s=0.001)
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        assert stop.value.value == {"done": True}
+    gen = run_in_subprocess(_dies, threads=1, poll_s=0.01)
+    assert next(gen) == "started"
+    with pytest.raises(SubprocessError, match="exited with code 3"):
+        next(gen)

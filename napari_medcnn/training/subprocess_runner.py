@@ -96,11 +96,16 @@ def run_in_subprocess(
             try:
                 msg = q.get(timeout=poll_s)
             except queue_mod.Empty:
-                if not proc.is_alive():
+                if proc.is_alive():
+                    continue
+                # the child's last message can reach the pipe between the
+                # timeout and the check: read once more before giving up
+                try:
+                    msg = q.get(timeout=max(poll_s, 0.5))
+                except queue_mod.Empty:
                     raise SubprocessError(
                         f"training process exited with code {proc.exitcode}"
                     ) from None
-                continue
             if msg[0] == "event":
                 yield msg[1]
             elif msg[0] == "result":
