@@ -408,3 +408,20 @@ def test_subprocess_runner_gets_a_fast_childs_result_and_reports_a_dead_one():
     assert next(gen) == "started"
     with pytest.raises(SubprocessError, match="exited with code 3"):
         next(gen)
+
+
+def test_histogram_augmentation_is_a_random_monotone_curve():
+    from napari_medcnn.training.augment import DEFAULTS, build_augmentation
+
+    only = {k: False for k in DEFAULTS} | {"histogram": True}
+    x = np.random.default_rng(0).random((1, 24, 24)).astype(np.float32)
+    order = np.argsort(x.ravel())
+    changed = 0
+    aug = build_augmentation(only, 2, seed=3)
+    for _ in range(12):
+        y = np.asarray(aug(x)).ravel()
+        assert np.all(np.diff(y[order]) >= -1e-6)  # intensity order kept
+        assert y.min() >= x.min() - 1e-6 and y.max() <= x.max() + 1e-6
+        changed += not np.allclose(y, x.ravel())
+    assert 0 < changed < 12  # applied to some samples only (prob 0.3)
+    assert not DEFAULTS["histogram"]  # off unless asked for

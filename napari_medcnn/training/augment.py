@@ -6,9 +6,13 @@ The config is a plain dict (stored in model cards):
 "cutout": False}``.  Optional numbers tune the strength (defaults in
 :data:`STRENGTH`): ``rotate_deg`` (degrees, in-plane), ``scale`` (relative
 zoom range), ``translate_px`` (pixels), ``gamma_low``/``gamma_high``,
-``noise_std`` (in [0, 1] intensity units) and ``cutout_px`` (the largest
-erased square, pixels).  Transforms act on one channel-first float sample,
-(C, H, W) or (C, D, H, W), with values in [0, 1].
+``noise_std`` (in [0, 1] intensity units), ``cutout_px`` (the largest
+erased square, pixels) and ``histogram_points`` (the most control points of
+the random monotone intensity curve that ``histogram`` applies, MONAI's
+``RandHistogramShift``: contrast differences between sequences, scanners
+and sites, which a gamma curve alone does not cover).  Transforms act on
+one channel-first float sample, (C, H, W) or (C, D, H, W), with values in
+[0, 1].
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DEFAULTS: dict[str, bool] = {
     "noise": True,
     "blur": False,
     "cutout": False,
+    "histogram": False,
 }
 #: default strengths (used when the config gives no number)
 STRENGTH: dict[str, float] = {
@@ -35,6 +40,7 @@ STRENGTH: dict[str, float] = {
     "gamma_high": 1.5,
     "noise_std": 0.02,
     "cutout_px": 32.0,
+    "histogram_points": 10.0,
 }
 
 
@@ -98,6 +104,9 @@ def build_augmentation(
     if cfg.get("blur"):
         sig = {f"sigma_{a}": (0.3, 1.0) for a in "xyz"[:nd]}
         tf.append(T.RandGaussianSmooth(prob=0.2, **sig))
+    if cfg.get("histogram"):
+        most = max(5, int(k["histogram_points"]))
+        tf.append(T.RandHistogramShift(num_control_points=(4, most), prob=0.3))
     if cfg.get("noise"):
         tf.append(T.RandGaussianNoise(prob=0.3, std=k["noise_std"]))
     if cfg.get("cutout"):

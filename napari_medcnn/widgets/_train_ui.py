@@ -40,7 +40,31 @@ BALANCE = {
 SPLITS = {"auto": "Auto (k-fold if few labels)", "holdout": "Hold-out 20 %",
           "kfold": "5-fold"}  # fmt: skip
 MODES = {"thread": "Worker thread", "subprocess": "Subprocess"}
-AUGMENT = ("flip", "rotate", "affine", "elastic", "intensity", "gamma", "noise")
+AUGMENT = (
+    "flip",
+    "rotate",
+    "affine",
+    "elastic",
+    "intensity",
+    "gamma",
+    "histogram",
+    "blur",
+    "noise",
+    "cutout",
+)
+AUGMENT_TIPS = {
+    "flip": "Mirror left-right (half the samples).",
+    "rotate": "Rotate in-plane by up to 15 degrees.",
+    "affine": "Zoom by up to 10 % and shift by up to 8 pixels.",
+    "elastic": "Smooth random deformation.",
+    "intensity": "Scale and shift intensities a little.",
+    "gamma": "Random gamma curve (0.7-1.5).",
+    "histogram": "Random monotone intensity curve: contrast differences "
+    "between sequences, scanners and sites.",
+    "blur": "Gaussian blur (sigma 0.3-1 pixel).",
+    "noise": "Gaussian noise.",
+    "cutout": "Erase one random square (up to 32 pixels).",
+}
 
 
 def _combo(items: dict[str, str]) -> QComboBox:
@@ -114,13 +138,14 @@ def build_ui(panel: Any, colors: PlotColors) -> None:
     panel.augment_checks = {}
     for i, key in enumerate(AUGMENT):
         check = QCheckBox(key)
+        check.setToolTip(AUGMENT_TIPS[key])
         panel.augment_checks[key] = check
         grid.addWidget(check, i // 4, i % 4)
     panel.preview_button = QPushButton("Preview augmentation")
     panel.preview_button.setToolTip(
         "Show nine augmented copies of a labelled example as a napari layer."
     )
-    grid.addWidget(panel.preview_button, 2, 0, 1, 4)
+    grid.addWidget(panel.preview_button, (len(AUGMENT) + 3) // 4, 0, 1, 4)
     layout.addWidget(box)
 
     panel.labels_info = QLabel("No labels found in the open layers.")
