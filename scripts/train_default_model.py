@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument(
+        "--histogram",
+        action="store_true",
+        help="add random monotone intensity curves (MONAI RandHistogramShift)",
+    )
+    ap.add_argument(
         "--cache", type=Path, help="reuse prepared images and split from this .npz"
     )
     args = ap.parse_args(argv)
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        augment=dict(AUGMENT),
+        augment=dict(AUGMENT, histogram=args.histogram),
         label_smoothing=args.label_smoothing,
         warmup_epochs=1,
         ema_decay=args.ema_decay,
