@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy
 
 from ._plots import FONT, PlotColors
@@ -106,14 +107,19 @@ class LearningCurves(_Figure):
             line.set_data(x, [float(r.get(key, np.nan)) for r in h])
             line.set_color(getattr(c, color))
         loss = self.axes[0]
-        loss.relim()
-        loss.autoscale_view(scalex=False)
+        if h:
+            loss.relim()
+            loss.autoscale_view(scalex=False)
+        else:  # nothing yet: a plain 0-1 frame rather than matplotlib's +-0.05
+            loss.set_ylim(0.0, 1.0)
         for ax, where in zip(self.axes, ("upper right", "lower right")):
             ax.set_xlim(0.5, max(2, len(h)) + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
             leg = ax.legend(fontsize=FONT - 1, frameon=False, loc=where)
             for t in leg.get_texts():
                 t.set_color(c.text)
-        loss.set_title(self.title, fontsize=FONT, color=c.text)
+        title = self.title or ("" if h else "curves appear here during training")
+        loss.set_title(title, fontsize=FONT, color=c.text)
         self.draw_idle()
 
 
