@@ -411,7 +411,8 @@ def test_folder_scan_keeps_pydicom_parse_warnings_off_the_terminal(caplog):
     import logging
     import threading
 
-    from napari_medcnn.io.dicom_headers import quiet_parse, read_header
+    from napari_medcnn.io.dicom_headers import read_header
+    from napari_medcnn.io.pydicom_quiet import quiet_parse
 
     path = get_testdata_file("SC_rgb_jpeg.dcm", download=False)
     caplog.set_level(logging.WARNING, logger="pydicom")

@@ -9,12 +9,7 @@ straight into a preallocated volume.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import threading
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +27,7 @@ from pydicom.uid import (
 
 from . import DICOM_SUFFIXES, _looks_like_raw_dicom
 from .dicom_geometry import floats
+from .pydicom_quiet import quiet_parse
 from .scan import ScanReadError
 
 SEG_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -245,34 +241,6 @@ def _open_kind(path: str, head: bytes) -> bool | None:
     if path.lower().endswith(DICOM_SUFFIXES) and _looks_like_raw_dicom(head):
         return False
     return None
-
-
-class _ThisThread(logging.Filter):
-    """Drops the records logged by one thread (others pass)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ident = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.ident
-
-
-@contextlib.contextmanager
-def quiet_parse() -> Iterator[None]:
-    """Silence pydicom's parse warnings (``warnings`` and its ``pydicom``
-    logger, e.g. "Expected explicit VR, but found implicit VR") raised by
-    this thread while a header is read.  A folder scan reads every file,
-    and pydicom copes with these; they would only fill the terminal."""
-    flt = _ThisThread()
-    logger = logging.getLogger("pydicom")
-    logger.addFilter(flt)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        logger.removeFilter(flt)
 
 
 def read_header(path: str) -> SliceHeader | None:
