@@ -82,9 +82,8 @@ def _rescale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     (bounds given in float64, broadcast against ``a``).  The one formula
     behind :func:`normalize` and :func:`normalize_slices`, so a slice comes
     out the same bit for bit either way."""
-    out = a - np.float32(lo) if np.ndim(lo) == 0 else a - lo.astype(np.float32)
-    span = hi - lo
-    out /= np.float32(span) if np.ndim(span) == 0 else span.astype(np.float32)
+    out = a - np.asarray(lo, np.float32)
+    out /= np.asarray(hi - lo, np.float32)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 

@@ -27,21 +27,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_default_model import (  # noqa: E402
-    ARCHS,
-    AUGMENT,
     DEDUP_SIZE,
-    ZOO_NAME,
     _groups,
     _prepare,
+    add_recipe_args,
+    recipe,
 )
 
-from napari_medcnn.models import build_model  # noqa: E402
 from napari_medcnn.preprocessing import default_record  # noqa: E402
 from napari_medcnn.training import br35h  # noqa: E402
 from napari_medcnn.training.dedup import group_split  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 from napari_medcnn.training.splits import plan_split  # noqa: E402
-from napari_medcnn.training.trainer import TrainConfig, fit  # noqa: E402
+from napari_medcnn.training.trainer import fit  # noqa: E402
 
 
 def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
@@ -51,13 +49,7 @@ def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
         groups[train_idx], labels[train_idx], (0.85, 0.15), seed=args.seed
     )
     tr, va = train_idx[inner_tr], train_idx[inner_va]
-    kw = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2} | ARCHS[args.arch]
-    model = build_model(ZOO_NAME[args.arch], **kw)
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=32, lr=2e-3, weight_decay=5e-4,
-        augment=dict(AUGMENT), label_smoothing=0.1, warmup_epochs=1,
-        ema_decay=0.995, patience=0, seed=args.seed, device="cpu",
-    )  # fmt: skip
+    _, model, cfg = recipe(args)
     gen = fit(model, (x[tr], labels[tr]), (x[va], labels[va]), cfg)
     while True:
         try:
@@ -91,12 +83,7 @@ def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="resnet")
-    ap.add_argument("--same-bits", type=int, default=4)
-    ap.add_argument("--max-bits", type=int, default=12)
-    ap.add_argument("--min-correlation", type=float, default=0.9)
+    add_recipe_args(ap)
     ap.add_argument("--cache", type=Path, help="prepared 128x128 images (.npz, x)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -117,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fold {k}/{len(plan.folds)}: {json.dumps(folds[-1])}", flush=True)
     acc = np.array([f["accuracy"] for f in folds])
     out = {
-        "recipe": "scripts/train_default_model.py (resnet, 128x128, 30 epochs)",
+        "recipe": f"scripts/train_default_model.py ({args.arch}, 128x128, "
+        f"{args.epochs} epochs)",
         "split": plan.method,
         "n_groups": int(len(np.unique(groups))),
         "folds": folds,

@@ -100,18 +100,16 @@ AUGMENT = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_recipe_args(ap: argparse.ArgumentParser) -> None:
+    """The recipe's options (architecture, optimiser, augmentation, seed and
+    the duplicate rule), shared with ``scripts/cv_default_recipe.py``."""
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--same-bits", type=int, default=4, help="hash bits: duplicate")
     ap.add_argument(
         "--max-bits", type=int, default=12, help="hash bits: duplicate if correlated"
     )
     ap.add_argument("--min-correlation", type=float, default=0.9)
-    ap.add_argument("--limit", type=int, default=0, help="use N images (smoke runs)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="resnet")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
@@ -123,6 +121,36 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add random monotone intensity curves (MONAI RandHistogramShift)",
     )
+
+
+def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig]:
+    """(architecture arguments, a fresh model, training config) from the
+    options of :func:`add_recipe_args`."""
+    arch_kwargs = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2}
+    arch_kwargs.update(ARCHS[args.arch])
+    model = build_model(ZOO_NAME[args.arch], **arch_kwargs)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment=dict(AUGMENT, histogram=args.histogram),
+        label_smoothing=args.label_smoothing,
+        warmup_epochs=1,
+        ema_decay=args.ema_decay,
+        patience=0,
+        seed=args.seed,
+        device="cpu",
+    )
+    return arch_kwargs, model, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_args(ap)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--limit", type=int, default=0, help="use N images (smoke runs)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument(
         "--cache", type=Path, help="reuse prepared images and split from this .npz"
     )
@@ -163,22 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         f"split train/val/test = {len(train_idx)}/{len(val_idx)}/{len(test_idx)}"
     )
 
-    arch_kwargs = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2}
-    arch_kwargs.update(ARCHS[args.arch])
-    model = build_model(ZOO_NAME[args.arch], **arch_kwargs)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        augment=dict(AUGMENT, histogram=args.histogram),
-        label_smoothing=args.label_smoothing,
-        warmup_epochs=1,
-        ema_decay=args.ema_decay,
-        patience=0,
-        seed=args.seed,
-        device="cpu",
-    )
+    arch_kwargs, model, cfg = recipe(args)
     gen = fit(
         model, (x[train_idx], labels[train_idx]), (x[val_idx], labels[val_idx]), cfg
     )
