@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..training.augment import STRENGTH
 from ._plots import PlotColors
 from ._train_plot import ConfusionPlot, LearningCurves
 
@@ -40,31 +41,23 @@ BALANCE = {
 SPLITS = {"auto": "Auto (k-fold if few labels)", "holdout": "Hold-out 20 %",
           "kfold": "5-fold"}  # fmt: skip
 MODES = {"thread": "Worker thread", "subprocess": "Subprocess"}
-AUGMENT = (
-    "flip",
-    "rotate",
-    "affine",
-    "elastic",
-    "intensity",
-    "gamma",
-    "histogram",
-    "blur",
-    "noise",
-    "cutout",
-)
+_S = STRENGTH
+# the Fine-tune panel's augmentation switches (in order) and their tooltips
 AUGMENT_TIPS = {
     "flip": "Mirror left-right (half the samples).",
-    "rotate": "Rotate in-plane by up to 15 degrees.",
-    "affine": "Zoom by up to 10 % and shift by up to 8 pixels.",
+    "rotate": f"Rotate in-plane by up to {_S['rotate_deg']:g} degrees.",
+    "affine": f"Zoom by up to {_S['scale']:.0%} and shift by up to "
+    f"{_S['translate_px']:g} pixels.",
     "elastic": "Smooth random deformation.",
     "intensity": "Scale and shift intensities a little.",
-    "gamma": "Random gamma curve (0.7-1.5).",
+    "gamma": f"Random gamma curve ({_S['gamma_low']:g}-{_S['gamma_high']:g}).",
     "histogram": "Random monotone intensity curve: contrast differences "
     "between sequences, scanners and sites.",
     "blur": "Gaussian blur (sigma 0.3-1 pixel).",
     "noise": "Gaussian noise.",
-    "cutout": "Erase one random square (up to 32 pixels).",
+    "cutout": f"Erase one random square (up to {_S['cutout_px']:g} pixels).",
 }
+AUGMENT = tuple(AUGMENT_TIPS)
 
 
 def _combo(items: dict[str, str]) -> QComboBox:
