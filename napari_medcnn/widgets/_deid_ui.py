@@ -16,12 +16,13 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
     QWidget,
 )
+
+from ._jobs import build_progress_controls
 
 #: option field of DeidOptions -> (checkbox text, tooltip).
 OPTION_BOXES: dict[str, tuple[str, str]] = {
@@ -103,12 +104,7 @@ def build_ui(w: QWidget) -> None:
     w.manifest_browse = QPushButton("Browse…")
     w.preview_button = QPushButton("Preview (dry run)")
     w.export_button = QPushButton("Export")
-    w.cancel_button = QPushButton("Cancel")
-    w.cancel_button.setEnabled(False)
-    w.progress = QProgressBar()
-    w.progress.setValue(0)
-    w.status = QLabel("Choose the scans and an export folder.")
-    w.status.setWordWrap(True)
+    build_progress_controls(w, "Choose the scans and an export folder.")
     w.summary = QPlainTextEdit()
     w.summary.setReadOnly(True)
     w.summary.setPlaceholderText("The dry-run summary (tags and actions) appears here.")

@@ -98,3 +98,17 @@ class WorkerPanel:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
         self._update_buttons()
+
+
+def build_progress_controls(w: Any, status: str = "") -> None:
+    """Create the controls :class:`WorkerPanel` drives as attributes of
+    ``w``: ``cancel_button`` (disabled until a job runs), ``progress`` (at 0)
+    and a word-wrapped ``status`` label showing ``status``."""
+    from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
+
+    w.cancel_button = QPushButton("Cancel")
+    w.cancel_button.setEnabled(False)
+    w.progress = QProgressBar()
+    w.progress.setValue(0)
+    w.status = QLabel(status)
+    w.status.setWordWrap(True)

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QScrollArea,
@@ -34,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from ._channels import ChannelList
 from ._classify_jobs import JobHandle, contains, default_model_file, load_model_job
-from ._jobs import WorkerPanel
+from ._jobs import WorkerPanel, build_progress_controls
 
 MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
 
@@ -221,12 +220,7 @@ def build_run_controls(w: QWidget) -> QHBoxLayout:
     """Create ``run_button``, ``cancel_button``, ``progress`` and ``status``
     as attributes of ``w``; returns the run row (status goes below it)."""
     w.run_button = QPushButton("Run")
-    w.cancel_button = QPushButton("Cancel")
-    w.cancel_button.setEnabled(False)
-    w.progress = QProgressBar()
-    w.progress.setValue(0)
-    w.status = QLabel("")
-    w.status.setWordWrap(True)
+    build_progress_controls(w)
     run_row = QHBoxLayout()
     run_row.addWidget(w.run_button)
     run_row.addWidget(w.cancel_button)
