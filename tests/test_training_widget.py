@@ -50,12 +50,19 @@ def go_to_slice(viewer, layer, index: int) -> None:
     viewer.dims.set_point(0, layer.data_to_world([index, 0, 0])[0])
 
 
-def label_with_keys(viewer, qtbot, tmp_path) -> tuple:
-    """Open the volume, dock "Label images", label every slice with keys."""
-    path = write_volume(tmp_path / "scan.nii.gz")
-    layer = viewer.open(path, plugin=PLUGIN)[0]
+def open_for_labelling(viewer, path: Path) -> tuple:
+    """Write the volume to ``path``, open it and dock "Label images" with
+    the classes normal and lesion; returns (layer, panel)."""
+    layer = viewer.open(write_volume(path), plugin=PLUGIN)[0]
     _dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
     panel.set_classes(["normal", "lesion"])
+    return layer, panel
+
+
+def label_with_keys(viewer, qtbot, tmp_path) -> tuple:
+    """Open the volume, dock "Label images", label every slice with keys."""
+    path = tmp_path / "scan.nii.gz"
+    layer, panel = open_for_labelling(viewer, path)
     viewer.layers.selection.active = layer
     for i in range(N_SLICES):
         go_to_slice(viewer, layer, i)
@@ -154,10 +161,7 @@ def test_errors_are_clear(make_napari_viewer, qtbot, tmp_path, parent, monkeypat
         "napari.utils.notifications.show_error", lambda m: errors.append(str(m))
     )
     viewer = make_napari_viewer()
-    path = write_volume(tmp_path / "few.nii.gz")
-    layer = viewer.open(path, plugin=PLUGIN)[0]
-    _d, labels = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
-    labels.set_classes(["normal", "lesion"])
+    layer, labels = open_for_labelling(viewer, tmp_path / "few.nii.gz")
     labels.set_target("range")
     labels.set_range(0, 2)
     assert labels.label("normal")
