@@ -163,8 +163,9 @@ def classify(
         rgb: the arrays carry a trailing RGB axis.
         batch_size: slices per forward pass; default :data:`CPU_BATCH` on
             CPU (each of ``torch.get_num_threads()`` worker threads runs
-            whole batches on one core), :data:`GPU_BATCH` on a GPU (the next
-            batch is prepared while the device runs this one).
+            whole batches on one core), :data:`GPU_BATCH` on a GPU (the
+            worker threads prepare the next batches while the device runs
+            this one).
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; default the best one.
 
     Raises:

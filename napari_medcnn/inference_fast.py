@@ -7,7 +7,8 @@
 * :func:`per_slice_logits`: every slice of a volume, batch by batch, prepared
   with :func:`~napari_medcnn.preprocessing_batch.prepare_slices`; on CPU in
   worker threads that each prepare and run whole batches on one core, on a
-  GPU with the next batches prepared while the device runs this one.
+  GPU with the next batches prepared by all the CPU threads, a few slices
+  each, while the device runs this one.
 
 Pure core: no Qt.  Measured by ``benchmarks/classify_volume.py``.
 """
@@ -198,8 +199,9 @@ def per_slice_logits(
     CPU: ``torch.get_num_threads()`` worker threads each prepare and run
     whole batches with one intra-op thread (no thread barriers inside small
     operators; a batch stays in one core's cache); the caller's thread count
-    is restored afterwards.  GPU: one worker prepares the next batches while
-    this thread runs the device.
+    is restored afterwards.  GPU: the worker threads prepare a few slices
+    each (:data:`CPU_BATCH`) ahead, and this thread gathers them into
+    device batches and runs the device.
 
     Args:
         images: (S, H, W) arrays, or (S, H, W, 3) with ``rgb``, one per
@@ -222,11 +224,15 @@ def per_slice_logits(
     from .preprocessing_batch import prepare_slices
 
     n = images[0].shape[0]
-    workers = _cpu_workers(dev)
-    cpu = workers > 0
+    threads = torch.get_num_threads()
+    cpu = _cpu_workers(dev) > 0
     size = batch_size or (CPU_BATCH if cpu else GPU_BATCH)
-    spans = [(a, min(n, a + size)) for a in range(0, n, size)]
-    workers = max(1, min(workers, len(spans)))
+    # CPU: whole batches per worker.  GPU: small pieces prepared by all the
+    # threads, gathered here into device batches of ``size``.
+    step = size if cpu else max(1, min(CPU_BATCH, size))
+    spans = [(a, min(n, a + step)) for a in range(0, n, step)]
+    workers = max(1, min(threads, len(spans)))
+    window = 2 * workers + (0 if cpu else -(-size // step))
 
     def prep(span: tuple[int, int]) -> np.ndarray:
         a, b = span
@@ -239,12 +245,19 @@ def per_slice_logits(
             torch.set_num_threads(1)  # this worker thread only (OpenMP, MKL)
         return forward_numpy(net, prep(span), dev)
 
-    threads = torch.get_num_threads()
-    chunks = []
+    chunks: list[np.ndarray] = []
+    ready: list[np.ndarray] = []  # GPU: prepared pieces of the next batch
     pool = ThreadPoolExecutor(workers, thread_name_prefix="medcnn-classify")
     try:
-        for (_, stop), out in _in_order(pool, task, spans, 2 * workers):
-            chunks.append(out if cpu else forward_numpy(net, out, dev))
+        for (_, stop), out in _in_order(pool, task, spans, window):
+            if cpu:
+                chunks.append(out)
+            else:
+                ready.append(out)
+                if sum(len(r) for r in ready) < size and stop < n:
+                    continue
+                chunks.append(forward_numpy(net, np.concatenate(ready), dev))
+                ready = []
             yield ("classify", stop, n)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -255,7 +268,7 @@ def per_slice_logits(
 
 def _cpu_workers(dev) -> int:
     """Threads that each prepare and run whole batches on a CPU; 0 on a GPU,
-    where this thread drives the device and one worker prepares ahead."""
+    where this thread drives the device and the workers prepare ahead."""
     import torch
 
     return torch.get_num_threads() if torch.device(dev).type == "cpu" else 0

@@ -326,9 +326,30 @@ def test_classify_slices_equals_the_naive_loop(seed_ckpt, batch_size):
 def test_prefetch_path_used_on_gpus_gives_the_same_result(seed_ckpt, monkeypatch):
     vol = _head_volume(n=9)
     cpu = run(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
-    # 0 workers: the GPU path (this thread runs the model, one worker prepares)
+    # 0 workers: the GPU path (this thread runs the model in batches gathered
+    # from pieces that the worker threads prepare)
     monkeypatch.setattr(inference_fast, "_cpu_workers", lambda dev: 0)
     res = run(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
+    np.testing.assert_allclose(
+        res.slice_probabilities, cpu.slice_probabilities, rtol=0, atol=1e-6
+    )
+    # device batches of >= 5 slices gathered from pieces of 4: 8, then 1
+    calls = []
+    forward = inference_fast.forward_numpy
+    monkeypatch.setattr(
+        inference_fast,
+        "forward_numpy",
+        lambda net, x, dev: calls.append(len(x)) or forward(net, x, dev),
+    )
+    gen = classify([vol], seed_ckpt, scope="slices", spacing=SPACING, batch_size=5)
+    done = []
+    while True:
+        try:
+            done.append(next(gen)[1])
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert calls == [8, 1] and done == [8, 9]
     np.testing.assert_allclose(
         res.slice_probabilities, cpu.slice_probabilities, rtol=0, atol=1e-6
     )
