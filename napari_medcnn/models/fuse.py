@@ -126,4 +126,9 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = False) -> nn.Modu
         # (B, 1, H, W) input yields channels-last activations too: max-pooling
         # NCHW activations is ~10x slower on CPU than channels-last ones.
         fused = fused.to(memory_format=torch.channels_last)
+    for module in fused.modules():
+        if isinstance(module, nn.RNNBase):
+            # a deep copy's GRU/LSTM weights are separate tensors; cuDNN
+            # wants one block, or it compacts them (and warns) on every call
+            module.flatten_parameters()
     return fused
