@@ -45,6 +45,12 @@ minus RSS before the run: the memory the run added at its peak (numpy, torch
 and oneDNN buffers alike), not counting the 75 MiB input volume or the
 model.
 
+``--device cuda`` (or ``mps``) runs naive, ours and the model-only pass on
+that device instead (the naive loop moves each slice there and back; the
+model-only pass runs batches of ``GPU_BATCH`` and waits for the device);
+peak memory is then the device's allocator peak during ``ours``
+(``torch.cuda.max_memory_allocated``), not a process RSS.
+
 Unless ``--no-rnn``, it also times a CNN+RNN (untrained ``cnn_rnn``
 with the same seed CNN encoder) in ``volume`` scope against its plain
 ``forward_with_slices`` on the same volume.
@@ -70,6 +76,7 @@ from _memory import reset_peak, status_bytes
 
 from napari_medcnn.inference import (
     CPU_BATCH,
+    GPU_BATCH,
     classify,
     default_model_path,
     optimized_model,
@@ -171,15 +178,19 @@ def make_models(tmp: Path, untrained: bool = False) -> tuple[Path, Path, str]:
 # --- the methods: each returns per-slice probabilities or logits -----------
 
 
+DEVICE = "cpu"  # set by --device
+
+
 def naive_slices(vol, path, spacing):
-    loaded = load_checkpoint(path, "cpu")
+    loaded = load_checkpoint(path, DEVICE)
     model, record = loaded.model, loaded.card.preprocessing
     temperature = loaded.card.temperature  # classify reports calibrated ones
     out = []
     with torch.no_grad():
         for s in vol:
             x = torch.from_numpy(prepare([s], record, spacing[1:])[None])
-            out.append(torch.softmax(model(x) / temperature, 1)[0].numpy())
+            p = torch.softmax(model(x.to(DEVICE)) / temperature, 1)
+            out.append(p[0].cpu().numpy())
     return np.stack(out)
 
 
@@ -193,20 +204,21 @@ def naive_slices_1thread(vol, path, spacing):
 
 
 def ours_slices(vol, path, spacing):
-    res = run(classify([vol], path, scope="slices", spacing=spacing, device="cpu"))
+    res = run(classify([vol], path, scope="slices", spacing=spacing, device=DEVICE))
     return res.slice_probabilities
 
 
 def naive_rnn(vol, path, spacing):
-    loaded = load_checkpoint(path, "cpu")
+    loaded = load_checkpoint(path, DEVICE)
     x = prepare([vol], loaded.card.preprocessing, spacing[1:])[None]
     with torch.no_grad():
-        out = loaded.model.forward_with_slices(torch.from_numpy(x))
-    return torch.softmax(out.slice_logits[0] / loaded.card.temperature, 1).numpy()
+        out = loaded.model.forward_with_slices(torch.from_numpy(x).to(DEVICE))
+    p = torch.softmax(out.slice_logits[0] / loaded.card.temperature, 1)
+    return p.cpu().numpy()
 
 
 def ours_rnn(vol, path, spacing):
-    res = run(classify([vol], path, scope="volume", spacing=spacing, device="cpu"))
+    res = run(classify([vol], path, scope="volume", spacing=spacing, device=DEVICE))
     return res.slice_probabilities
 
 
@@ -220,8 +232,14 @@ METHODS = {
 
 def model_only(fast, prepared: np.ndarray) -> None:
     """The inference copy on prepared (S, 1, H, W) slices, batched and threaded
-    as ``classify`` does on CPU."""
+    as ``classify`` does on CPU (on a GPU: batches of ``GPU_BATCH``)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if DEVICE != "cpu":
+        with torch.inference_mode():
+            for a in range(0, len(prepared), GPU_BATCH):
+                fast(torch.from_numpy(prepared[a : a + GPU_BATCH]).to(DEVICE)).cpu()
+        return
 
     spans = [prepared[a : a + CPU_BATCH] for a in range(0, len(prepared), CPU_BATCH)]
 
@@ -240,7 +258,8 @@ def flops(model, shape, method=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        (getattr(model, method) if method else model)(torch.rand(shape))
+        x = torch.rand(shape, device=next(model.parameters()).device)
+        (getattr(model, method) if method else model)(x)
     return counter.get_total_flops()
 
 
@@ -291,6 +310,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-rnn", dest="rnn", action="store_false")
     p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     p.add_argument(
         "--untrained",
         action="store_true",
@@ -301,6 +321,8 @@ def main(argv=None) -> None:
     p.add_argument("--spacing", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.child:
         return memory_child(args)
 
@@ -319,12 +341,12 @@ def bench(args, tmp: Path) -> None:
     )
     print(f"model: {model_what}")
     print(
-        f"torch {torch.__version__}, device cpu, intra-op threads "
+        f"torch {torch.__version__}, device {DEVICE}, intra-op threads "
         f"{torch.get_num_threads()}, cores {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
 
-    loaded = load_checkpoint(slice_path, "cpu")
+    loaded = load_checkpoint(slice_path, DEVICE)
     shape = (1, loaded.card.in_channels, *loaded.card.input_size)
     gflop = flops(loaded.model, shape) / 1e9
     print(
@@ -337,7 +359,8 @@ def bench(args, tmp: Path) -> None:
     t0 = time.perf_counter()
     fast = optimized_model(loaded)
     print(
-        f"one-off: inference copy (fused, frozen) built and checked in "
+        f"one-off: inference copy ({'fused, frozen' if DEVICE == 'cpu' else 'fused'})"
+        f" built and checked in "
         f"{time.perf_counter() - t0:.2f} s (cached with the model)"
     )
     ours_slices(vol[:8], slice_path, spacing)
@@ -378,7 +401,7 @@ def bench(args, tmp: Path) -> None:
     print(f"agreement: max |p_ours - p_naive| over slices and classes = {diff:.1e}")
 
     if args.rnn:
-        rloaded = load_checkpoint(rnn_path, "cpu")
+        rloaded = load_checkpoint(rnn_path, "cpu")  # FLOPs counted on CPU
         per = (
             flops(rloaded.model, (1, 1, 8, 128, 128), "forward_with_slices")
             - flops(rloaded.model, (1, 1, 4, 128, 128), "forward_with_slices")
@@ -404,7 +427,15 @@ def bench(args, tmp: Path) -> None:
             f"{per / 1e9:.3f} GFLOP per slice; agreement {rdiff:.1e}"
         )
 
-    if args.memory:
+    if args.memory and DEVICE != "cpu":
+        if torch.device(DEVICE).type != "cuda":
+            print(f"peak memory: not measured on {DEVICE}")
+            return
+        torch.cuda.reset_peak_memory_stats()
+        ours_slices(vol, slice_path, spacing)
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        print(f"peak {DEVICE} memory allocated during ours: {peak:.0f} MiB")
+    elif args.memory:
         vol_file = tmp / "volume.npy"
         np.save(vol_file, vol)
         print("peak RSS above the loaded volume and model (fresh process each):")
