@@ -50,9 +50,10 @@ ARCHS = {
     "seed_cnn": {"batchnorm": True, "dropout": 0.3},
     "resnet": {"layers": [1, 1, 1, 1], "block_inplanes": [32, 64, 128, 256]},
     "resnet18": {"layers": [2, 2, 2, 2], "block_inplanes": [32, 64, 128, 256]},
+    "resnet_wide": {"layers": [1, 1, 1, 1], "block_inplanes": [48, 96, 192, 384]},
 }
 # zoo name behind each entry of ARCHS
-ZOO_NAME = {"seed_cnn": "seed_cnn", "resnet": "resnet", "resnet18": "resnet"}
+ZOO_NAME = {name: "seed_cnn" if name == "seed_cnn" else "resnet" for name in ARCHS}
 
 
 def _prepare(paths: list[Path], record: dict) -> np.ndarray:
