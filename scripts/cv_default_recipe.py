@@ -32,6 +32,7 @@ from train_default_model import (  # noqa: E402
     _prepare,
     add_recipe_args,
     recipe,
+    train,
 )
 
 from napari_medcnn.preprocessing import default_record  # noqa: E402
@@ -39,7 +40,6 @@ from napari_medcnn.training import br35h  # noqa: E402
 from napari_medcnn.training.dedup import group_split  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 from napari_medcnn.training.splits import plan_split  # noqa: E402
-from napari_medcnn.training.trainer import fit  # noqa: E402
 
 
 def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
@@ -50,13 +50,7 @@ def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
     )
     tr, va = train_idx[inner_tr], train_idx[inner_va]
     _, model, cfg = recipe(args)
-    gen = fit(model, (x[tr], labels[tr]), (x[va], labels[va]), cfg)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = train(model, (x[tr], labels[tr]), (x[va], labels[va]), cfg, "fold ")
     temperature = fit_temperature(result.val_logits, result.val_labels)
     net = result.model.eval()
     with torch.inference_mode():

@@ -36,7 +36,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_default_model import ARCHS, _prepare, add_recipe_args, recipe  # noqa: E402
+from train_default_model import (  # noqa: E402
+    ARCHS,
+    _prepare,
+    add_recipe_args,
+    recipe,
+    train,
+)
 
 from napari_medcnn.inference import default_model_path  # noqa: E402
 from napari_medcnn.preprocessing import default_record  # noqa: E402
@@ -85,8 +91,6 @@ def worker(out: Path, arch: str, seed: int, args) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from napari_medcnn.training.trainer import fit
-
     torch.set_num_threads(1)
     args.arch, args.seed = arch, seed
     _, model, cfg = recipe(args)
@@ -95,18 +99,8 @@ def worker(out: Path, arch: str, seed: int, args) -> None:
     y = np.load(out / "labels.npy")
     idx = {s: np.load(out / f"{s}.npy") for s in SPLITS}
     tr, va = idx["train"], idx["validation"]
-    gen = fit(model, (x[tr], y[tr]), (x[va], y[va]), cfg)
     t0 = time.perf_counter()
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
-        if ev.kind == "epoch":
-            m = ev.metrics
-            print(f"{arch}:{seed} epoch {ev.epoch} val loss {m['val_loss']:.4f} "
-                  f"acc {m['val_accuracy']:.4f}", flush=True)  # fmt: skip
+    res = train(model, (x[tr], y[tr]), (x[va], y[va]), cfg, f"{arch}:{seed} ")
     net = res.model.eval()
     device = next(net.parameters()).device
     record = {"arch": arch, "seed": seed, "best_epoch": res.best_epoch,

@@ -38,7 +38,7 @@ from napari_medcnn.training import br35h
 from napari_medcnn.training.augment import DEFAULTS
 from napari_medcnn.training.dedup import confirmed_duplicate_groups, group_split
 from napari_medcnn.training.metrics import fit_temperature, summarize
-from napari_medcnn.training.trainer import TrainConfig, fit
+from napari_medcnn.training.trainer import TrainConfig, TrainResult, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "napari_medcnn" / "weights" / "br35h_default"
@@ -146,6 +146,25 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
     return arch_kwargs, model, cfg
 
 
+def train(model, train_set, val_set, cfg: TrainConfig, tag: str = "") -> TrainResult:
+    """Run :func:`fit` to its end, printing one line per epoch (``tag``
+    first); returns its result."""
+    gen = fit(model, train_set, val_set, cfg)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if ev.kind == "epoch":
+            m = ev.metrics
+            print(
+                f"{tag}epoch {ev.epoch:3d}  train {m['train_loss']:.4f}  "
+                f"val {m['val_loss']:.4f}  acc {m['val_accuracy']:.4f}  "
+                f"{m['elapsed_s']:.0f}s",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_recipe_args(ap)
@@ -193,23 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     arch_kwargs, model, cfg = recipe(args)
-    gen = fit(
+    result = train(
         model, (x[train_idx], labels[train_idx]), (x[val_idx], labels[val_idx]), cfg
     )
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        if ev.kind == "epoch":
-            m = ev.metrics
-            print(
-                f"epoch {ev.epoch:3d}  train {m['train_loss']:.4f}  "
-                f"val {m['val_loss']:.4f}  acc {m['val_accuracy']:.4f}  "
-                f"{m['elapsed_s']:.0f}s",
-                flush=True,
-            )
 
     temperature = fit_temperature(result.val_logits, result.val_labels)
     model = result.model.eval()
