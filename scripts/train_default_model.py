@@ -252,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         name=f"Br35H brain-MR tumour classifier ({args.arch})",
         description=(
             "Classifies an axial brain MR slice as tumour / no tumour. Trained "
-            "on Br35H's slices, mostly at the level of the lateral ventricles: "
-            "slices near the skull base or the vertex lie outside its training "
-            "data and can score high. Research use only; not a medical device."
+            "on Br35H's single slices, most of them through the lateral "
+            "ventricles; slices near the skull base or the vertex can score "
+            "high on a normal head. Research use only; not a medical device."
         ),
         provenance={
             "data_source": br35h.SOURCE,
