@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,6 +37,7 @@ from train_default_model import (  # noqa: E402
 from napari_medcnn.preprocessing import default_record  # noqa: E402
 from napari_medcnn.training import br35h  # noqa: E402
 from napari_medcnn.training.dedup import group_split  # noqa: E402
+from napari_medcnn.training.finetune import predict_logits  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 from napari_medcnn.training.splits import plan_split  # noqa: E402
 
@@ -52,14 +52,7 @@ def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
     _, model, cfg = recipe(args)
     result = train(model, (x[tr], labels[tr]), (x[va], labels[va]), cfg, "fold ")
     temperature = fit_temperature(result.val_logits, result.val_labels)
-    net = result.model.eval()
-    with torch.inference_mode():
-        logits = np.concatenate(
-            [
-                net(torch.from_numpy(x[test_idx[i : i + 128]])).numpy()
-                for i in range(0, len(test_idx), 128)
-            ]
-        )
+    logits = predict_logits(result.model, x[test_idx], 128)
     s = summarize(logits, labels[test_idx], temperature)
     return {
         "n_train": int(len(tr)),

@@ -47,6 +47,7 @@ from train_default_model import (  # noqa: E402
 from napari_medcnn.inference import default_model_path  # noqa: E402
 from napari_medcnn.preprocessing import default_record  # noqa: E402
 from napari_medcnn.training import br35h  # noqa: E402
+from napari_medcnn.training.finetune import predict_logits  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
@@ -75,17 +76,6 @@ def shipped_split() -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
     return names, np.array([lab for _, lab in items]), idx
 
 
-def _logits(net, x: np.ndarray, device, flip: bool) -> list:
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for a in range(0, len(x), 256):
-            b = torch.from_numpy(x[a : a + 256]).to(device)
-            out.append(net(torch.flip(b, [-1]) if flip else b).float().cpu().numpy())
-    return np.concatenate(out).tolist()
-
-
 def worker(out: Path, arch: str, seed: int, args) -> None:
     """Train one run and write its logits and weights into ``out``."""
     import torch
@@ -102,13 +92,12 @@ def worker(out: Path, arch: str, seed: int, args) -> None:
     t0 = time.perf_counter()
     res = train(model, (x[tr], y[tr]), (x[va], y[va]), cfg, f"{arch}:{seed} ")
     net = res.model.eval()
-    device = next(net.parameters()).device
     record = {"arch": arch, "seed": seed, "best_epoch": res.best_epoch,
               "train_s": time.perf_counter() - t0, "history": res.history}  # fmt: skip
     for split in ("validation", "test"):
-        xs = np.ascontiguousarray(x[idx[split]])
-        record[split] = _logits(net, xs, device, False)
-        record[f"{split}_flip"] = _logits(net, xs, device, True)
+        xs = x[idx[split]]
+        record[split] = predict_logits(net, xs, 256).tolist()
+        record[f"{split}_flip"] = predict_logits(net, xs[..., ::-1], 256).tolist()
     name = f"{arch}_s{seed}"
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(out / f"{name}.safetensors"))

@@ -37,6 +37,7 @@ from napari_medcnn.preprocessing import default_record, prepare, to_gray
 from napari_medcnn.training import br35h
 from napari_medcnn.training.augment import DEFAULTS
 from napari_medcnn.training.dedup import confirmed_duplicate_groups, group_split
+from napari_medcnn.training.finetune import predict_logits
 from napari_medcnn.training.metrics import fit_temperature, summarize
 from napari_medcnn.training.trainer import TrainConfig, TrainResult, fit
 
@@ -218,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     temperature = fit_temperature(result.val_logits, result.val_labels)
     model = result.model.eval()
-    with torch.inference_mode():
-        test_logits = np.concatenate(
-            [
-                model(torch.from_numpy(x[test_idx][i : i + 128])).numpy()
-                for i in range(0, len(test_idx), 128)
-            ]
-        )
+    test_logits = predict_logits(model, x[test_idx], 128)
     test = summarize(test_logits, labels[test_idx], temperature)
     test_raw = summarize(test_logits, labels[test_idx], 1.0)
     val = summarize(result.val_logits, result.val_labels, temperature)
