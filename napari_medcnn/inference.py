@@ -53,6 +53,18 @@ class ClassificationResult:
         model_id, model_name, model_path: the model's identity.
         device: where it ran; elapsed_s: wall time in seconds.
         warnings: things the user should know (constant image...).
+        domain: how far the input lies inside the model's training domain:
+            ``{"in_domain": bool, "score": float, "threshold": float,
+            "reasons": [str, ...]}`` (score: novelty, higher = farther from
+            the training images; ``in_domain`` is False when any outright
+            rule fires or the score exceeds the card's threshold); None when
+            the card records no domain.
+        slice_in_domain: (S,) bool per slice for ``slices`` / CNN+RNN, or
+            None; a volume's label is computed from in-domain slices only.
+        slice_domain_scores: (S,) float novelty per slice, or None.
+        uncertainty: 0 (certain) .. 1 (a coin flip) for the returned
+            probabilities (see :mod:`napari_medcnn.uncertainty`), or None.
+        slice_uncertainty: (S,) per-slice uncertainty, or None.
     """
 
     classes: list[str]
@@ -68,6 +80,17 @@ class ClassificationResult:
     device: str = "cpu"
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    domain: dict[str, Any] | None = None
+    slice_in_domain: np.ndarray | None = None
+    slice_domain_scores: np.ndarray | None = None
+    uncertainty: float | None = None
+    slice_uncertainty: np.ndarray | None = None
+
+    @property
+    def in_domain(self) -> bool:
+        """False when the domain guard put the input outside the model's
+        training domain (True when the card records no domain)."""
+        return bool(self.domain is None or self.domain.get("in_domain", True))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (no image data, no patient data)."""
@@ -86,6 +109,16 @@ class ClassificationResult:
         }
         if self.slice_probabilities is not None:
             d["slice_probabilities"] = np.round(self.slice_probabilities, 6).tolist()
+        d["domain"] = None if self.domain is None else dict(self.domain)
+        d["uncertainty"] = (
+            None if self.uncertainty is None else round(float(self.uncertainty), 6)
+        )
+        if self.slice_in_domain is not None:
+            d["slice_in_domain"] = [bool(v) for v in self.slice_in_domain]
+        if self.slice_domain_scores is not None:
+            d["slice_domain_scores"] = np.round(self.slice_domain_scores, 4).tolist()
+        if self.slice_uncertainty is not None:
+            d["slice_uncertainty"] = np.round(self.slice_uncertainty, 4).tolist()
         return d
 
 
