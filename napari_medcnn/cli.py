@@ -30,7 +30,16 @@ from typing import Any
 from .cli_deid import _add_deidentify
 from .cli_demo import CLASSIFY_WIDGET, DEMO_WIDGETS, PLUGIN, SAMPLE_KEYS, add_demo
 from .cli_explain import _add_explain
-from .cli_model import ModelArgError, add_model_options, load_model_arg
+from .cli_model import (
+    EXIT_NOTHING,
+    EXIT_STATUS,
+    ModelArgError,
+    add_model_options,
+    add_overwrite_option,
+    exit_status,
+    load_model_arg,
+    refuse_existing,
+)
 from .cli_train import _add_train
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
@@ -61,7 +70,10 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
         help="print a JSON summary of each scan (no PHI)",
         description="Load each PATH (DICOM file or folder, NIfTI, image) and "
         "print a JSON list with one summary per scan: name, shape, spacing "
-        "(mm), modality and the data-quality report. No patient data.",
+        "(mm), modality and the data-quality report. A folder's own findings "
+        "(non-image series skipped, files that could not be read) come once, "
+        "in an entry with 'input' and 'folder_quality'. No patient data.",
+        epilog=EXIT_STATUS,
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=_run_info)
@@ -71,21 +83,24 @@ def _run_info(args: argparse.Namespace) -> int:
     from .io import ScanReadError, load
 
     out: list[dict[str, Any]] = []
-    rc = 0
+    failed = 0
     for path in args.paths:
         try:
             scans = load(path, include_phi=False)
         except ScanReadError as exc:
             out.append({"input": path, "error": exc.reason})
-            rc = 1
+            failed += 1
             continue
         except Exception as exc:  # report and go on with the other paths
             out.append({"input": path, "error": f"{type(exc).__name__}: {exc}"})
-            rc = 1
+            failed += 1
             continue
+        folder = getattr(scans, "folder_quality", None)
+        if folder is not None and folder.issues:  # once, not in every scan
+            out.append({"input": path, "folder_quality": folder.to_dict()})
         out.extend(scan_summary(scan, path) for scan in scans)
     print(json.dumps(out, indent=2))
-    return rc
+    return exit_status(len(out) - failed, failed)
 
 
 # -- classify -----------------------------------------------------------------
@@ -99,12 +114,13 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
         "Scope 'slice' runs a 2D model on every slice of a volume (the scan's "
         "probabilities are the mean over slices) or on a 2D image; scope "
         "'volume' runs a whole-volume (3D or CNN+RNN) model. A scan that "
-        "fails is reported and the others go on (exit status 1); a model "
-        "that cannot be loaded stops everything (exit status 2).",
+        "fails is reported and the others go on; a model that cannot be "
+        "loaded, or an output file that exists, stops everything before "
+        "any scan is read.",
         epilog="CSV: one row per scan with a p_<class> column per class; the "
         "per-slice probabilities are a JSON list of per-slice lists in the "
         "'slice_probabilities' column. No patient name, ID or birth date is "
-        "ever written.",
+        "ever written. " + EXIT_STATUS,
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     add_model_options(p)
@@ -116,6 +132,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
+    add_overwrite_option(p)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -129,6 +146,8 @@ def _run_classify(args: argparse.Namespace) -> int:
     from . import results
     from .io import ScanReadError, load
 
+    if not refuse_existing((args.json, args.csv), args.overwrite):
+        return EXIT_NOTHING
     try:
         loaded = load_model_arg(args)
     except ModelArgError as exc:
@@ -146,17 +165,14 @@ def _run_classify(args: argparse.Namespace) -> int:
         )
         return 2
     records: list[dict[str, Any]] = []
-    rc = 0
     for path in args.paths:
         try:
             scans = load(path, include_phi=False)
         except ScanReadError as exc:
             records.append(results.error_record(path, exc.reason))
-            rc = 1
             continue
         except Exception as exc:  # report and go on with the other paths
             records.append(results.error_record(path, f"{type(exc).__name__}: {exc}"))
-            rc = 1
             continue
         for scan in scans:
             try:
@@ -164,13 +180,20 @@ def _run_classify(args: argparse.Namespace) -> int:
             except Exception as exc:  # CardError, ValueError, torch errors
                 msg = f"{type(exc).__name__}: {exc}"
                 records.append(results.error_record(path, msg, scan.name))
-                rc = 1
     for rec in records:
         print(_summary_line(rec))
+    failed = sum(1 for rec in records if rec.get("error"))
+    rc = exit_status(len(records) - failed, failed)
     for out, write in ((args.json, results.write_json), (args.csv, results.write_csv)):
-        if out:
-            write(records, out)
-            print(f"wrote {len(records)} record(s) to {out}")
+        if not out:
+            continue
+        try:
+            write(records, out, overwrite=args.overwrite)
+        except OSError as exc:  # e.g. the file appeared meanwhile, disk full
+            print(f"error: cannot write {out}: {exc}", file=sys.stderr)
+            rc = max(rc, 1)
+            continue
+        print(f"wrote {len(records)} record(s) to {out}")
     return rc
 
 
@@ -211,7 +234,8 @@ def _summary_line(rec: dict[str, Any]) -> str:
     p = rec["probabilities"][rec["index"]]
     n = f", {rec['n_slices']} slices" if rec.get("n_slices") else ""
     pct = "n/a" if p is None else f"{100 * p:.1f}%"
-    return f"{where}: {rec['label']} {pct} ({rec['scope']}{n})"
+    scope = "slice" if rec["scope"] == "slices" else rec["scope"]  # as --scope
+    return f"{where}: {rec['label']} {pct} ({scope}{n})"
 
 
 # -- entry point ------------------------------------------------------------

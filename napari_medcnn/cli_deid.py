@@ -1,10 +1,14 @@
 """``napari-medcnn deidentify``: thin over :mod:`napari_medcnn.io.deid`.
 
-Exit status: 0 all files de-identified, 1 some were skipped (not DICOM) or
-failed, 2 nothing could be done (bad arguments, unwritable or full output
-folder, unreadable key file).  Standard output gets the report (tags and
-actions, never values); skipped and failed inputs are listed on standard
-error, since input paths may hold names.
+Exit status: 0 every DICOM file de-identified (files that are not DICOM
+are skipped and listed, which is not an error); 1 some DICOM files failed
+and the others were written; 2 nothing done: bad arguments, an input that
+does not exist, no DICOM file, an output folder that is not new or empty,
+unwritable or full, an existing manifest or report without ``--overwrite``,
+an unreadable key file, or every DICOM file failed.  Standard output gets
+the report (tags and actions, never values); skipped and failed inputs, and
+the input file of each burned-in-text flag, are listed on standard error,
+since input paths may hold names.
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from .cli_model import (
+    EXIT_NOTHING,
+    EXIT_STATUS,
+    add_overwrite_option,
+    exit_status,
+    refuse_existing,
+)
 
 __all__ = ["_add_deidentify", "parse_rect", "run_deidentify"]
 
@@ -41,12 +54,20 @@ def _add_deidentify(sub: argparse._SubParsersAction) -> None:
         "attributes removed except a safe list. Inputs are never modified; "
         "files that are not DICOM are skipped and listed.",
         epilog="The same --key file gives the same UIDs, pseudonyms and date "
-        "shifts in every run, so exports can be added to later. Keep the key "
-        "and the --manifest file apart from the export: together they "
-        "re-identify it.",
+        "shifts in every run, so exports made into separate folders can be "
+        "merged later. Keep the key and the --manifest file apart from the "
+        "export: together they re-identify it. Files whose pixels may carry "
+        "burned-in text are listed on standard error by input file (and "
+        "output name). " + EXIT_STATUS + " (Skipped files that are not "
+        "DICOM are reported, not counted as failures.)",
     )
     p.add_argument("inputs", nargs="+", metavar="IN")
-    p.add_argument("--out", metavar="DIR", help="export folder (new or empty)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="export folder (new or empty: a folder with files in it is "
+        "refused; created only when the first file is written)",
+    )
     p.add_argument(
         "--keep-dates-shifted",
         action="store_true",
@@ -109,6 +130,7 @@ def _add_deidentify(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="list what would change, by tag and action; write nothing",
     )
+    add_overwrite_option(p)
     p.set_defaults(func=run_deidentify)
 
 
@@ -118,7 +140,14 @@ def run_deidentify(args: argparse.Namespace) -> int:
 
     if not args.out and not args.dry_run:
         print("error: --out DIR is required (or use --dry-run)", file=sys.stderr)
-        return 2
+        return EXIT_NOTHING
+    missing = [p for p in args.inputs if not Path(p).exists()]
+    if missing:  # named on stderr, like every input path
+        print(f"error: no such file or folder: {missing[0]}", file=sys.stderr)
+        return EXIT_NOTHING
+    manifest = None if args.dry_run else args.manifest
+    if not refuse_existing((manifest, args.report), args.overwrite):
+        return EXIT_NOTHING
     options = DeidOptions(
         retain_dates_shifted=args.keep_dates_shifted,
         retain_patient_characteristics=args.keep_patient_characteristics,
@@ -135,21 +164,34 @@ def run_deidentify(args: argparse.Namespace) -> int:
             args.out,
             options=options,
             key_file=args.key,
-            manifest=None if args.dry_run else args.manifest,
+            manifest=manifest,
             dry_run=args.dry_run,
+            overwrite=args.overwrite,
         )
     except (DeidError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOTHING
     print(result.report.summary_text())
     for path, reason in result.skipped:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     for path, reason in result.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
+    for name, why in sorted(result.report.flagged.items()):
+        source = result.flagged_inputs.get(name, "?")
+        print(
+            f"burned-in text?: {source}: {', '.join(why)} (output {name})",
+            file=sys.stderr,
+        )
+    rc = exit_status(result.report.n_files, len(result.failed))
     if args.report:
         from .results import atomic_write_text
 
-        atomic_write_text(args.report, json.dumps(result.report.to_dict(), indent=2))
+        text = json.dumps(result.report.to_dict(), indent=2)
+        try:
+            atomic_write_text(args.report, text, overwrite=args.overwrite)
+        except OSError as exc:
+            print(f"error: cannot write {args.report}: {exc}", file=sys.stderr)
+            rc = max(rc, 1)
     if args.dry_run:
         print("dry run: nothing was written")
     else:
@@ -158,4 +200,4 @@ def run_deidentify(args: argparse.Namespace) -> int:
             print("note: one-off key; pass --key FILE to keep UIDs stable")
         if result.manifest:
             print(f"manifest (keep it private): {result.manifest}")
-    return 1 if (result.skipped or result.failed) else 0
+    return rc

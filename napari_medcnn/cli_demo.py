@@ -1,30 +1,76 @@
-"""``napari-medcnn demo``: napari with the plugin's widgets and a sample.
+"""``napari-medcnn demo``: napari with three of the plugin's widgets (series
+browser, classify, window/level) and a sample.
 
 Split from :mod:`napari_medcnn.cli`; napari is imported only when the demo
-runs.
+runs, and only once a display is known to exist (:func:`no_display_reason`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-#: npe2 display names of the dock widgets the demo opens (see napari.yaml).
+from .cli_model import (
+    EXIT_NOTHING,
+    EXIT_STATUS,
+    add_overwrite_option,
+    refuse_existing,
+)
+
+#: npe2 display names of the dock widgets the demo opens (see napari.yaml);
+#: the other four (Saliency, Label images, Fine-tune, De-identify) stay in
+#: the Plugins menu: seven docks leave no room for the scan.
 DEMO_WIDGETS = ("DICOM series browser", "Classify", "Window / level")
 CLASSIFY_WIDGET = DEMO_WIDGETS[1]
 SAMPLE_KEYS = ("ct_slice", "mr_slice", "mr_volume")
 PLUGIN = "napari-medcnn"
 
+#: Qt platform plugins that draw without a display server
+HEADLESS_QT_PLATFORMS = ("offscreen", "minimal", "eglfs", "linuxfb", "vnc")
+
+
+def no_display_reason(
+    environ: Mapping[str, str] | None = None, platform: str | None = None
+) -> str | None:
+    """Why napari cannot open a window here, or None when it can.
+
+    On Linux a window needs ``DISPLAY`` (X11) or ``WAYLAND_DISPLAY``, unless
+    ``QT_QPA_PLATFORM`` names a platform that needs no display server (such
+    as ``offscreen``).  Without this check Qt aborts with a message about
+    the ``xcb-cursor0`` library, which sends people after the wrong fix.
+    """
+    env = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux"):
+        return None
+    qpa = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip().lower()
+    if qpa in HEADLESS_QT_PLATFORMS:
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display: neither DISPLAY nor WAYLAND_DISPLAY is set, so napari "
+        "cannot open a window. Run `bash scripts/demo.sh`, which runs the "
+        "demo under Xvfb and writes demo.png, or run `xvfb-run -a "
+        "napari-medcnn demo --screenshot demo.png --quit` yourself."
+    )
+
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="open napari with the plugin's widgets and a sample scan",
+        help="open napari with three of the plugin's widgets and a sample scan",
         description="Open napari with the series browser, window/level and "
         "classify widgets docked and a sample scan loaded; when the default "
-        "model is installed, the sample is classified.",
+        "model is installed, the sample is classified. The other widgets "
+        "(Saliency, Label images, Fine-tune, De-identify) are in Plugins > "
+        "napari-medcnn. Needs a display: without one (no DISPLAY or "
+        "WAYLAND_DISPLAY on Linux) it stops and points to scripts/demo.sh, "
+        "which uses Xvfb.",
+        epilog=EXIT_STATUS + " (1: the screenshot could not be written.)",
     )
     p.add_argument("--sample", choices=SAMPLE_KEYS, default="mr_slice")
     p.add_argument(
@@ -40,6 +86,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="once the window has rendered, save it (widgets included) here",
     )
+    add_overwrite_option(p)
     p.add_argument("--quit", action="store_true", help="exit once rendered (and saved)")
     p.add_argument(
         "--size",
@@ -61,6 +108,12 @@ def _window_size(text: str) -> tuple[int, int]:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if not refuse_existing((args.screenshot,), args.overwrite):
+        return EXIT_NOTHING
+    reason = no_display_reason()
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return EXIT_NOTHING
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -156,7 +209,8 @@ def _finish(viewer: Any, args: argparse.Namespace, result: dict) -> None:
     if args.screenshot:
         try:
             QApplication.processEvents()
-            viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+            image = viewer.screenshot(canvas_only=False, flash=False)
+            _save_image(args.screenshot, image, overwrite=args.overwrite)
             print(f"screenshot written to {args.screenshot}")
         except Exception as exc:  # report, exit non-zero
             print(f"screenshot failed: {exc}", file=sys.stderr)
@@ -164,3 +218,22 @@ def _finish(viewer: Any, args: argparse.Namespace, result: dict) -> None:
     if args.quit:
         viewer.close()
         QApplication.quit()
+
+
+def _save_image(path: str, image: Any, overwrite: bool) -> None:
+    """Write an RGB(A) array to ``path`` atomically, in the format its
+    suffix names (PNG when unknown); an existing file only if ``overwrite``."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ._atomic import atomic_write
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    img = Image.fromarray(image)
+    if fmt == "JPEG":
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    atomic_write(path, buf.getvalue(), overwrite=overwrite)

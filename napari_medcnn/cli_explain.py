@@ -16,7 +16,15 @@ import json
 import sys
 from typing import Any
 
-from .cli_model import ModelArgError, add_model_options, load_model_arg
+from .cli_model import (
+    EXIT_NOTHING,
+    EXIT_STATUS,
+    ModelArgError,
+    add_model_options,
+    add_overwrite_option,
+    load_model_arg,
+    refuse_existing,
+)
 
 #: command-line method names -> core method names
 METHOD_ALIASES = {
@@ -45,9 +53,11 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "sanity-check correlation.",
         epilog="Metrics: a faithful map has a deletion AUC below the random "
         "one and an insertion AUC above it; a randomisation correlation near "
-        "1 means the map hardly depends on the trained weights. Exit status: "
-        "0 done, 1 the scan could not be explained, 2 bad model, target or "
-        "arguments.",
+        "1 means the map hardly depends on the trained weights. The map and "
+        "its sidecar are new files: an existing FILE or sidecar (say, a "
+        "classify --json export named like the map) is refused unless "
+        "--overwrite. " + EXIT_STATUS + " (1: the map could not be written "
+        "completely.)",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument(
@@ -69,6 +79,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="output map: .npy, .nii, .nii.gz or .png (sidecar: FILE stem + .json)",
     )
+    add_overwrite_option(p)
     p.add_argument(
         "--series", type=int, default=0, help="which scan of PATH (default 0)"
     )
@@ -152,13 +163,15 @@ def _run_explain(args: argparse.Namespace) -> int:
     from .inference import run
     from .io import ScanReadError, load
     from .saliency import available_methods, explain
-    from .saliency.export import map_format, write_map
+    from .saliency.export import map_format, sidecar_path, write_map
 
     method = METHOD_ALIASES[args.method]
     try:
         map_format(args.out)
     except ValueError as exc:
         return _fail(str(exc), 2)
+    if not refuse_existing((args.out, sidecar_path(args.out)), args.overwrite):
+        return EXIT_NOTHING
     try:
         loaded = load_model_arg(args)
     except ModelArgError as exc:
@@ -173,7 +186,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     try:
         scans = load(args.path, include_phi=False)
     except ScanReadError as exc:
-        return _fail(exc.reason if exc.path in exc.reason else str(exc), 1)
+        return _fail(exc.reason if exc.path in exc.reason else str(exc), 2)
     if not 0 <= args.series < len(scans):
         return _fail(
             f"{args.path} holds {len(scans)} scan(s); --series out of range", 2
@@ -202,7 +215,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad target, unfit input: the user's to fix
         return _fail(str(exc), 2)
     except Exception as exc:  # torch errors: report, no traceback
-        return _fail(f"{type(exc).__name__}: {exc}", 1)
+        return _fail(f"{type(exc).__name__}: {exc}", 2)
     try:
         out, side = write_map(
             args.out, result, image=scan.data, affine=scan.affine,
@@ -210,6 +223,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             source_name=scan.name, model_name=card.name,
             overlay={"colormap": args.colormap,
                      "threshold_percentile": args.threshold},
+            overwrite=args.overwrite,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         return _fail(f"cannot write {args.out}: {exc}", 1)

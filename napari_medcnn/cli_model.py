@@ -1,10 +1,59 @@
-"""The ``--model`` / ``--device`` options shared by the ``classify`` and
-``explain`` subcommands, and loading the model they name."""
+"""Options and rules shared by the subcommands: ``--model`` / ``--device``
+(``classify`` and ``explain``) and loading the model they name,
+``--overwrite`` and the check of the files a command will write, and the
+exit status every subcommand returns (:data:`EXIT_STATUS`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Iterable
 from typing import Any
+
+#: exit status of every subcommand
+EXIT_DONE, EXIT_PARTIAL, EXIT_NOTHING = 0, 1, 2
+
+#: the ``--help`` text that states :data:`EXIT_DONE` ... for a command
+EXIT_STATUS = (
+    "Exit status: 0 done; 1 done, but some items failed (listed); 2 nothing "
+    "done: bad arguments, an output file that already exists (see "
+    "--overwrite), or no item could be processed."
+)
+
+
+def exit_status(done: int, failed: int) -> int:
+    """0 when nothing failed, 1 when some items were done and some failed,
+    2 when none was done (every one failed, or there were none)."""
+    if done == 0:
+        return EXIT_NOTHING
+    return EXIT_PARTIAL if failed else EXIT_DONE
+
+
+def add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--overwrite`` (replace existing output files) to a parser."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (default: refuse, "
+        "and do nothing)",
+    )
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike | None], overwrite: bool) -> bool:
+    """Check the files a command is about to write, before any work.
+
+    Prints ``error: ...`` naming the file on standard error and returns
+    False when one exists (and ``overwrite`` is off) or two are the same.
+    """
+    from ._atomic import check_overwrite
+
+    try:
+        check_overwrite(list(paths), overwrite=overwrite)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 class ModelArgError(Exception):

@@ -14,6 +14,15 @@ import json
 import sys
 from typing import Any
 
+from .cli_model import (
+    EXIT_DONE,
+    EXIT_NOTHING,
+    EXIT_PARTIAL,
+    EXIT_STATUS,
+    add_overwrite_option,
+    refuse_existing,
+)
+
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,8 +33,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "prepare the scans with the parent model card's preprocessing, "
         "fine-tune (or train from scratch), and write a checkpoint whose card "
         "records label counts, augmentation, split, metrics, parent and seed.",
-        epilog="Exit status: 0 trained, 1 labels or training failed (the "
-        "message says why), 2 the parent model cannot be loaded.",
+        epilog="The checkpoint (CKPT.safetensors and its CKPT.json card) and "
+        "--json are new files: existing ones are refused before training "
+        "unless --overwrite. " + EXIT_STATUS + " (Labels that cannot be "
+        "used, a parent that cannot be loaded or a failed training: 2. A "
+        "cancelled run: 1 when --save-cancelled wrote its checkpoint, else "
+        "2.)",
     )
     p.add_argument("--labels", nargs="+", required=True, metavar="SIDECAR_OR_CSV")
     p.add_argument(
@@ -60,6 +73,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
     p.add_argument("--save-cancelled", action="store_true")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
+    add_overwrite_option(p)
     p.set_defaults(func=_run_train)
 
 
@@ -77,7 +91,7 @@ def _progress(ev: Any) -> str:
 
 def _run_train(args: argparse.Namespace) -> int:
     from .inference import default_model_path, resolve_model
-    from .models.checkpoint import CheckpointError
+    from .models.checkpoint import CheckpointError, card_path_for, weights_path_for
     from .training.augment import DEFAULTS
     from .training.control import TrainControl
     from .training.dataset import load_labeled
@@ -86,10 +100,18 @@ def _run_train(args: argparse.Namespace) -> int:
     from .training.trainer import TrainConfig, TrainingOutOfMemory
 
     try:
+        weights = weights_path_for(args.out)
+    except CheckpointError as exc:
+        print(f"error: --out: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    outputs = (weights, card_path_for(weights), args.json)
+    if not refuse_existing(outputs, args.overwrite):
+        return EXIT_NOTHING
+    try:
         parent = resolve_model(args.model or default_model_path(), "cpu")
     except (CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOTHING
     card = parent.card
     kfold: Any = args.kfold
     if kfold != "auto":
@@ -128,10 +150,10 @@ def _run_train(args: argparse.Namespace) -> int:
             result = _drain(gen, lambda ev: ev.kind == "epoch")
     except TrainingOutOfMemory as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING
     except (LabelsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING
     summary = result.summary()
     text = json.dumps(summary, indent=2, default=str)
     print(text)
@@ -140,12 +162,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
         from ._atomic import atomic_write
 
-        atomic_write(Path(args.json), text.encode("utf-8"))
+        atomic_write(Path(args.json), text.encode("utf-8"), overwrite=args.overwrite)
     if result.cancelled:
-        print("cancelled: the parent is unchanged", file=sys.stderr)
-        return 1
+        saved = f"; wrote {result.checkpoint}" if result.checkpoint else ""
+        print(f"cancelled: the parent is unchanged{saved}", file=sys.stderr)
+        return EXIT_PARTIAL if result.checkpoint else EXIT_NOTHING
     print(f"wrote {result.checkpoint}: {result.advice.verdict}", file=sys.stderr)
-    return 0
+    return EXIT_DONE
 
 
 class _cancel_on_sigint:

@@ -11,7 +11,8 @@ is safe to store in ``layer.metadata``, to export and to print.
 The widget and the ``napari-medcnn classify`` command both build records
 with :func:`classification_record` and write them with :func:`write_json`
 and :func:`write_csv`.  Writes are atomic: a temporary file in the target
-folder, then :func:`os.replace`, so a crash never leaves half a file.
+folder, then :func:`os.replace`, so a crash never leaves half a file; an
+existing file is refused unless ``overwrite=True``.
 
 CSV layout: one row per record, with one ``p_<class>`` column per class (the
 union of all records' classes, in first-seen order); per-slice probabilities
@@ -170,13 +171,19 @@ def json_safe(value: Any) -> Any:
 
 
 # -- writing --------------------------------------------------------------------
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, overwrite: bool = True
+) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename.
 
     The file keeps the mode of the file it replaces (new files: 0o644).
-    Returns the path written.
+    ``overwrite=False`` refuses an existing file
+    (:class:`~napari_medcnn._atomic.OverwriteError`).  Returns the path
+    written.
     """
-    return atomic_write(path, text.encode("utf-8"), mode=0o644, keep_mode=True)
+    return atomic_write(
+        path, text.encode("utf-8"), mode=0o644, keep_mode=True, overwrite=overwrite
+    )
 
 
 def to_json(records: Iterable[Mapping[str, Any]]) -> str:
@@ -185,9 +192,17 @@ def to_json(records: Iterable[Mapping[str, Any]]) -> str:
     return json.dumps(safe, indent=2, allow_nan=False) + "\n"
 
 
-def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Write records to ``path`` as a JSON list, atomically."""
-    return atomic_write_text(path, to_json(records))
+def write_json(
+    records: Iterable[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write records to ``path`` as a JSON list, atomically.
+
+    An existing file is refused (``OverwriteError``) unless ``overwrite``.
+    """
+    return atomic_write_text(path, to_json(records), overwrite=overwrite)
 
 
 def csv_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -234,15 +249,27 @@ def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Write records to ``path`` as CSV (see module docstring), atomically."""
-    return atomic_write_text(path, to_csv(records))
+def write_csv(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write records to ``path`` as CSV (see module docstring), atomically.
+
+    An existing file is refused (``OverwriteError``) unless ``overwrite``.
+    """
+    return atomic_write_text(path, to_csv(records), overwrite=overwrite)
 
 
 def write_records(
-    records: Sequence[Mapping[str, Any]], path: str | os.PathLike
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write records as CSV when ``path`` ends in ``.csv``, else as JSON."""
+    """Write records as CSV when ``path`` ends in ``.csv``, else as JSON
+    (an existing file is refused unless ``overwrite``)."""
     if str(path).lower().endswith(".csv"):
-        return write_csv(records, path)
-    return write_json(records, path)
+        return write_csv(records, path, overwrite=overwrite)
+    return write_json(records, path, overwrite=overwrite)

@@ -7,6 +7,6 @@ bash scripts/setup.sh demo
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
   exec .venv/bin/napari-medcnn demo "$@"
 fi
-echo "[demo] no display: running under Xvfb, screenshot -> demo.png"
+echo "[demo] no display: running under Xvfb, screenshot -> demo.png (replaced)"
 exec xvfb-run -a -s "-screen 0 1600x1000x24" \
-  .venv/bin/napari-medcnn demo --screenshot demo.png --quit "$@"
+  .venv/bin/napari-medcnn demo --screenshot demo.png --overwrite --quit "$@"

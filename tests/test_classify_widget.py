@@ -140,8 +140,13 @@ def test_export_json_and_csv_atomically(tmp_path):
     assert float(rows[0]["p_tumor"]) == pytest.approx(0.75)
     assert json.loads(rows[0]["slice_probabilities"]) == [[0.5, 0.5], [0.1, 0.9]]
     assert rows[1]["slice_probabilities"] == "" and rows[1]["channel_layers"] == "b; c"
-    # replacing a file leaves no temporary file behind
-    write_csv(recs[:1], path)
+    # an existing file is refused unless asked; replacing it then leaves no
+    # temporary file behind
+    with pytest.raises(FileExistsError, match="out.csv already exists"):
+        write_csv(recs[:1], path)
+    assert len(list(csv.DictReader(path.open()))) == 2
+    write_csv(recs[:1], path, overwrite=True)
+    assert len(list(csv.DictReader(path.open()))) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.json"]
     assert to_csv([]).strip() == ",".join(csv_columns([]))
 

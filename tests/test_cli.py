@@ -45,7 +45,7 @@ def test_info_series_has_no_phi(capsys, two_series_folder):
 
 def test_info_reports_unreadable_path(capsys, tmp_path):
     rc, out = _info(capsys, tmp_path / "missing.dcm")
-    assert rc == 1
+    assert rc == 2  # nothing could be read: nothing done
     assert out[0]["error"]
 
 

@@ -49,6 +49,8 @@ def series_root(tmp_path):
 
 def _classify(capsys, tmp_path, *args):
     js, cs = tmp_path / "out.json", tmp_path / "out.csv"
+    for old in (js, cs):  # each call is a new run: no file of an earlier one
+        old.unlink(missing_ok=True)
     rc = main(["classify", *map(str, args), "--json", str(js), "--csv", str(cs)])
     out = capsys.readouterr()
     records = json.loads(js.read_text())
@@ -129,7 +131,7 @@ def test_bad_input_is_reported_and_others_go_on(capsys, tmp_path, models):
     rc, records, _rows, _out = _classify(
         capsys, tmp_path, good, "--model", models["sequence"]
     )
-    assert rc == 1 and "whole volumes" in records[0]["error"]
+    assert rc == 2 and "whole volumes" in records[0]["error"]  # none done
 
 
 def test_model_problems_stop_before_any_input(capsys, tmp_path, models, monkeypatch):

@@ -86,5 +86,5 @@ def test_bad_input_exits_with_a_reason(tmp_path, capsys, tiny):
     assert rc == 2 and "unknown map format" in err
     rc, _, err = _explain(capsys, tmp_path / "none.dcm", "--model", tiny,
                           "--out", tmp_path / "m.npy")  # fmt: skip
-    assert rc == 1 and "no such file" in err
+    assert rc == 2 and "no such file" in err  # nothing done
     assert not list(tmp_path.glob("m.*"))

@@ -108,10 +108,10 @@ def test_train_bad_input(tmp_path, parent, pngs, capsys):
     one.write_text(f"{csv.parent}/imgs/im00.png,empty\n")
     rc = main(["train", "--labels", str(one), "--model", str(parent),
                "--out", str(tmp_path / "x")])  # fmt: skip
-    assert rc == 1 and "at least 2 classes" in capsys.readouterr().err
+    assert rc == 2 and "at least 2 classes" in capsys.readouterr().err
     rc = main(["train", "--labels", str(csv), "--model", str(tmp_path / "nope"),
                "--out", str(tmp_path / "x")])  # fmt: skip
     assert rc == 2 and "error:" in capsys.readouterr().err
     rc = main(["train", "--labels", str(tmp_path / "missing.csv"), "--model",
                str(parent), "--out", str(tmp_path / "x")])  # fmt: skip
-    assert rc == 1 and "no such label file" in capsys.readouterr().err
+    assert rc == 2 and "no such label file" in capsys.readouterr().err

@@ -3,6 +3,8 @@ flags, and the ``napari-medcnn deidentify`` subcommand."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +94,7 @@ def test_cli_dry_run_and_errors(series, tmp_path, capsys):
     (root / "readme.txt").write_text("x")
     rc = main(["deidentify", str(root), "--dry-run"])
     out = capsys.readouterr()
-    assert rc == 1  # a file was skipped
+    assert rc == 0  # a skipped non-DICOM file is reported, not an error
     assert "dry run: nothing was written" in out.out and "readme.txt" in out.err
     assert "(0008,0050)  Z" in out.out
     assert main(["deidentify", str(root)]) == 2
@@ -101,3 +103,128 @@ def test_cli_dry_run_and_errors(series, tmp_path, capsys):
     assert "overlaps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["deidentify", str(root), "--out", "o", "--blank", "1,2,3"])
+
+
+# -- exit status and output folder (issue 13) ----------------------------------
+def _deid(capsys, *args):
+    rc = main(["deidentify", *map(str, args)])
+    return rc, capsys.readouterr()
+
+
+def test_cli_skipped_non_dicom_is_not_an_error(series, tmp_path, capsys):
+    root, _ = series
+    (root / "notes.txt").write_text("scanner notes")
+    out = tmp_path / "out"
+    rc, cap = _deid(capsys, root, "--out", out)
+    assert rc == 0, cap.err
+    assert "skipped: " in cap.err and "notes.txt: not a DICOM file" in cap.err
+    assert "wrote 5 file(s)" in cap.out and len(list(out.rglob("*.dcm"))) == 5
+
+
+def test_cli_nothing_to_do_exits_2_and_creates_nothing(series, tmp_path, capsys):
+    root, _ = series
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    # an empty folder: 0 files is nothing done, in a dry run too
+    rc, cap = _deid(capsys, empty, "--out", out)
+    assert rc == 2 and "no DICOM file" in cap.err
+    assert not out.exists()
+    assert _deid(capsys, empty, "--dry-run")[0] == 2
+    # a folder of non-DICOM files only
+    (empty / "notes.txt").write_text("x")
+    rc, cap = _deid(capsys, empty, "--out", out)
+    assert rc == 2 and "no DICOM file" in cap.err and not out.exists()
+    # an input that does not exist: bad arguments, named
+    rc, cap = _deid(capsys, tmp_path / "nothere", root, "--out", out)
+    assert rc == 2 and "no such file or folder" in cap.err and "nothere" in cap.err
+    assert not out.exists()
+    # every DICOM file fails: nothing done, no folder left behind
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    del ds.SOPInstanceUID
+    ds.save_as(bad / "no_uid.dcm")
+    rc, cap = _deid(capsys, bad, "--out", out)
+    assert rc == 2 and "failed: " in cap.err and not out.exists()
+    # one good file and one that fails: done with a failure
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))
+    rc, cap = _deid(capsys, bad / "no_uid.dcm", ct, "--out", out)
+    assert rc == 1 and "failed: " in cap.err and len(list(out.rglob("*.dcm"))) == 1
+
+
+def test_cli_refuses_a_non_empty_output_folder(series, tmp_path, capsys):
+    root, _ = series
+    out = tmp_path / "out"
+    assert _deid(capsys, root, "--out", out)[0] == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    # a second run (a new one-off key) would add a second, differently
+    # pseudonymised copy: refused, and nothing is added
+    rc, cap = _deid(capsys, root, "--out", out)
+    assert rc == 2 and "not empty" in cap.err and str(out) in cap.err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # --overwrite is about files, never about mixing two exports
+    assert _deid(capsys, root, "--out", out, "--overwrite")[0] == 2
+    (tmp_path / "empty_out").mkdir()
+    assert _deid(capsys, root, "--out", tmp_path / "empty_out")[0] == 0
+
+
+def test_cli_refuses_to_overwrite_report_and_manifest(series, tmp_path, capsys):
+    root, _ = series
+    report, manifest = tmp_path / "report.json", tmp_path / "map.json"
+    report.write_text("my notes")
+    rc, cap = _deid(capsys, root, "--dry-run", "--report", report)
+    assert rc == 2 and str(report) in cap.err and "--overwrite" in cap.err
+    assert report.read_text() == "my notes"
+    rc, cap = _deid(capsys, root, "--dry-run", "--report", report, "--overwrite")
+    assert rc == 0 and json.loads(report.read_text())["files"] == 5
+    manifest.write_text("keep me")
+    out = tmp_path / "out"
+    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest)
+    assert rc == 2 and str(manifest) in cap.err
+    assert manifest.read_text() == "keep me" and not out.exists()
+    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest, "--overwrite")
+    assert rc == 0 and json.loads(manifest.read_text())["files"]
+    # one path for two outputs of the same run
+    rc, cap = _deid(capsys, root, "--dry-run", "--report", report, "--manifest",
+                    report, "--overwrite")  # fmt: skip
+    assert rc == 0  # a dry run writes no manifest
+    rc, cap = _deid(capsys, root, "--out", tmp_path / "o2", "--report", report,
+                    "--manifest", report, "--overwrite")  # fmt: skip
+    assert rc == 2 and "same file" in cap.err
+
+
+def test_dry_run_names_the_input_of_each_burned_in_flag(tmp_path, capsys):
+    """The burned-in list names the input file (standard error), as well as
+    the pseudonymised output name (the report, PHI-free)."""
+    src = tmp_path / "in" / "DOE_JANE"
+    src.mkdir(parents=True)
+    for name in ("SC_rgb.dcm", "CT_small.dcm"):
+        shutil.copy(get_testdata_file(name, download=False), src / name)
+    report = tmp_path / "r.json"
+    rc, cap = _deid(capsys, src.parent, "--dry-run", "--report", report)
+    assert rc == 0
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("burned-in text?")]
+    assert len(lines) == 1
+    assert str(src / "SC_rgb.dcm") in lines[0] and "secondary capture" in lines[0]
+    flagged = json.loads(report.read_text())["burned_in_flagged"]
+    (name,) = flagged
+    assert f"(output {name})" in lines[0] and name in cap.out
+    # the report and standard output stay free of input paths
+    assert "DOE_JANE" not in report.read_text() and "DOE_JANE" not in cap.out
+
+
+def test_every_subcommand_documents_its_exit_status(capsys):
+    from napari_medcnn.cli import build_parser
+
+    sub = next(
+        a
+        for a in build_parser()._actions
+        if a.__class__.__name__ == "_SubParsersAction"
+    )
+    assert set(sub.choices) >= {"info", "classify", "explain", "train", "demo",
+                                "deidentify"}  # fmt: skip
+    for name, parser in sub.choices.items():
+        text = " ".join(parser.format_help().split())
+        assert "Exit status: 0 done; 1 done, but some items failed" in text, name
+        assert "2 nothing done" in text, name

@@ -73,9 +73,18 @@ def test_deidentify_loaded_series_and_show_it(
     )
     for phi in (*PHI, "Doe", "DOE_JANE"):
         assert phi not in everything
-    # a second export replaces the layer instead of piling up duplicates
+    # a second export into the same (now full) folder is refused: it would
+    # add a second copy; nothing is added and the error names the folder
+    before = sorted((tmp_path / "out").rglob("*"))
     w.export()
     _idle(qtbot, w)
+    assert "not empty" in w.status.text() and str(tmp_path / "out") in w.status.text()
+    assert sorted((tmp_path / "out").rglob("*")) == before
+    # into a new folder: the layer is replaced instead of piling up duplicates
+    w.set_output(str(tmp_path / "out2"))
+    w.export()
+    _idle(qtbot, w)
+    assert "Exported 5 file(s)" in w.status.text()
     assert sum(lay.name == shown.name for lay in viewer.layers) == 1
 
 

@@ -129,7 +129,15 @@ def test_npy_sidecar_no_phi_and_atomic(tmp_path):
     assert rec["source"] == "MR T1" and rec["params"]["layer"] == "features.10"
     assert rec["target_name"] == "tumor" and rec["metrics"]["deletion_auc"] == 0.2
     assert "Doe" not in text and "/data/" not in text
-    write_map(tmp_path / "m.npy", result)  # replacing leaves no temporary file
+    # an existing map or sidecar is refused unless asked (nothing written)
+    side.write_text("a user's own m.json")
+    (tmp_path / "m.npy").unlink()
+    with pytest.raises(FileExistsError, match=r"m\.json already exists"):
+        write_map(tmp_path / "m.npy", result)
+    assert not (tmp_path / "m.npy").exists()
+    assert side.read_text() == "a user's own m.json"
+    write_map(tmp_path / "m.npy", result, overwrite=True)
+    write_map(tmp_path / "m.npy", result, overwrite=True)  # no temporary file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npy"]
     assert sidecar_path("a/b.nii.gz").name == "b.json"
     assert map_format("x.NII.GZ") == "nifti"

@@ -10,9 +10,11 @@ What it guarantees:
 * Inputs are only read, never written (tested by file hashes).
 * Files that are not DICOM (and DICOMDIRs) are skipped and reported.
 * Before the first file is written, the output folder is checked: it must
-  not overlap an input folder, must be writable, and must have room for the
-  export; a failure raises :class:`DeidError` with a clear message and
-  nothing is written.
+  be new or empty, must not overlap an input folder, must be writable, and
+  must have room for the export; an existing manifest is refused unless
+  ``overwrite``.  A failure (or inputs without any DICOM file) raises
+  :class:`DeidError` with a clear message, and nothing is written: not even
+  the output folder, which is made with the first file.
 * Every output file is written to a temporary name, flushed to disk and
   renamed: an export stopped by a full disk, an error or Cancel leaves only
   complete files.
@@ -81,6 +83,9 @@ class DeidResult:
         skipped: ``(input path, reason)`` for files that are not DICOM.
         failed: ``(input path, reason)`` for DICOM files that could not be
             de-identified (nothing written for them).
+        flagged_inputs: output name (a key of ``report.flagged``) -> the
+            input file whose pixels may carry burned-in text (a PHI-bearing
+            path, for the caller; the report itself names outputs only).
         key_fingerprint: names the project key used.
         manifest: where the manifest was written, if anywhere.
         dry_run: nothing was written.
@@ -92,6 +97,7 @@ class DeidResult:
     report: DeidReport = field(default_factory=DeidReport)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    flagged_inputs: dict[str, str] = field(default_factory=dict)
     key_fingerprint: str = ""
     manifest: Path | None = None
     dry_run: bool = False
@@ -152,6 +158,7 @@ def iter_deidentify(
     key_file: str | os.PathLike | None = None,
     manifest: str | os.PathLike | None = None,
     dry_run: bool = False,
+    overwrite: bool = False,
 ) -> Generator[tuple[str, int, int], None, DeidResult]:
     """De-identify every DICOM file under ``inputs`` into ``out_dir``.
 
@@ -165,6 +172,7 @@ def iter_deidentify(
         manifest: where to write the original -> new mapping (JSON, or CSV
             for ``.csv``); None writes none.
         dry_run: compute the report only; nothing is written anywhere.
+        overwrite: an existing ``manifest`` may be replaced.
 
     Yields:
         ``("deidentify", i, n)`` after each file (``"preview"`` in a dry run).
@@ -173,19 +181,15 @@ def iter_deidentify(
         A :class:`DeidResult`.
 
     Raises:
-        DeidError: the output cannot be written (before any file is, or, for
-            a full disk mid-way, after complete files only).
+        DeidError: the output cannot be written, or the inputs hold no
+            DICOM file (before any file is written, or, for a full disk
+            mid-way, after complete files only).
         KeyFileError: the key file cannot be read.
     """
     options = options or DeidOptions()
-    # a dry run creates nothing, not even a missing key file
-    if (
-        key is None
-        and key_file is not None
-        and (not dry_run or Path(key_file).exists())
-    ):
-        key = ProjectKey.from_file(key_file, create=True)
-    key = key or ProjectKey.random()
+    # a key file that exists is read first: a bad one stops before any work
+    if key is None and key_file is not None and Path(key_file).exists():
+        key = ProjectKey.from_file(key_file)
     inputs = list(inputs)
     files, skipped = collect_inputs(inputs)
     stage = "preview" if dry_run else "deidentify"
@@ -194,10 +198,19 @@ def iter_deidentify(
     if not dry_run:
         if out_dir is None:
             raise DeidError("no output folder given")
+        if not files:
+            raise DeidError(
+                f"no DICOM file in the input(s) ({len(skipped)} skipped: not "
+                "DICOM or missing); nothing was written"
+            )
         out = preflight(out_dir, files, inputs, manifest=manifest, key_file=key_file,
-                        options=options)  # fmt: skip
+                        options=options, overwrite=overwrite)  # fmt: skip
+        # a dry run or a refused export creates nothing, not even a key file
+        if key is None and key_file is not None:
+            key = ProjectKey.from_file(key_file, create=True)
     elif out_dir is not None:
         out = Path(out_dir).expanduser().resolve()
+    key = key or ProjectKey.random()
     result = DeidResult(out, skipped=skipped, key_fingerprint=key.fingerprint,
                         dry_run=dry_run)  # fmt: skip
     for _path, reason in skipped:
@@ -212,7 +225,9 @@ def iter_deidentify(
     finally:  # also on Cancel: the writes in flight complete
         run.close()
     if manifest is not None and not dry_run:
-        result.manifest = run.mapping.write(manifest, key.fingerprint, options)
+        result.manifest = run.mapping.write(
+            manifest, key.fingerprint, options, overwrite=overwrite
+        )
     return result
 
 
@@ -256,6 +271,7 @@ class _Run:
         result.report.add(outcome.changes)
         if outcome.burned_in:
             result.report.flagged[rel.as_posix()] = outcome.burned_in
+            result.flagged_inputs[rel.as_posix()] = str(path)
         if data is not None:
             target = self.out / rel
 

@@ -127,10 +127,11 @@ class ProjectKey:
         return -(MIN_SHIFT_DAYS + n % (MAX_SHIFT_DAYS - MIN_SHIFT_DAYS + 1))
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` with ``text`` atomically, mode 0600."""
+def _write_private(path: Path, text: str, overwrite: bool = False) -> None:
+    """Create ``path`` with ``text`` atomically, mode 0600; an existing file
+    is refused (``OverwriteError``) unless ``overwrite``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode("ascii"), mode=0o600)
+    atomic_write(path, text.encode("ascii"), mode=0o600, overwrite=overwrite)
 
 
 # -- replacement values -------------------------------------------------------

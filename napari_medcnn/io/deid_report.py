@@ -210,10 +210,15 @@ class Manifest:
         }
 
     def write(
-        self, path: str | os.PathLike, key_fingerprint: str, options: DeidOptions
+        self,
+        path: str | os.PathLike,
+        key_fingerprint: str,
+        options: DeidOptions,
+        overwrite: bool = False,
     ) -> Path:
         """Write JSON, or CSV (``kind,original,new``) for a ``.csv`` path,
-        atomically and readable by the owner only (mode 0600)."""
+        atomically and readable by the owner only (mode 0600).  An existing
+        file is refused (``OverwriteError``) unless ``overwrite``."""
         p = Path(path)
         data = self.to_dict(key_fingerprint, options)
         if p.suffix.lower() == ".csv":
@@ -233,5 +238,5 @@ class Manifest:
             text = buf.getvalue()
         else:
             text = json.dumps(data, indent=2) + "\n"
-        _write_private(p, text)
+        _write_private(p, text, overwrite=overwrite)
         return p

@@ -68,10 +68,22 @@ def _open_probe(folder: Path) -> None:
         os.unlink(tmp)
 
 
+def _existing(folder: Path) -> Path:
+    """``folder``, or its nearest ancestor that exists."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
 def _writable(folder: Path, what: str) -> None:
+    """Check that files can be created in ``folder`` without creating it: a
+    missing folder is probed in its nearest existing ancestor (it is made
+    only when the first file is written, so a failed run leaves none)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _open_probe(folder)
+        base = _existing(folder)
+        if not base.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        _open_probe(base)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise DeidError(
@@ -94,15 +106,26 @@ def preflight(
     manifest: str | os.PathLike | None = None,
     key_file: str | os.PathLike | None = None,
     options: DeidOptions | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Check that an export to ``out_dir`` can run, before writing anything.
 
-    Returns the resolved output folder (created if missing).
+    Nothing is created here: a missing output folder is made when the first
+    file is written.
+
+    Args:
+        overwrite: an existing ``manifest`` may be replaced (the export
+            folder must be new or empty either way).
+
+    Returns:
+        The resolved output folder.
 
     Raises:
-        DeidError: the folder overlaps an input, is a file, is read-only or
-            lacks room for the export (sizes in MB in the message), or the
-            manifest or key file would sit inside it.
+        DeidError: the folder overlaps an input, is a file, is not empty
+            (a second export into it would mix two pseudonymisations), is
+            read-only or lacks room for the export (sizes in MB in the
+            message), the manifest or key file would sit inside it, or the
+            manifest exists and ``overwrite`` is off.
     """
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
@@ -122,6 +145,19 @@ def preflight(
                 f"the {what} must be kept apart from the export: {extra} is "
                 f"inside {out}"
             )
+    if out.is_dir() and any(out.iterdir()):
+        raise DeidError(
+            f"the output folder {out} is not empty: export into a new or empty "
+            "folder (the same key gives the same names, so exports can be "
+            "merged later); nothing was written"
+        )
+    if manifest is not None:
+        from .._atomic import check_overwrite
+
+        try:
+            check_overwrite(manifest, overwrite=overwrite)
+        except (OSError, ValueError) as exc:
+            raise DeidError(f"manifest: {exc}; nothing was written") from None
     _writable(out, "output folder")
     if manifest is not None:
         _writable(Path(manifest).expanduser().resolve().parent, "manifest folder")
@@ -129,7 +165,7 @@ def preflight(
     if options is not None and options.blank_rectangles:
         need *= BLANK_FACTOR
     need += MARGIN_BYTES
-    free = shutil.disk_usage(out).free
+    free = shutil.disk_usage(_existing(out)).free
     if free < need:
         raise DeidError(
             f"the output folder {out} is full: {free / 1e6:.1f} MB free, about "

@@ -331,6 +331,7 @@ def write_map(
     model_name: str | None = None,
     overlay: dict[str, Any] | None = None,
     sidecar: bool = True,
+    overwrite: bool = False,
 ) -> tuple[Path, Path | None]:
     """Write ``result.map`` in the format its suffix names, plus a sidecar.
 
@@ -344,11 +345,19 @@ def write_map(
         overlay: PNG drawing options (``colormap``, ``opacity``,
             ``threshold_percentile``, ``blending``).
         sidecar: also write ``<stem>.json`` (:func:`saliency_record`).
+        overwrite: replace existing files; by default an existing map or
+            sidecar (say, a classification export named ``<stem>.json``)
+            is refused with ``OverwriteError`` before anything is written.
 
     Returns:
         (map path, sidecar path or None).
     """
+    from .._atomic import check_overwrite
+
     fmt = map_format(path)
+    check_overwrite(
+        [path, sidecar_path(path) if sidecar else None], overwrite=overwrite
+    )
     opts = dict(overlay or {})
     pct = float(opts.pop("threshold_percentile", 0.0))
     extra: dict[str, Any] = {"file": Path(path).name, "format": fmt}
