@@ -64,7 +64,7 @@ def test_load_classify_explain_label_finetune_export_writes_no_phi(
     assert run("explain", src, "--model", parent, "--method", "gradcam",
                "--out", work / "map.nii.gz") == 0  # fmt: skip
     assert run("explain", src, "--model", parent, "--method", "gradcam",
-               "--slice", "5", "--out", work / "map.png") == 0  # fmt: skip
+               "--slice", "5", "--out", work / "slice.png") == 0  # fmt: skip
 
     # label slices (the sidecar lands beside the scan, in its folder)
     store = LabelStore.open(
