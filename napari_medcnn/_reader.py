@@ -37,19 +37,31 @@ def read_scans(path: str | list[str]) -> list[tuple]:
         scans = load(p)
         if not scans:
             raise ScanReadError(p, "no readable image or series found")
+        folder = getattr(scans, "folder_quality", None)
+        if folder is not None and folder.issues:
+            _notify_folder(p, folder)  # once per folder, not once per layer
         for scan in scans:
             if not scan.quality.ok:
-                _notify_quality(scan)
+                _notify(f"{scan.name}: data-quality warnings\n{scan.quality.summary()}")
             layers.append(scan.to_layer_data())
     return layers
 
 
-def _notify_quality(scan) -> None:
-    msg = f"{scan.name}: data-quality warnings\n{scan.quality.summary()}"
-    log.warning(msg)
-    try:
-        from napari.utils.notifications import show_warning
+def _notify_folder(path, report) -> None:
+    """One notification for a folder's own findings (skipped objects,
+    unreadable files): a warning when any is one, else information."""
+    lines = "\n".join(i.message for i in report.issues)
+    _notify(f"{os.fspath(path)}: {lines}", warning=not report.ok)
 
-        show_warning(msg)
+
+def _notify(msg: str, warning: bool = True) -> None:
+    if warning:
+        log.warning(msg)
+    else:
+        log.info(msg)
+    try:
+        from napari.utils.notifications import show_info, show_warning
+
+        (show_warning if warning else show_info)(msg)
     except Exception:  # no napari (CLI, scripts): the log line is enough
         pass

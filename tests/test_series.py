@@ -123,9 +123,12 @@ def test_two_series_non_dicom_and_nested_sr(tmp_path):
 
     scans = load_folder(tmp_path)
     assert sorted(s.name for s in scans) == ["CT CT one", "MR MR two"]
+    # folder-wide findings are the folder's, reported once (not per scan)
+    (issue,) = scans.folder_quality.issues  # junk.dcm is not DICOM: ignored
+    assert issue.code == "skipped_non_image" and "SR" in issue.message
+    assert scans.folder_quality.ok  # information, not a warning
     for s in scans:
-        assert "skipped_non_image" in s.quality.codes()
-        assert s.quality.ok  # the note is information, not a warning
+        assert not s.quality.codes() & {"skipped_non_image", "skipped_unreadable"}
 
 
 def test_orientation_noise_does_not_split(tmp_path):

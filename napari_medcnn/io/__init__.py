@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .scan import QualityIssue, QualityReport, Scan, ScanReadError
+from .scan import QualityIssue, QualityReport, Scan, ScanList, ScanReadError
 
 __all__ = [
     "QualityIssue",
     "QualityReport",
     "Scan",
+    "ScanList",
     "ScanReadError",
     "detect_format",
     "load",
@@ -61,7 +62,7 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> list[Scan]:
+def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanList:
     """Load every scan found at ``path``.
 
     Args:
@@ -71,7 +72,10 @@ def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> list[Sc
             default from :func:`napari_medcnn.config.include_phi_default`.
 
     Returns:
-        One :class:`Scan` per image or series, in a stable order.
+        One :class:`Scan` per image or series, in a stable order, as a
+        :class:`ScanList` (a ``list``) whose ``folder_quality`` holds the
+        findings about a folder as a whole (non-image series skipped, files
+        that could not be read), reported once.
 
     Raises:
         ScanReadError: the path cannot be read; the message says why.
@@ -94,11 +98,11 @@ def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> list[Sc
     if fmt == "dicom":
         from .dicom import load_file
 
-        return load_file(path, include_phi=include_phi)
+        return ScanList(load_file(path, include_phi=include_phi))
     if fmt == "nifti":
         from .nifti import load_nifti
 
-        return [load_nifti(path)]
+        return ScanList([load_nifti(path)])
     from .images import load_image
 
-    return [load_image(path)]
+    return ScanList([load_image(path)])

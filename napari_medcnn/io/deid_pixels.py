@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from .native import NativeOutput, native_decoder
+
 __all__ = ["blank_rectangles", "burned_in_reasons", "tag_text"]
 
 _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -59,14 +61,23 @@ def blank_rectangles(ds: Dataset, rects: Iterable[tuple[int, int, int, int]]) ->
     Little Endian); colour images are stored as RGB.
 
     Raises:
-        ValueError: the pixel data cannot be decoded.
+        ValueError: the pixel data cannot be decoded (corrupt data, a
+            decoder panic, a missing decoder).
     """
     if "PixelData" not in ds:
         return 0
+    out = NativeOutput()
     try:
-        arr = ds.pixel_array.copy()
+        # a native decoder's panic becomes an Exception, its terminal output
+        # goes into the message (see io.native)
+        with native_decoder() as out:
+            arr = ds.pixel_array.copy()
     except Exception as exc:
-        raise ValueError(f"cannot decode the pixels to blank them ({exc})") from exc
+        said = out.summary(str(exc))
+        said = f"; decoder output: {said}" if said else ""
+        raise ValueError(
+            f"cannot decode the pixels to blank them ({exc}){said}"
+        ) from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stack = arr if frames > 1 else arr[None]
     mono1 = tag_text(ds, "PhotometricInterpretation") == "MONOCHROME1"

@@ -190,7 +190,8 @@ def _load_file(path: str, include_phi: bool) -> list[Scan]:
     if reason:
         raise ScanReadError(path, reason)
     n = _check_pixel_module(path, ds)
-    arr, pi = decode(path, ds)
+    said: list[str] = []  # what a native decoder printed
+    arr, pi = decode(path, ds, messages=said)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if n == 1 or arr.ndim == (2 if samples == 1 else 3):
         arr = arr[None]
@@ -205,6 +206,7 @@ def _load_file(path: str, include_phi: bool) -> list[Scan]:
                 path, ds, arr, pi, frames, idx, why, suffix, modality, include_phi
             )
         )
+        quality.note_decoder_output(scans[-1].quality, said)
     return scans
 
 

@@ -14,7 +14,8 @@ Order of operations (PS3.4 grayscale pipeline, then what napari needs):
    napari's grey colormap shows it the right way round; recorded in metadata.
 
 Missing decoders raise :class:`ScanReadError` naming the transfer syntax and
-the pip package to install.
+the pip package to install; corrupt data (a native decoder's error or panic)
+raises it with the decoder's own words, which never reach the terminal.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pydicom.uid import (
 )
 
 from ._imagecodecs_plugin import register as _register_imagecodecs
+from .native import NativeDecoderPanic, NativeOutput, native_decoder
 from .scan import ScanReadError
 
 # 12-bit JPEG Extended: Pillow and python-gdcm wheels cannot decode it.
@@ -109,8 +111,26 @@ def require_decoder(path: Any, tsyntax: Any) -> Any:
     return decoder
 
 
-def decode(path: Any, ds: Dataset, index: int | None = None) -> tuple[np.ndarray, str]:
+def decode(
+    path: Any,
+    ds: Dataset,
+    index: int | None = None,
+    messages: list[str] | None = None,
+) -> tuple[np.ndarray, str]:
     """Decode the pixel data of ``ds`` (all frames, or frame ``index``).
+
+    The decoders run inside :func:`.native.native_decoder`: what a native
+    library prints (OpenJPEG's "Invalid number of tiles...") stays off the
+    terminal and goes into the error, or into ``messages``; a Rust panic
+    (pylibjpeg-rle on a corrupt RLE frame) becomes a :class:`ScanReadError`.
+
+    Args:
+        path: the file, named in errors and messages.
+        ds: the dataset, pixel data included.
+        index: one frame (0-based), or None for all.
+        messages: when given, ``"<path>: <decoder output>"`` is appended
+            for a decode that succeeded but made a decoder print something
+            (for the caller's quality report).
 
     Returns:
         ``(array, photometric)``: the array as pydicom shapes it, in native
@@ -118,7 +138,8 @@ def decode(path: Any, ds: Dataset, index: int | None = None) -> tuple[np.ndarray
         (YBR_FULL/_422 are converted to ``RGB`` by pydicom).
 
     Raises:
-        ScanReadError: missing decoder, truncated or undecodable data.
+        ScanReadError: missing decoder, truncated, corrupt or undecodable
+            data; the message names the file and the transfer syntax.
     """
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if not ts:
@@ -128,16 +149,29 @@ def decode(path: Any, ds: Dataset, index: int | None = None) -> tuple[np.ndarray
     plugin = PREFERRED_PLUGIN.get(ts, "")
     if plugin not in decoder.available_plugins:
         plugin = ""
+    out = NativeOutput()
     try:
         opts = as_pixel_options(ds)
-        try:
-            arr, props = decoder.as_array(
-                ds, index=index, validate=True, decoding_plugin=plugin, **opts
-            )
-        except Exception:
-            if not plugin:
-                raise
-            arr, props = decoder.as_array(ds, index=index, validate=True, **opts)
+        with native_decoder() as out:
+            try:
+                arr, props = decoder.as_array(
+                    ds, index=index, validate=True, decoding_plugin=plugin, **opts
+                )
+            except Exception:
+                # a plain error from the preferred plugin: another may cope.
+                # A panic is not an Exception and skips this: the frame is
+                # corrupt, and pydicom's own RLE decoder turns such a frame
+                # into wrong pixels (4,077 of 4,096 on the mutated
+                # MR_small_RLE.dcm of the tests) with only a warning.
+                if not plugin:
+                    raise
+                arr, props = decoder.as_array(ds, index=index, validate=True, **opts)
+    except NativeDecoderPanic as exc:
+        raise ScanReadError(
+            path,
+            f"could not decode the pixel data ({ts.name}): a native decoder "
+            f"panicked, the data is likely corrupt ({exc})" + _said(out, str(exc)),
+        ) from exc
     except Exception as exc:
         msg = str(exc)
         if "12-bit precision" in msg:
@@ -148,12 +182,21 @@ def decode(path: Any, ds: Dataset, index: int | None = None) -> tuple[np.ndarray
         first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
         detail = " ".join(msg.split())[:300] if len(msg.splitlines()) > 1 else first
         raise ScanReadError(
-            path, f"could not decode the pixel data ({ts.name}): {detail}"
+            path,
+            f"could not decode the pixel data ({ts.name}): {detail}" + _said(out, msg),
         ) from exc
+    if messages is not None and (said := out.summary()):
+        messages.append(f"{path}: the {ts.name} decoder reported: {said}")
     if arr.dtype.byteorder not in ("=", "|"):
         arr = arr.astype(arr.dtype.newbyteorder("="))
     pi = str(props.get("photometric_interpretation") or ds.PhotometricInterpretation)
     return arr, pi
+
+
+def _said(out: NativeOutput, known: str) -> str:
+    """``"; decoder output: ..."`` for an error message, or ``""``."""
+    said = out.summary(known)
+    return f"; decoder output: {said}" if said else ""
 
 
 @dataclass

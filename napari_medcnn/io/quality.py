@@ -17,6 +17,11 @@ Codes (stable keys, see ``scan.QualityIssue``):
 * ``skipped_unreadable`` (warning): files or series that could not be read.
 * ``pixel_spacing_fallback`` (warning, or info for images that rarely carry
   a spacing): PixelSpacing missing or zero.
+* ``decoder_output`` (warning): a native pixel decoder printed something
+  while decoding (kept off the terminal, reported here).
+
+``skipped_non_image`` and ``skipped_unreadable`` describe a folder, not a
+scan: they go in the folder's report (``ScanList.folder_quality``), once.
 """
 
 from __future__ import annotations
@@ -232,3 +237,16 @@ def note_spacing_fallback(
             "not corrected for magnification)"
         )
     report.add("pixel_spacing_fallback", msg, severity)
+
+
+def note_decoder_output(report: QualityReport, messages: Iterable[str]) -> None:
+    """Record what native decoders printed while decoding this scan's pixels
+    (each message names its file; at most 3 are quoted)."""
+    messages = list(dict.fromkeys(messages))
+    if messages:
+        shown = "; ".join(messages[:3]) + (" ..." if len(messages) > 3 else "")
+        report.add(
+            "decoder_output",
+            f"the pixel decoder printed messages for {len(messages)} file(s); "
+            f"the pixels may be damaged: {shown}",
+        )

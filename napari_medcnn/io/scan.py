@@ -184,6 +184,25 @@ class Scan:
         return (self.data, kwargs, "image")
 
 
+class ScanList(list[Scan]):
+    """The scans :func:`napari_medcnn.io.load` found at one path (a plain
+    ``list`` of :class:`Scan`), plus what it found about the path as a whole.
+
+    Attributes:
+        folder_quality: findings about a folder rather than about one scan
+            (``skipped_non_image``: SR, RT plan... not loaded;
+            ``skipped_unreadable``: files or series that failed).  They are
+            reported here once, not copied into every scan's report.  Empty
+            for a single file.
+    """
+
+    def __init__(self, scans: Any = (), folder_quality: QualityReport | None = None):
+        super().__init__(scans)
+        self.folder_quality = (
+            folder_quality if folder_quality is not None else QualityReport()
+        )
+
+
 def robust_limits(
     data: np.ndarray, low: float = 0.5, high: float = 99.5
 ) -> tuple[float, float]:

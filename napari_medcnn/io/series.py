@@ -33,7 +33,7 @@ from .dicom_geometry import (
     split_duplicates,
 )
 from .dicom_headers import DICOMDIR_SOP, SliceHeader, non_image_reason, read_header
-from .scan import Scan, ScanReadError
+from .scan import QualityReport, Scan, ScanList, ScanReadError
 
 __all__ = ["SeriesInfo", "iter_scan_folder", "load_folder", "load_series"]
 
@@ -338,12 +338,15 @@ def load_series(
     return load_series_scans(info, include_phi=include_phi, workers=workers)[0]
 
 
-def load_folder(path: str | os.PathLike, *, include_phi: bool = False) -> list[Scan]:
+def load_folder(path: str | os.PathLike, *, include_phi: bool = False) -> ScanList:
     """Load every image series under ``path`` (``io.load`` for folders).
 
-    Non-image series (SR, RT plan, SEG...) are skipped and listed in a
-    ``skipped_non_image`` note of every returned scan's quality report;
-    series that fail to load are listed in ``skipped_unreadable``.
+    Returns:
+        The scans, as a :class:`ScanList` whose ``folder_quality`` lists,
+        once for the folder, the non-image series (SR, RT plan, SEG...)
+        that were skipped (``skipped_non_image``) and the files or series
+        that failed to load (``skipped_unreadable``).  Each scan's own
+        report holds only findings about that scan.
 
     Raises:
         ScanReadError: no readable image series; the message says what the
@@ -369,11 +372,10 @@ def load_folder(path: str | os.PathLike, *, include_phi: bool = False) -> list[S
             failures.append(str(exc))
     if not scans:
         raise ScanReadError(path, _describe(found, others, failures))
-    skipped = [_non_image_name(s) for s in others]
-    for scan in scans:
-        quality.note_skipped_non_image(scan.quality, skipped)
-        quality.note_unreadable(scan.quality, failures)
-    return scans
+    folder = QualityReport()
+    quality.note_skipped_non_image(folder, [_non_image_name(s) for s in others])
+    quality.note_unreadable(folder, failures)
+    return ScanList(scans, folder)
 
 
 def _non_image_name(info: SeriesInfo) -> str:

@@ -218,11 +218,19 @@ def _grayscale(
 
 
 def _decode_stack(hs, plan, args, workers):
-    """Decode slice by slice with pydicom (compressed or unusual series)."""
+    """Decode slice by slice with pydicom (compressed or unusual series);
+    what a native decoder printed goes into the quality report."""
+    said: list[str] = []  # filled from the pool's threads (append is atomic)
+    data, info = _decode_slices(hs, plan, args, workers, said)
+    quality.note_decoder_output(args[-1], said)
+    return data, info
+
+
+def _decode_slices(hs, plan, args, workers, said):
     ds0, h0, slopes, intercepts, window, modality, report = args
     n = len(hs)
     first = read_dataset(hs[0].path)
-    arr0, pi = decode(hs[0].path, first)
+    arr0, pi = decode(hs[0].path, first, messages=said)
     color = arr0.ndim == 3 or pi.upper() == "PALETTE COLOR"
     luts = any(h.has_luts for h in hs)
     uniform = len(
@@ -235,7 +243,7 @@ def _decode_stack(hs, plan, args, workers):
         raw[plan.pos[0]] = arr0
 
         def fill_raw(k: int) -> None:
-            arr = decode(hs[k].path, read_dataset(hs[k].path))[0]
+            arr = decode(hs[k].path, read_dataset(hs[k].path), messages=said)[0]
             if arr.shape != arr0.shape:
                 raise ScanReadError(
                     hs[k].path, f"slice shape {arr.shape} != {arr0.shape}"
@@ -251,7 +259,7 @@ def _decode_stack(hs, plan, args, workers):
     def process(k: int, ds=None, arr=None, pi_k=pi):
         if ds is None:
             ds = read_dataset(hs[k].path)
-            arr, pi_k = decode(hs[k].path, ds)
+            arr, pi_k = decode(hs[k].path, ds, messages=said)
         if color:
             return to_rgb(arr, ds, pi_k), None
         return finish_grayscale(
