@@ -3,11 +3,14 @@
 Patient name, ID and birth date are added only with ``include_phi=True``
 (see :mod:`napari_medcnn.config`).  Dates, institution and operator names
 and the like are never copied.  UIDs are kept: they are not patient data and
-later features key labels by series UID.
+later features key labels by series UID.  The patient ID is kept only as a
+one-way hash (``patient_id_hash``, :func:`patient_hash`), so that training
+can keep every study of one patient on the same side of a split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -52,6 +55,32 @@ PHI_TAGS: dict[str, str] = {
 }
 
 
+#: Salt and rounds of :func:`patient_hash` (changing them changes every
+#: stored group key, so existing label sidecars would split differently).
+PATIENT_HASH_SALT = b"napari-medcnn patient group v1"
+PATIENT_HASH_ROUNDS = 10_000
+
+
+def patient_hash(patient_id: str | None) -> str | None:
+    """A one-way key for a PatientID: 16 hex digits of PBKDF2-HMAC-SHA256
+    (fixed salt, :data:`PATIENT_HASH_ROUNDS` rounds, about 3 ms), or None
+    for a missing or blank ID.
+
+    The same ID gives the same key in every session and on every machine
+    (surrounding spaces ignored), so label sidecars written anywhere group
+    alike.  The rounds make a dictionary of IDs slow to build, but a short
+    numeric ID space can still be searched: the key is pseudonymous, not
+    anonymous, and is never shown to the user.
+    """
+    text = str(patient_id or "").strip()
+    if not text:
+        return None
+    raw = hashlib.pbkdf2_hmac(
+        "sha256", text.encode("utf-8"), PATIENT_HASH_SALT, PATIENT_HASH_ROUNDS
+    )
+    return raw.hex()[:16]
+
+
 def _plain(value: Any) -> Any:
     """A DICOM value as JSON-friendly Python (float/int/str or lists)."""
     if value is None or isinstance(value, bytes | bytearray | Sequence):
@@ -89,7 +118,9 @@ def dataset_metadata(
 
     Returns:
         A JSON-friendly dict: ``modality``, ``series_uid``, ...,
-        ``transfer_syntax``, ``sop_class_name``.
+        ``transfer_syntax``, ``sop_class_name``, and ``patient_id_hash``
+        (:func:`patient_hash` of PatientID, never the ID itself) when the
+        file has a patient ID.
     """
     md: dict[str, Any] = {}
     tokens = phi_tokens(ds)
@@ -104,6 +135,8 @@ def dataset_metadata(
         md["transfer_syntax"] = f"{UID(str(ts)).name} ({ts})"
     if "sop_class_uid" in md:
         md["sop_class_name"] = UID(md["sop_class_uid"]).name
+    if key := patient_hash(_get(ds, "PatientID")):
+        md["patient_id_hash"] = key
     if include_phi:
         for kw, key in PHI_TAGS.items():
             value = _get(ds, kw)

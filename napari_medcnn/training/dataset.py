@@ -31,8 +31,8 @@ class LabeledSet:
         x: float32 (N, C, H, W) or (N, C, D, H, W) in [0, 1].
         y: int64 (N,) class indices into ``classes``.
         classes: class names.
-        groups: (N,) group keys (hashed study, else scan key): whole groups
-            stay on one side of a split.
+        groups: (N,) group keys (hashed patient, else hashed study, else
+            the scan key): whole groups stay on one side of a split.
         items: (N,) item keys ``<scan key>#slice:<i>`` / ``#image`` /
             ``#volume`` (no patient data).
         warnings: labels that were skipped, and why.

@@ -247,7 +247,10 @@ def finetune(
             "n_groups": int(len(np.unique(data.groups))),
             "augmentation": cfg.augment,
             "split": plan.describe()
-            | {"val_fraction": val_fraction, "group_key": "hashed study UID or scan"},
+            | {
+                "val_fraction": val_fraction,
+                "group_key": "hashed patient ID, else study UID, else scan",
+            },
             "train_config": cfg.to_dict(),
             "seed": cfg.seed,
             "best_epoch": res.best_epoch,

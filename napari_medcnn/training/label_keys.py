@@ -1,7 +1,9 @@
 """Keys and sidecar paths for label files (no patient data in either).
 
 A scan is keyed by its DICOM series UID, else by the SHA-256 of its file,
-else of its pixels; a study is kept only as a hash.  See ``labels.py``.
+else of its pixels.  Its split group is its patient, kept only as a hash
+(of the already hashed patient ID), else its study (a hash of the study
+UID).  See ``labels.py``.
 """
 
 from __future__ import annotations
@@ -72,8 +74,20 @@ def scan_key(
 
 
 def group_key(metadata: dict[str, Any] | None) -> str | None:
-    """A hash of the study UID (patients are split by it), or None."""
-    uid = (metadata or {}).get("study_uid")
+    """The scan's group for train/validation splits (whole groups go to one
+    side), with no patient data in it.
+
+    Returns:
+        ``patient:<hash>`` from the layer metadata's ``patient_id_hash``
+        (PatientID through :func:`napari_medcnn.io.metadata.patient_hash`),
+        so every study of one patient lands on the same side; else
+        ``study:<hash of the study UID>`` for a scan without a patient ID;
+        else None (callers then use the scan's own key).
+    """
+    md = metadata or {}
+    if patient := md.get("patient_id_hash"):
+        return f"patient:{_sha(str(patient))}"
+    uid = md.get("study_uid")
     return f"study:{_sha(uid)}" if uid else None
 
 

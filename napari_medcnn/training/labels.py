@@ -86,7 +86,8 @@ class LabelStore:
         key: :func:`scan_key` of the scan.
         classes: class names (order = model output order).
         n_slices: slices along axis 0 for volumes, None for 2D images.
-        group: :func:`group_key` (hashed study) for patient-wise splits.
+        group: :func:`group_key` (hashed patient, else hashed study) for
+            patient-wise splits.
         path: the sidecar; None keeps the labels in memory only.
         autosave: write the sidecar after every change.
     """
@@ -336,7 +337,9 @@ class LabelStore:
         Args:
             scan_path: the scan's file or DICOM folder (None: in memory only
                 unless ``sidecar`` is given).
-            metadata: the layer's metadata (``series_uid``, ``study_uid``).
+            metadata: the layer's metadata (``series_uid``,
+                ``patient_id_hash``, ``study_uid``).  A reloaded store whose
+                group is not yet patient-level takes the patient group.
             data: pixel data, for keying scans without file or UID.
             n_slices: slices along axis 0 (None for a 2D image).
             classes: class names for a new store (e.g. the model's); added
@@ -368,6 +371,16 @@ class LabelStore:
             store = cls._recover(path, key, classes, n_slices, metadata, str(exc))
         if n_slices is not None and store.n_slices is None:
             store.n_slices = n_slices
+        fresh = group_key(metadata)
+        if (
+            fresh
+            and fresh != store.group
+            and (fresh.startswith("patient:") or store.group is None)
+        ):
+            # sidecars written before the split was by patient held the study
+            store.group = fresh
+            if store.autosave:
+                store.save()
         for c in classes:
             store._add_class(c)
         return store

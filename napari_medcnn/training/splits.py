@@ -1,8 +1,9 @@
 """Label checks and train/validation plans that keep patients whole.
 
-Examples carry a *group* (hashed study UID, else the scan's key), so all
-slices of a scan, and all scans of a study, fall on the same side of a
-split.  Very few labels get k-fold cross-validation instead of one split.
+Examples carry a *group* (hashed patient ID, else hashed study UID, else
+the scan's key), so all slices of a scan, and all scans and studies of a
+patient, fall on the same side of a split.  Very few labels get k-fold
+cross-validation instead of one split.
 """
 
 from __future__ import annotations
