@@ -207,7 +207,9 @@ def _click_curve(canvas, x, y=0.5):
 
 # -- GUI -------------------------------------------------------------------------
 @pytest.mark.gui
-def test_classify_mr_slice_through_manifest(make_napari_viewer, qtbot, tiny, tmp_path):
+def test_classify_mr_slice_through_manifest(
+    make_napari_viewer, qtbot, tiny, tmp_path, monkeypatch
+):
     viewer = make_napari_viewer()
     (layer,) = viewer.open_sample(PLUGIN, "mr_slice")
     widget = _with_model(qtbot, viewer, tiny)
@@ -225,6 +227,7 @@ def test_classify_mr_slice_through_manifest(make_napari_viewer, qtbot, tiny, tmp
     assert not widget.curve.isVisibleTo(widget)
     out = widget.export(tmp_path / "slice.json")
     assert json.loads(out.read_text())[0]["label"] == rec["label"]
+    _export_refuses_unconfirmed_replacing(widget, out, monkeypatch)
     png = _screenshot(viewer, tmp_path, "classify_mr_slice.png")
     assert png.stat().st_size > 10_000
 
@@ -429,15 +432,86 @@ def test_screenshots_mr_slice_and_volume(make_napari_viewer, qtbot, tiny, tmp_pa
     _screenshot(viewer, tmp_path, "classify_mr_volume_light.png")
 
 
+def _export_refuses_unconfirmed_replacing(widget, out, monkeypatch):
+    """A programmatic export never replaces a file unless asked; the Export
+    buttons replace one only when the save dialog itself chose it (Qt asked
+    the user), not when the suffix was added after the dialog."""
+    import napari_medcnn.widgets._classify_ui as ui
+
+    mine = "a file the user keeps"
+    out.write_text(mine)
+    with pytest.raises(FileExistsError, match="slice.json already exists"):
+        widget.export(out)
+    assert out.read_text() == mine
+
+    class Dialog:
+        answer = ""
+
+        @staticmethod
+        def getSaveFileName(*_args, **_kwargs):  # noqa: N802 (Qt API)
+            return Dialog.answer, ""
+
+    monkeypatch.setattr(ui, "QFileDialog", Dialog)
+    Dialog.answer = str(out.with_suffix(""))  # typed without the suffix
+    widget.json_button.click()
+    assert out.read_text() == mine and "already exists" in widget.status.text()
+    Dialog.answer = str(out)  # chosen, and confirmed, in the dialog
+    widget.json_button.click()
+    assert json.loads(out.read_text())[0]["label"] == widget.record["label"]
+    assert "Exported" in widget.status.text()
+
+
+def _callbacks_of(emitter, obj) -> int:
+    """How many of ``emitter``'s callbacks call a method of ``obj``."""
+    n = 0
+    for cb in emitter.callbacks:
+        target = cb[0]() if isinstance(cb, tuple) else getattr(cb, "__self__", None)
+        n += target is obj
+    return n
+
+
 @pytest.mark.gui
-def test_closed_panel_stops_listening(make_napari_viewer, qtbot):
+def test_closed_panel_stops_listening(make_napari_viewer, qtbot, monkeypatch):
+    import napari.utils.events.event as napari_event
+
+    errors = []
+    real = napari_event._handle_exception
+    monkeypatch.setattr(
+        napari_event,
+        "_handle_exception",
+        lambda *a, **k: (errors.append(a), real(*a, **k)),
+    )
     viewer = make_napari_viewer()
     widget = _dock(viewer)
     _wait_idle(qtbot, widget)
+    emitters = {
+        "inserted": viewer.layers.events.inserted,
+        "removed": viewer.layers.events.removed,
+        "renamed": viewer.layers.events.renamed,
+        "active": viewer.layers.selection.events.active,
+        "point": viewer.dims.events.point,
+        "theme": viewer.events.theme,
+    }
+    ones, zeros = dict.fromkeys(emitters, 1), dict.fromkeys(emitters, 0)
+    assert {k: _callbacks_of(e, widget) for k, e in emitters.items()} == ones
     viewer.window.remove_dock_widget(widget)
     with qtbot.waitSignal(widget.destroyed, timeout=WAIT_MS):
         widget.deleteLater()
-    # the panel's C++ side is gone: viewer events must not reach it
+    # the panel's Qt side is gone while its Python side lives on (this test
+    # holds it): it is no longer connected to any viewer event
+    assert {k: _callbacks_of(e, widget) for k, e in emitters.items()} == zeros
+    # every viewer event fires once more: none reaches the panel or fails
+    called = []
+    for name in ("_on_layers_changed", "_on_active_changed", "_on_dims_point",
+                 "_on_theme"):  # fmt: skip
+        setattr(widget, name, lambda *_a, name=name: called.append(name))
     viewer.add_image(np.zeros((3, 8, 8)), name="after")
+    viewer.add_image(np.zeros((3, 8, 8)), name="other")
     viewer.dims.set_point(0, 2)
     viewer.layers["after"].name = "renamed"
+    viewer.layers.selection.active = viewer.layers["renamed"]
+    viewer.layers.remove("other")
+    viewer.theme = "light" if viewer.theme != "light" else "dark"
+    qtbot.wait(50)
+    assert called == [] and errors == []
+    assert [lay.name for lay in viewer.layers] == ["renamed"]

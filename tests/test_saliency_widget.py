@@ -10,6 +10,7 @@ README's ``docs/saliency_mr.png``).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_gradcam_on_the_mr_sample_with_the_default_model(
 
 
 def test_volume_two_methods_side_by_side_and_current_slice(
-    make_napari_viewer, qtbot, tiny
+    make_napari_viewer, qtbot, tiny, tmp_path, monkeypatch
 ):
     rng = np.random.default_rng(0)
     vol = rng.normal(100, 20, (8, 40, 36)).astype(np.float32)
@@ -184,6 +185,39 @@ def test_volume_two_methods_side_by_side_and_current_slice(
     ov = widget.overlays[0]
     assert ov.metadata["saliency"]["slice_index"] == 4
     assert ov.data[4].max() > 0 and not np.delete(ov.data, 4, 0).any()
+    _export_never_replaces_unasked(widget, tmp_path, monkeypatch)
+
+
+def _export_never_replaces_unasked(widget, tmp_path, monkeypatch):
+    """Programmatic exports refuse existing files; through the dialog, the
+    confirmed map may be replaced with its own sidecar, but a new map never
+    replaces someone's ``<stem>.json`` (a classification export, say)."""
+    import napari_medcnn.widgets._saliency_ui as ui
+
+    ct_json = tmp_path / "ct.json"
+    ct_json.write_text("[]")  # classify --json ct.json
+    with pytest.raises(FileExistsError, match="ct.json already exists"):
+        widget.export(tmp_path / "ct.npy")
+    assert ct_json.read_text() == "[]" and not (tmp_path / "ct.npy").exists()
+
+    class Dialog:
+        answer = ("", "")
+
+        @staticmethod
+        def getSaveFileName(*_args, **_kwargs):  # noqa: N802 (Qt API)
+            return Dialog.answer
+
+    monkeypatch.setattr(ui, "QFileDialog", Dialog)
+    Dialog.answer = (str(tmp_path / "ct.npy"), "NumPy (*.npy)")
+    widget.export_button.click()  # confirmed ct.npy, not ct.json
+    assert ct_json.read_text() == "[]" and not (tmp_path / "ct.npy").exists()
+    assert "ct.json already exists" in widget.status.text()
+    out, side = widget.export(tmp_path / "map.npy")
+    side.write_text("{}")
+    Dialog.answer = (str(out), "NumPy (*.npy)")
+    widget.export_button.click()  # replacing an export: map and sidecar
+    assert json.loads(side.read_text())["file"] == "map.npy"
+    assert "Exported" in widget.status.text()
 
 
 def test_cnn_rnn_slice_importance_and_cancel(

@@ -121,6 +121,11 @@ def test_label_train_pause_cancel_continue_and_classify(
     assert train.kept is not None and train.continue_button.isEnabled()
     best = train.save_best(tmp_path / "best.safetensors")
     assert best.exists() and best.with_suffix(".json").exists()
+    saved = best.read_bytes()
+    with pytest.raises(FileExistsError, match="best.safetensors already exists"):
+        train.save_best(best)  # not asked to replace it
+    assert train.save_best(best, overwrite=True) == best
+    assert best.read_bytes() == saved  # the same weights, replaced on request
 
     # continue from the kept weights and finish
     assert train.continue_training()
@@ -176,6 +181,13 @@ def test_errors_are_clear(make_napari_viewer, qtbot, tmp_path, parent, monkeypat
     assert labels.label("lesion")
     train.set_output(parent)
     assert not train.start() and "parent" in errors[-1]
+    # an existing checkpoint (here only its card) is refused before training
+    # unless the user agreed to replace it
+    card = tmp_path / "someone.json"
+    card.write_text("{}")
+    train.set_output(tmp_path / "someone.safetensors")
+    assert not train.start()
+    assert "someone.json already exists" in errors[-1] and card.read_text() == "{}"
     assert layer.metadata["medcnn_labels"]["slices"] == [
         [0, 5, "normal"],
         [6, 23, "lesion"],

@@ -50,9 +50,15 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     layout.addStretch(1)  # takes the room the hidden curve leaves
 
 
-def ask_export_path(parent: QWidget, name: str, fmt: str) -> str | None:
+def ask_export_path(parent: QWidget, name: str, fmt: str) -> tuple[str, bool] | None:
     """Ask where to export (``fmt`` is ``csv`` or ``json``); None when
-    cancelled.  The suffix is added when the user left it out."""
+    cancelled.  The suffix is added when the user left it out.
+
+    Returns:
+        (path, confirmed): ``confirmed`` is True when the dialog itself
+        chose ``path``, so the user confirmed replacing it if it exists
+        (not when the suffix was added afterwards).
+    """
     stem = "".join(c if c.isalnum() else "_" for c in name)
     default = f"{stem or 'classification'}_classification.{fmt}"
     filt = "CSV (*.csv)" if fmt == "csv" else "JSON (*.json)"
@@ -61,4 +67,6 @@ def ask_export_path(parent: QWidget, name: str, fmt: str) -> str | None:
     )
     if not path:
         return None
-    return path if path.lower().endswith(f".{fmt}") else f"{path}.{fmt}"
+    if path.lower().endswith(f".{fmt}"):
+        return path, True
+    return f"{path}.{fmt}", False

@@ -240,10 +240,12 @@ def export_overlay(
     source: Any,
     display: DisplayOptions,
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[Any, Any]:
     """Write ``result``'s map aligned with ``source`` (a layer from the
     plugin's reader carries its LPS affine and window in its metadata; any
-    other layer is taken as axis-aligned with its scale) and the sidecar.
+    other layer is taken as axis-aligned with its scale) and the sidecar
+    (existing files refused unless ``overwrite``).
 
     Returns:
         (map path, sidecar path); see ``saliency.export.write_map``.
@@ -261,5 +263,5 @@ def export_overlay(
         spacing=tuple(source.scale),
         window=None if window is None else (window["center"], window["width"]),
         rgb=bool(getattr(source, "rgb", False)), source_name=str(source.name),
-        model_name=model_name, overlay=display.to_dict(),
+        model_name=model_name, overlay=display.to_dict(), overwrite=overwrite,
     )  # fmt: skip

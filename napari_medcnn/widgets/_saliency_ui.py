@@ -199,8 +199,14 @@ def fill_model_controls(w: QWidget, model) -> str:
     return note
 
 
-def ask_export_path(parent: QWidget, name: str) -> str | None:
-    """Ask where to save the map; the suffix follows the chosen filter."""
+def ask_export_path(parent: QWidget, name: str) -> tuple[str, bool] | None:
+    """Ask where to save the map; the suffix follows the chosen filter.
+
+    Returns:
+        (path, confirmed), or None when cancelled: ``confirmed`` is True
+        when the dialog itself chose ``path`` (the user confirmed replacing
+        it if it exists), not when the suffix was added afterwards.
+    """
     stem = "".join(c if c.isalnum() else "_" for c in name) or "saliency"
     path, chosen = QFileDialog.getSaveFileName(
         parent, "Export saliency map", f"{stem}.nii.gz", EXPORT_FILTERS
@@ -209,4 +215,6 @@ def ask_export_path(parent: QWidget, name: str) -> str | None:
         return None
     suffix = ".png" if "png" in chosen else ".npy" if "npy" in chosen else ".nii.gz"
     known = (".nii.gz", ".nii", ".npy", ".png")
-    return path if path.lower().endswith(known) else path + suffix
+    if path.lower().endswith(known):
+        return path, True
+    return path + suffix, False

@@ -158,18 +158,32 @@ def _friendly(message: str) -> str:
     return message
 
 
-def publish(staging: str | Path, out: str | Path) -> Path:
+def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
+    """The (weights, card) files that :func:`publish` writes for ``out``."""
+    from ..models.checkpoint import card_path_for
+
+    dst = Path(out)
+    if dst.suffix != ".safetensors":
+        dst = dst.with_suffix(".safetensors")
+    return dst, card_path_for(dst)
+
+
+def publish(staging: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Copy the staged checkpoint (weights + card) to ``out`` atomically.
 
     Returns the written weights path.  The card's ``model_id`` is the
     weights' hash, so the copy is the same model.
+
+    Raises:
+        OverwriteError: the weights or card file exists and ``overwrite``
+            is off (nothing is written).
     """
+    from .._atomic import check_overwrite
     from ..models.checkpoint import atomic_write_bytes, card_path_for, weights_path_for
 
     src = weights_path_for(staging)
-    dst = weights_path_for(out)
-    if dst.suffix != ".safetensors":
-        dst = dst.with_suffix(".safetensors")
+    dst, card = checkpoint_paths(out)
+    check_overwrite([dst, card], overwrite=overwrite)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(card_path_for(dst), card_path_for(src).read_bytes())
     atomic_write_bytes(dst, src.read_bytes())

@@ -97,6 +97,7 @@ class SettingsMixin:
         for p in filter(None, (parent, self._kept and self._kept.get("parent"))):
             if same_checkpoint(out, p):
                 raise ValueError("The output is the parent model: choose another path.")
+        self._check_out(out)
         split = self.split_combo.currentData()
         return {
             "sources": sources,
@@ -123,14 +124,34 @@ class SettingsMixin:
         path = ask_save_path(self, self.out_edit.text())
         if path:
             self.out_edit.setText(path)
+            self._out_confirmed = path  # the dialog asked before replacing
 
     def _save_best_dialog(self) -> None:
         path = ask_save_path(self, self.out_edit.text())
         if path:
             try:
-                self.save_best(path)
+                self.save_best(path, overwrite=True)  # confirmed in the dialog
             except (OSError, ValueError) as exc:
                 self._error(f"Not saved: {exc}")
+
+    def _may_replace(self, out: str) -> bool:
+        """Whether the user agreed to replace ``out`` (in the save dialog, or
+        ``set_output(..., overwrite=True)``)."""
+        return bool(out) and getattr(self, "_out_confirmed", None) == out
+
+    def _check_out(self, out: str) -> None:
+        """Refuse, before training, a checkpoint that would replace files
+        the user did not agree to replace (ValueError naming the file)."""
+        from .._atomic import OverwriteError, check_overwrite
+        from ._train_jobs import checkpoint_paths
+
+        try:
+            check_overwrite(checkpoint_paths(out), overwrite=self._may_replace(out))
+        except OverwriteError as exc:
+            raise ValueError(
+                f"{exc.path} already exists: choose another name, or pick it "
+                "with the browse button and confirm replacing it."
+            ) from None
 
 
 def label_classes(labels: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ torch is imported only inside the worker functions.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,16 +73,20 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.json_button.clicked.connect(lambda: self._export_dialog("json"))
         self.curve.slice_clicked.connect(self.go_to_slice)
-        # napari holds these weakly and drops them once the panel is deleted
-        for emitter, callback in (
+        # napari holds these weakly, but a closed panel's Python side may
+        # outlive its Qt side: disconnect them when Qt destroys the panel, so
+        # no viewer event reaches it afterwards
+        listening = (
             (viewer.layers.events.inserted, self._on_layers_changed),
             (viewer.layers.events.removed, self._on_layers_changed),
             (viewer.layers.events.renamed, self._on_layers_changed),
             (viewer.layers.selection.events.active, self._on_active_changed),
             (viewer.dims.events.point, self._on_dims_point),
             (viewer.events.theme, self._on_theme),
-        ):
+        )
+        for emitter, callback in listening:
             emitter.connect(callback)
+        self.destroyed.connect(partial(_disconnect, listening))
         self._on_layers_changed()
         self._on_active_changed()
         self._update_model_info()
@@ -147,13 +152,18 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         axis = slice_axis(self._viewer.dims.ndim, layer)
         self._viewer.dims.set_point(axis, slice_world_position(layer, index))
 
-    def export(self, path: str | Path) -> Path:
-        """Write the last record to ``path`` (CSV for ``.csv``, else JSON)."""
+    def export(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the last record to ``path`` (CSV for ``.csv``, else JSON).
+
+        An existing file is refused (``OverwriteError``, a
+        ``FileExistsError``) unless ``overwrite``; the export buttons pass
+        True when the user confirmed replacing it in the save dialog.
+        """
         from ..results import write_records
 
         if self._record is None:
             raise ValueError("nothing to export: classify first")
-        return write_records([self._record], path)
+        return write_records([self._record], path, overwrite=overwrite)
 
     def _default_model(self) -> Path:
         return default_model_file()  # this module's name, which tests swap
@@ -249,12 +259,19 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
     def _export_dialog(self, fmt: str) -> None:
         if self._record is None:
             return
-        path = ask_export_path(self, self._record.get("name") or "", fmt)
-        if not path:
+        asked = ask_export_path(self, self._record.get("name") or "", fmt)
+        if not asked:
             return
+        path, confirmed = asked
         try:
-            self.export(path)
+            self.export(path, overwrite=confirmed)
         except OSError as exc:
             self._error(f"Export failed: {exc}")
             return
         self._say(f"Exported to {Path(path).name}.")
+
+
+def _disconnect(connections: Any, *_args: Any) -> None:
+    """Disconnect ``(napari emitter, callback)`` pairs (a closed panel)."""
+    for emitter, callback in connections:
+        emitter.disconnect(callback)

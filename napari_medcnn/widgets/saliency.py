@@ -212,9 +212,13 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         axis = slice_axis(self._viewer.dims.ndim, source)
         self._viewer.dims.set_point(axis, slice_world_position(source, index))
 
-    def export(self, path: str | Path, index: int = 0) -> tuple[Path, Path | None]:
+    def export(
+        self, path: str | Path, index: int = 0, overwrite: bool = False
+    ) -> tuple[Path, Path | None]:
         """Write map ``index`` of the last run (format from the suffix:
-        ``.nii.gz``/``.nii``, ``.npy``, ``.png``) and its JSON sidecar.
+        ``.nii.gz``/``.nii``, ``.npy``, ``.png``) and its JSON sidecar
+        (``<stem>.json``).  An existing map or sidecar is refused
+        (``OverwriteError``, a ``FileExistsError``) unless ``overwrite``.
 
         Returns:
             (map path, sidecar path).
@@ -226,8 +230,9 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         shown = self._shown[index]
         name = self._model.card.name if self._model else None
         return export_overlay(
-            path, shown["result"], shown["source"], self.display(), name
-        )
+            path, shown["result"], shown["source"], self.display(), name,
+            overwrite=overwrite,
+        )  # fmt: skip
 
     def _on_model_loaded(self, loaded: Any) -> None:
         self.set_model(loaded)
@@ -357,11 +362,18 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
     def _export_dialog(self) -> None:
         if not self._shown:
             return
-        path = ask_export_path(self, str(self._shown[0]["layer"].name))
-        if not path:
+        asked = ask_export_path(self, str(self._shown[0]["layer"].name))
+        if not asked:
             return
+        path, confirmed = asked
+        # the dialog confirmed the map; its sidecar is replaced with it only
+        # when the map itself existed (a previous export): a new map never
+        # replaces someone's <stem>.json (say, a classification export)
+        from ..saliency.export import sidecar_path
+
+        side_free = Path(path).exists() or not sidecar_path(path).exists()
         try:
-            out, _side = self.export(path)
+            out, _side = self.export(path, overwrite=confirmed and side_free)
         except (OSError, ValueError) as exc:
             self._error(f"Export failed: {exc}")
             return

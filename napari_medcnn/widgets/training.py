@@ -62,6 +62,7 @@ class TrainingWidget(SettingsMixin, QWidget):
         self._kept: dict[str, Any] | None = None  # the cancelled run's state
         self._summary: dict[str, Any] | None = None
         self._checkpoint: Path | None = None
+        self._out_confirmed: str | None = None  # an output the user may replace
         self._preview_worker: Any = None
         self._n_runs = 0
         self.history: list[dict[str, float]] = []
@@ -130,9 +131,11 @@ class TrainingWidget(SettingsMixin, QWidget):
         if path is not None:
             self.parent_edit.setText(str(path))
 
-    def set_output(self, path: str | Path) -> None:
-        """Where the new checkpoint is written."""
+    def set_output(self, path: str | Path, overwrite: bool = False) -> None:
+        """Where the new checkpoint is written; an existing checkpoint there
+        is refused when training starts unless ``overwrite``."""
         self.out_edit.setText(str(path))
+        self._out_confirmed = str(path) if overwrite else None
 
     def set_mode(self, mode: str) -> None:
         """``thread`` or ``subprocess``."""
@@ -239,11 +242,13 @@ class TrainingWidget(SettingsMixin, QWidget):
             self.pause_button.setText("Pause")
             self._say("Cancelling after this batch…")
 
-    def save_best(self, path: str | Path) -> Path:
-        """Write the cancelled run's best-so-far checkpoint to ``path``."""
+    def save_best(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the cancelled run's best-so-far checkpoint to ``path`` (an
+        existing checkpoint is refused, ``OverwriteError``, unless
+        ``overwrite``)."""
         if self._kept is None:
             raise ValueError("no cancelled run to save")
-        out = publish(self._kept["staging"], path)
+        out = publish(self._kept["staging"], path, overwrite=overwrite)
         self._say(f"Best-so-far model saved to {out.name}.")
         return out
 
@@ -311,8 +316,11 @@ class TrainingWidget(SettingsMixin, QWidget):
             )
             return
         self._kept = None
+        out = self.out_edit.text().strip()
         try:
-            self._checkpoint = publish(summary["staging"], self.out_edit.text().strip())
+            self._checkpoint = publish(
+                summary["staging"], out, overwrite=self._may_replace(out)
+            )
         except OSError as exc:
             self._error(f"Trained, but the checkpoint could not be written: {exc}")
             return
