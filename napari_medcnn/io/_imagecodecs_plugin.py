@@ -1,9 +1,16 @@
-"""A pydicom decoding plugin for 12-bit JPEG Extended (process 2 and 4).
+"""A pydicom decoding plugin for JPEG through imagecodecs' libjpeg-turbo 3.
 
-Neither Pillow nor python-gdcm's wheels decode 12-bit JPEG, and the one
-pydicom plugin that does (pylibjpeg-libjpeg) is GPL-3.  imagecodecs
-(BSD-3-Clause) bundles libjpeg-turbo 3, which reads 8- and 12-bit
-precision, so it is registered with pydicom's decoder for this syntax.
+* 12-bit JPEG Extended (process 2 and 4): neither Pillow nor python-gdcm's
+  wheels decode it, and the one pydicom plugin that does
+  (pylibjpeg-libjpeg) is GPL-3.
+* JPEG Lossless (process 14, and its selection value 1): libjpeg-turbo 3
+  reads lossless JPEG of 2-16 bits, bit for bit as python-gdcm does on
+  pydicom's files, and, unlike python-gdcm, fails with an exception on
+  corrupt data instead of crashing the process.
+* JPEG Baseline: a fallback when Pillow rejects a frame.
+
+imagecodecs (BSD-3-Clause) is a dependency; the plugin is registered with
+pydicom's decoder for each of these syntaxes.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from pydicom import uid
 DECODER_DEPENDENCIES = {
     uid.JPEGBaseline8Bit: ("imagecodecs",),
     uid.JPEGExtended12Bit: ("imagecodecs",),
+    uid.JPEGLossless: ("imagecodecs",),
+    uid.JPEGLosslessSV1: ("imagecodecs",),
 }
 
 
@@ -44,9 +53,10 @@ def _decode_frame(src: bytes, runner) -> bytes:
 
 
 def register() -> None:
-    """Add the plugin to pydicom's JPEG Extended decoder (idempotent)."""
+    """Add the plugin to pydicom's JPEG decoders (idempotent)."""
     from pydicom.pixels import get_decoder
 
-    decoder = get_decoder(uid.JPEGExtended12Bit)
-    with contextlib.suppress(ValueError):  # already registered
-        decoder.add_plugin("imagecodecs", (__name__, "_decode_frame"))
+    for tsyntax in DECODER_DEPENDENCIES:
+        decoder = get_decoder(tsyntax)
+        with contextlib.suppress(ValueError):  # already registered
+            decoder.add_plugin("imagecodecs", (__name__, "_decode_frame"))

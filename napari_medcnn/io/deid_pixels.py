@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from .native import NativeOutput, native_decoder
+from .pixels import decode
 
 __all__ = ["blank_rectangles", "burned_in_reasons", "tag_text"]
 
@@ -66,18 +67,10 @@ def blank_rectangles(ds: Dataset, rects: Iterable[tuple[int, int, int, int]]) ->
     """
     if "PixelData" not in ds:
         return 0
-    out = NativeOutput()
-    try:
-        # a native decoder's panic becomes an Exception, its terminal output
-        # goes into the message (see io.native)
-        with native_decoder() as out:
-            arr = ds.pixel_array.copy()
-    except Exception as exc:
-        said = out.summary(str(exc))
-        said = f"; decoder output: {said}" if said else ""
-        raise ValueError(
-            f"cannot decode the pixels to blank them ({exc}){said}"
-        ) from exc
+    try:  # the reader's one guarded decode call
+        arr = np.array(decode(getattr(ds, "filename", None) or "dataset", ds)[0])
+    except Exception as exc:  # ScanReadError: corrupt data, a decoder panic...
+        raise ValueError(f"cannot decode the pixels to blank them ({exc})") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stack = arr if frames > 1 else arr[None]
     mono1 = tag_text(ds, "PhotometricInterpretation") == "MONOCHROME1"

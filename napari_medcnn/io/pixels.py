@@ -43,7 +43,8 @@ from ._imagecodecs_plugin import register as _register_imagecodecs
 from .native import NativeDecoderPanic, NativeOutput, native_decoder
 from .scan import ScanReadError
 
-# 12-bit JPEG Extended: Pillow and python-gdcm wheels cannot decode it.
+# 12-bit JPEG Extended (Pillow and python-gdcm wheels cannot decode it),
+# JPEG Lossless without python-gdcm's crashes, a JPEG Baseline fallback.
 _register_imagecodecs()
 
 #: pip packages (non-GPL first) that provide a decoder for each syntax.
@@ -51,22 +52,31 @@ _J2K = "pylibjpeg pylibjpeg-openjpeg"
 DECODER_PACKAGES: dict[str, str] = {
     JPEGBaseline8Bit: "pillow",
     JPEGExtended12Bit: "imagecodecs",
-    JPEGLossless: "python-gdcm",
-    JPEGLosslessSV1: "python-gdcm",
+    JPEGLossless: "imagecodecs",
+    JPEGLosslessSV1: "imagecodecs",
     RLELossless: "pylibjpeg pylibjpeg-rle",
     **{ts: "pyjpegls" for ts in JPEGLSTransferSyntaxes},
     **{ts: _J2K for ts in JPEG2000TransferSyntaxes},
 }
 #: Fastest plugin per syntax (measured on the pydicom corpus: pillow is ~3x
 #: faster than gdcm on baseline JPEG, pylibjpeg-rle ~5x faster than pydicom's
-#: RLE); any other available plugin is tried when it fails.
+#: RLE); the other available plugins are tried when it fails, except those
+#: in :data:`CRASH_PRONE_PLUGINS`.
 PREFERRED_PLUGIN: dict[str, str] = {
     JPEGBaseline8Bit: "pillow",
     JPEGExtended12Bit: "pillow",
+    JPEGLossless: "imagecodecs",
+    JPEGLosslessSV1: "imagecodecs",
     RLELossless: "pylibjpeg",
     **{ts: "pyjpegls" for ts in JPEGLSTransferSyntaxes},
     **{ts: "pylibjpeg" for ts in JPEG2000TransferSyntaxes},
 }
+#: Plugins used only where no other plugin can decode the syntax: python-gdcm
+#: segfaults or aborts (an uncaught C++ exception) on corrupt JPEG data that
+#: Pillow rejected ("Unsupported JPEG data precision 157", "Corrupt JPEG
+#: data: 14 extraneous bytes"; 2 of 10,000 mutants of
+#: scripts/fuzz_reader.py), which no ``except`` can catch.
+CRASH_PRONE_PLUGINS = frozenset({"gdcm"})
 GPL_HINT = (
     "imagecodecs (BSD, a dependency: pip install imagecodecs) or "
     "pylibjpeg-libjpeg (GPL-3.0, optional: pip install 'napari-medcnn[gpl]')"
@@ -111,6 +121,19 @@ def require_decoder(path: Any, tsyntax: Any) -> Any:
     return decoder
 
 
+def plugin_order(tsyntax: str, available: Any) -> list[str]:
+    """The decoding plugins to try for ``tsyntax``, in order: the preferred
+    one, then the others, leaving out :data:`CRASH_PRONE_PLUGINS` unless
+    nothing else is available.  ``[""]`` (pydicom's own choice) for native,
+    uncompressed syntaxes, which have no plugins."""
+    safe = [p for p in available if p not in CRASH_PRONE_PLUGINS]
+    preferred = PREFERRED_PLUGIN.get(tsyntax)
+    order = ([preferred] if preferred in safe else []) + [
+        p for p in safe if p != preferred
+    ]
+    return order or list(available) or [""]
+
+
 def decode(
     path: Any,
     ds: Dataset,
@@ -146,26 +169,11 @@ def decode(
         raise ScanReadError(path, "no TransferSyntaxUID: cannot decode pixel data")
     ts = UID(str(ts))
     decoder = require_decoder(path, ts)
-    plugin = PREFERRED_PLUGIN.get(ts, "")
-    if plugin not in decoder.available_plugins:
-        plugin = ""
     out = NativeOutput()
     try:
         opts = as_pixel_options(ds)
         with native_decoder() as out:
-            try:
-                arr, props = decoder.as_array(
-                    ds, index=index, validate=True, decoding_plugin=plugin, **opts
-                )
-            except Exception:
-                # a plain error from the preferred plugin: another may cope.
-                # A panic is not an Exception and skips this: the frame is
-                # corrupt, and pydicom's own RLE decoder turns such a frame
-                # into wrong pixels (4,077 of 4,096 on the mutated
-                # MR_small_RLE.dcm of the tests) with only a warning.
-                if not plugin:
-                    raise
-                arr, props = decoder.as_array(ds, index=index, validate=True, **opts)
+            arr, props = _decode_with(decoder, ts, ds, index, opts)
     except NativeDecoderPanic as exc:
         raise ScanReadError(
             path,
@@ -174,13 +182,13 @@ def decode(
         ) from exc
     except Exception as exc:
         msg = str(exc)
-        if "12-bit precision" in msg:
+        if "12-bit precision" in msg and "imagecodecs" not in decoder.available_plugins:
             raise ScanReadError(
                 path,
                 f"12-bit {ts.name} needs a decoder that is not installed: {GPL_HINT}",
             ) from exc
-        first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
-        detail = " ".join(msg.split())[:300] if len(msg.splitlines()) > 1 else first
+        detail = " ".join(msg.split()) or type(exc).__name__
+        detail = detail if len(detail) <= 400 else detail[:397] + "..."
         raise ScanReadError(
             path,
             f"could not decode the pixel data ({ts.name}): {detail}" + _said(out, msg),
@@ -191,6 +199,32 @@ def decode(
         arr = arr.astype(arr.dtype.newbyteorder("="))
     pi = str(props.get("photometric_interpretation") or ds.PhotometricInterpretation)
     return arr, pi
+
+
+_ALL_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
+
+
+def _decode_with(decoder: Any, ts: UID, ds: Dataset, index: Any, opts: dict):
+    """Try each plugin of :func:`plugin_order` until one decodes ``ds``.
+
+    A plain error moves on to the next plugin.  A Rust panic is not an
+    ``Exception`` and ends the attempt: the frame is corrupt, and pydicom's
+    own RLE decoder turns such a frame into wrong pixels (4,077 of 4,096 on
+    the mutated MR_small_RLE.dcm of the tests) with only a warning.
+    """
+    errors: dict[str, str] = {}
+    for plugin in plugin_order(ts, decoder.available_plugins):
+        try:
+            return decoder.as_array(
+                ds, index=index, validate=True, decoding_plugin=plugin, **opts
+            )
+        except Exception as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            text = text.removeprefix(_ALL_FAILED).strip()  # pydicom's wrapper
+            errors[plugin or "pydicom"] = text.removeprefix(f"{plugin}: ")
+    if len(set(errors.values())) == 1:  # e.g. a validation error: say it once
+        raise ValueError(next(iter(errors.values())))
+    raise ValueError("; ".join(f"{p}: {e}" for p, e in errors.items()) or "no plugin")
 
 
 def _said(out: NativeOutput, known: str) -> str:
