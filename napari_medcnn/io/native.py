@@ -10,20 +10,22 @@ does not cover:
   re-raises a panic as :class:`NativeDecoderPanic`, an ordinary
   ``Exception``.  KeyboardInterrupt, SystemExit and every other
   ``BaseException`` pass through untouched.
-* **Messages on the terminal.**  OpenJPEG prints "Invalid number of
-  tiles..." and a panicking Rust library prints its message (and, with
-  ``RUST_BACKTRACE`` set, a backtrace) straight to file descriptor 2, not
-  through Python.  :func:`native_decoder` points descriptor 2 at a
-  temporary file for the duration of the call, and hands what was written
-  back to the caller, who puts it in the error or the quality report.
+* **Messages on the terminal.**  OpenJPEG (inside python-gdcm) prints
+  "Invalid number of tiles...", and a panicking Rust library prints its
+  message (and, with ``RUST_BACKTRACE`` set, a backtrace), straight to
+  file descriptor 2, not through Python.  :func:`native_decoder` points
+  descriptor 2 at a temporary file for the duration of the call, and hands
+  what was written back to the caller, who puts it in the error or the
+  quality report.
 
 The redirect is process-wide (a file descriptor is): while any thread is
 inside :func:`native_decoder`, whatever *any* thread writes to descriptor 2
 is captured, so text from a concurrent decode (or, rarely, an unrelated
 message) can land in another file's capture.  Decodes take milliseconds,
-and text that no error or report claims is passed to the
-``napari_medcnn.io.native`` logger at DEBUG level, so nothing is lost
-silently.
+and callers put the text in an error or a quality report.  What is lost:
+if the process dies inside a decoder (a segfault), whatever was written to
+descriptor 2 meanwhile (a faulthandler trace on descriptor 2) goes with the
+temporary file.
 """
 
 from __future__ import annotations
