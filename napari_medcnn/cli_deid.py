@@ -183,6 +183,9 @@ def run_deidentify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     rc = exit_status(result.report.n_files, len(result.failed))
+    if result.report.n_files == 0:
+        why = "every DICOM file failed" if result.failed else "no DICOM file"
+        print(f"error: nothing to de-identify ({why})", file=sys.stderr)
     if args.report:
         from .results import atomic_write_text
 

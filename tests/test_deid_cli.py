@@ -130,7 +130,8 @@ def test_cli_nothing_to_do_exits_2_and_creates_nothing(series, tmp_path, capsys)
     rc, cap = _deid(capsys, empty, "--out", out)
     assert rc == 2 and "no DICOM file" in cap.err
     assert not out.exists()
-    assert _deid(capsys, empty, "--dry-run")[0] == 2
+    rc, cap = _deid(capsys, empty, "--dry-run")
+    assert rc == 2 and "nothing to de-identify (no DICOM file)" in cap.err
     # a folder of non-DICOM files only
     (empty / "notes.txt").write_text("x")
     rc, cap = _deid(capsys, empty, "--out", out)
