@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=1000, help="mutants (default 1000)")
     p.add_argument("--seed", type=int, default=1, help="run seed (default 1)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--timeout", type=float, default=30.0,
+    p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds per mutant before it counts as a hang")  # fmt: skip
     p.add_argument("--max-seed-bytes", type=int, default=1_000_000)
     p.add_argument("--memory-mb", type=int, default=3072,
