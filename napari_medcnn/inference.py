@@ -34,6 +34,8 @@ from .inference_fast import (  # noqa: F401  (re-exported)
     optimized_model,
     per_slice_logits,
 )
+from .trust.domain import DomainGuard, content_stats, is_colour, summarise
+from .trust.uncertainty import predictive_uncertainty
 
 Progress = tuple[str, int, int]
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_default.safetensors"
@@ -182,6 +184,7 @@ def classify(
     rgb: bool = False,
     batch_size: int | None = None,
     device=None,
+    context: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, ClassificationResult]:
     """Classify co-registered images (one array per channel/layer).
 
@@ -200,8 +203,17 @@ def classify(
             worker threads prepare the next batches while the device runs
             this one).
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; default the best one.
+        context: the first layer's metadata (``modality``,
+            ``image_orientation_patient`` or the reader's ``orientation``),
+            which the domain guard's outright rules read; None: content
+            and feature rules only.
 
-    Raises:
+    The result carries a domain assessment (see
+    :mod:`napari_medcnn.trust.domain`) when the card records a domain, and
+    an uncertainty (:mod:`napari_medcnn.trust.uncertainty`) always.  In
+    ``slices`` scope the volume's probabilities are the mean over the
+    slices inside the domain (all slices when none is, with a warning).
+
         CardError / ValueError: input the model cannot take; raised before
             any compute with a message saying what was expected.
     """
@@ -244,20 +256,54 @@ def classify(
         elif nd == 2 and scope == "slices":
             scope = "slice"
     dev = loaded.device
-    net = optimized_model(loaded)
+    guard = _guard(loaded)
+    colour = bool(rgb) and is_colour(images[0])
+    rules = guard.rule_reasons(context, colour) if guard.active else []
+    feats_net = None
+    if guard.needs_features and scope != "volume":
+        feats_net = optimized_model(loaded, with_features=True)
+    net = feats_net if feats_net is not None else optimized_model(loaded)
+    k = card.num_classes
     record = card.preprocessing
-    slice_probs = None
+    slice_probs = slice_domain = slice_scores = None
+    domain = None
     if scope == "slice":
         yield ("classify", 0, 1)
         x = prepare(images, record, inplane)[None]
-        probs = _probs(forward_numpy(net, x, dev), card.temperature)[0]
+        out = forward_numpy(net, x, dev)
+        probs = _probs(out[:, :k], card.temperature)[0]
+        if guard.active:
+            feats = out[:, k:] if feats_net is not None else None
+            domain = guard.assess(content_stats(x), feats, rules)[0]
         yield ("classify", 1, 1)
     elif scope == "slices":
-        logits = yield from per_slice_logits(
-            images, net, dev, record, inplane, rgb, batch_size
-        )
-        slice_probs = _probs(logits, card.temperature)
+        out = yield from per_slice_logits(
+            images, net, dev, record, inplane, rgb, batch_size,
+            stats=content_stats if guard.active else None,
+        )  # fmt: skip
+        slice_probs = _probs(out[:, :k], card.temperature)
         probs = slice_probs.mean(axis=0)
+        if guard.active:
+            feats = out[:, k:-2] if feats_net is not None else None
+            items = guard.assess(out[:, -2:], feats, rules)
+            slice_domain = np.array([it["in_domain"] for it in items], bool)
+            slice_scores = np.array(
+                [np.nan if it["score"] is None else it["score"] for it in items],
+                np.float32,
+            )
+            domain = summarise(items)
+            if slice_domain.any():
+                probs = slice_probs[slice_domain].mean(axis=0)
+                if not slice_domain.all():
+                    warnings.append(
+                        f"label from the {int(slice_domain.sum())} of "
+                        f"{len(slice_domain)} slices inside the model's domain"
+                    )
+            else:
+                warnings.append(
+                    "no slice is inside the model's domain; the label "
+                    "averages all slices and should not be trusted"
+                )
     else:
         yield ("classify", 0, 1)
         x = prepare(images, record, inplane)[None]
@@ -267,7 +313,16 @@ def classify(
         else:
             logits = forward_numpy(net, x, dev)
         probs = _probs(logits, card.temperature)[0]
+        if guard.active:
+            domain = {
+                "in_domain": not rules, "score": None, "threshold": None,
+                "reasons": list(rules),
+            }  # fmt: skip
         yield ("classify", 1, 1)
+    if domain is not None and not domain["in_domain"]:
+        warnings.append(
+            "outside the model's domain: " + "; ".join(domain["reasons"][:3])
+        )
     idx = int(np.argmax(probs))
     return ClassificationResult(
         classes=list(card.classes),
@@ -283,7 +338,21 @@ def classify(
         device=str(dev),
         elapsed_s=time.perf_counter() - t0,
         warnings=warnings,
+        domain=domain,
+        slice_in_domain=slice_domain,
+        slice_domain_scores=slice_scores,
+        uncertainty=float(predictive_uncertainty(probs)),
+        slice_uncertainty=(
+            None if slice_probs is None else predictive_uncertainty(slice_probs)
+        ),
     )
+
+
+def _guard(loaded):
+    """The :class:`DomainGuard` of a loaded model (inactive without a
+    recorded domain)."""
+    ref = getattr(loaded, "extras", {}).get("domain.reference")
+    return DomainGuard(loaded.card.domain, None if ref is None else ref.float().numpy())
 
 
 def run(gen: Generator[Any, None, Any]) -> Any:

@@ -39,8 +39,13 @@ _FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FAST_LOCK = threading.Lock()
 
 
-def optimized_model(loaded):
+def optimized_model(loaded, with_features: bool = False):
     """The inference copy of ``loaded.model``, built once and cached.
+
+    With ``with_features``, the copy is of ``WithFeatures(model)``
+    (:mod:`napari_medcnn.models.features`): its output is ``[logits |
+    penultimate features]``, (B, K + F), for the domain guard; None when the
+    model cannot give its features that way.
 
     BatchNorm folded into convolutions, ReLU after max-pool and, on CPU,
     channels-last weights (see :mod:`napari_medcnn.models.fuse`).  The copy
@@ -59,17 +64,45 @@ def optimized_model(loaded):
     """
     net = loaded.model
     if net.training or _has_hooks(net):
-        return net
+        return _plain_with_features(loaded) if with_features else net
     version = _weights_version(net)
     with _FAST_LOCK:
-        hit = _FAST.get(net)
+        hit = _FAST.get(net, {}).get(with_features)
     if hit is not None and hit[0] == version:
+        if hit[1] is False:  # no features from this model
+            return None
         return net if hit[1] is None else hit[1]
-    fast = _build_fast(loaded)
+    fast = _build_fast(loaded, with_features)
     with _FAST_LOCK:
         # None, not the model itself: a value must not keep its weak key alive
-        _FAST[net] = (version, None if fast is net else fast)
+        _FAST.setdefault(net, {})[with_features] = (
+            version,
+            False if fast is None else None if fast is net else fast,
+        )
     return fast
+
+
+def _plain_with_features(loaded):
+    import torch
+
+    from .models.features import features_model
+
+    probe = _probe(loaded, torch.Generator().manual_seed(0))
+    return features_model(loaded.model, probe)
+
+
+def _probe(loaded, gen):
+    import torch
+
+    card = loaded.card
+    size = list(card.input_size)
+    if card.input_kind == "sequence":
+        shape = (1, card.in_channels, 3, *size[-2:])
+    elif card.input_kind == "volume":
+        shape = (1, card.in_channels, *size)
+    else:
+        shape = (2, card.in_channels, *size[-2:])
+    return torch.rand(shape, generator=gen).to(loaded.device)
 
 
 def _has_hooks(net) -> bool:
@@ -83,25 +116,24 @@ def _weights_version(net) -> tuple[int, ...]:
     return tuple(t._version for t in net.state_dict(keep_vars=True).values())
 
 
-def _build_fast(loaded):
+def _build_fast(loaded, with_features: bool = False):
     import torch
 
+    from .models.features import features_model
     from .models.fuse import fuse_for_inference
 
     net, card = loaded.model, loaded.card
+    gen = torch.Generator().manual_seed(0)
+    probe = _probe(loaded, gen)
+    shape = tuple(probe.shape)
+    if with_features:
+        net = features_model(net, probe)
+        if net is None or card.input_kind != "slice":
+            return net
     try:
         fast = fuse_for_inference(net, channels_last=loaded.device.type == "cpu")
     except Exception:  # an architecture the rewrites do not understand
         return net
-    size = list(card.input_size)
-    if card.input_kind == "sequence":
-        shape = (1, card.in_channels, 3, *size[-2:])
-    elif card.input_kind == "volume":
-        shape = (1, card.in_channels, *size)
-    else:
-        shape = (2, card.in_channels, *size[-2:])
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.rand(shape, generator=gen).to(loaded.device)
     if not _same(net, fast, [probe]):
         return net
     if card.input_kind != "slice" or loaded.device.type != "cpu":
@@ -192,7 +224,7 @@ def forward_numpy(net, x: np.ndarray, dev, with_slices: bool = False):
 
 
 def per_slice_logits(
-    images, net, dev, record, inplane, rgb, batch_size
+    images, net, dev, record, inplane, rgb, batch_size, stats=None
 ) -> Generator[Progress, None, np.ndarray]:
     """Per-slice logits of co-registered volumes, batch by batch.
 
@@ -212,6 +244,9 @@ def per_slice_logits(
         rgb: the arrays carry a trailing RGB axis.
         batch_size: slices per forward pass; None for :data:`CPU_BATCH` or
             :data:`GPU_BATCH`.
+        stats: optional ``prepared (B, C, H, W) -> (B, E)`` statistics of
+            each prepared batch (the domain guard's content rules), computed
+            in the same worker and appended as E extra columns.
 
     Yields:
         ``("classify", slices_done, S)`` after each batch, in order.
@@ -238,12 +273,19 @@ def per_slice_logits(
         a, b = span
         return prepare_slices([im[a:b] for im in images], record, inplane, rgb)
 
-    def task(span: tuple[int, int]) -> np.ndarray:
+    def with_stats(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if stats is None:
+            return out
+        return np.concatenate([out, np.asarray(stats(x), out.dtype)], axis=1)
+
+    def task(span: tuple[int, int]):
         if not cpu:
-            return prep(span)
+            x = prep(span)
+            return x, (None if stats is None else np.asarray(stats(x), np.float32))
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)  # this worker thread only (OpenMP, MKL)
-        return forward_numpy(net, prep(span), dev)
+        x = prep(span)
+        return with_stats(x, forward_numpy(net, x, dev))
 
     chunks: list[np.ndarray] = []
     ready: list[np.ndarray] = []  # GPU: prepared pieces of the next batch
@@ -254,9 +296,13 @@ def per_slice_logits(
                 chunks.append(out)
             else:
                 ready.append(out)
-                if sum(len(r) for r in ready) < size and stop < n:
+                if sum(len(r[0]) for r in ready) < size and stop < n:
                     continue
-                chunks.append(forward_numpy(net, np.concatenate(ready), dev))
+                logits = forward_numpy(net, np.concatenate([r[0] for r in ready]), dev)
+                if stats is not None:
+                    extra = np.concatenate([r[1] for r in ready]).astype(logits.dtype)
+                    logits = np.concatenate([logits, extra], axis=1)
+                chunks.append(logits)
                 ready = []
             yield ("classify", stop, n)
     finally:

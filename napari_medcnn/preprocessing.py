@@ -9,12 +9,21 @@ Record keys (all optional but ``size``):
 * ``color``: ``"luminance"`` - RGB input is turned to gray (ITU-R 601).
 * ``intensity``: ``{"mode": "percentile", "low": 1, "high": 99}`` (per
   image or, with ``"scope": "volume"``, per volume), ``{"mode": "window",
-  "center": c, "width": w}`` in modality units (HU), or ``{"mode": "none"}``.
-  Output is float32 clipped to [0, 1].
+  "center": c, "width": w}`` in modality units (HU): float32 clipped to
+  [0, 1]; ``{"mode": "zscore"}``: (value - mean) / standard deviation over
+  the whole image (per slice, or per volume with ``"scope": "volume"``),
+  float32, optionally clipped to ``"clip": [lo, hi]`` standard deviations;
+  or ``{"mode": "none"}``.
 * ``foreground_crop``: ``{"threshold": 0.1, "margin": 0.05}`` crops to the
   bounding box of normalised values above ``threshold``, widened by
   ``margin`` of its size and made square in mm, so that heads of any field of
   view fill the input alike.  ``None`` disables it.
+* ``square``: with no ``foreground_crop``, ``True`` pads the whole image
+  to a square field of view in mm (centred) before the resize, so the
+  aspect ratio is kept; the padding takes the value of ``pad``.
+* ``pad``: ``"zero"`` (default) or ``"minimum"``: the value that padding
+  outside the image takes, 0 or the smallest normalised value of the
+  image (the background of a z-scored image; 0 there is mid-grey).
 * ``size``: the model's input size, (H, W) (or (D, H, W) for 3D CNNs).
 * ``monochrome``: how MONOCHROME1 was handled (the reader inverts it, so
   bright always means high signal); recorded, nothing to apply.
@@ -28,6 +37,8 @@ from typing import Any
 import numpy as np
 
 RECORD_VERSION = 1
+#: record version of z-score models with a square, uncropped field of view
+RECORD_VERSION_FOV = 2
 
 
 def default_record(size: Sequence[int] = (128, 128)) -> dict[str, Any]:
@@ -37,6 +48,22 @@ def default_record(size: Sequence[int] = (128, 128)) -> dict[str, Any]:
         "color": "luminance",
         "intensity": {"mode": "percentile", "low": 1.0, "high": 99.0},
         "foreground_crop": {"threshold": 0.1, "margin": 0.05},
+        "size": list(size),
+        "resample": "area-weighted (antialiased) to size, square field of view in mm",
+        "monochrome": "MONOCHROME1 inverted by the reader (bright = high signal)",
+    }
+
+
+def fov_record(size: Sequence[int] = (96, 96)) -> dict[str, Any]:
+    """The record of whole-field-of-view models: no head crop, the image
+    padded to a square (in mm) with its background value, z-scored."""
+    return {
+        "version": RECORD_VERSION_FOV,
+        "color": "luminance",
+        "intensity": {"mode": "zscore", "clip": [-5.0, 8.0]},
+        "foreground_crop": None,
+        "square": True,
+        "pad": "minimum",
         "size": list(size),
         "resample": "area-weighted (antialiased) to size, square field of view in mm",
         "monochrome": "MONOCHROME1 inverted by the reader (bright = high signal)",
@@ -58,6 +85,8 @@ def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
     mode = (intensity or {}).get("mode", "percentile")
     if mode == "none":
         return a
+    if mode == "zscore":
+        return _zscore(a, intensity, None)
     if mode == "window":
         c, w = float(intensity["center"]), float(intensity["width"])
         lo, hi = c - w / 2.0, c + w / 2.0
@@ -75,6 +104,31 @@ def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
         return np.zeros_like(a)
     out = _rescale(a, np.float64(lo), np.float64(hi))
     return np.nan_to_num(out, copy=False)
+
+
+def _zscore(
+    a: np.ndarray, intensity: dict[str, Any], axis: tuple[int, ...] | None
+) -> np.ndarray:
+    """``(a - mean) / std`` over ``axis`` (None: all of ``a``), float32;
+    0 where the standard deviation is 0 or not finite; non-finite values
+    become 0 and are left out of the statistics."""
+    finite = np.isfinite(a)
+    clean = a if finite.all() else np.where(finite, a, np.float32(0))
+    n = finite.sum(axis=axis, keepdims=axis is not None, dtype=np.float64)
+    mean = clean.sum(axis=axis, keepdims=axis is not None, dtype=np.float64)
+    mean = mean / np.maximum(n, 1)
+    dev = np.where(finite, clean - mean.astype(np.float32), np.float32(0))
+    var = np.square(dev, dtype=np.float32).sum(
+        axis=axis, keepdims=axis is not None, dtype=np.float64
+    ) / np.maximum(n, 1)
+    std = np.sqrt(var)
+    ok = std > 1e-6 * np.maximum(np.abs(mean), 1.0)
+    out = dev / np.where(ok, std, 1.0).astype(np.float32)
+    out = np.where(ok, out, np.float32(0)).astype(np.float32, copy=False)
+    clip = (intensity or {}).get("clip")
+    if clip:
+        np.clip(out, float(clip[0]), float(clip[1]), out=out)
+    return out
 
 
 def _rescale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -96,6 +150,8 @@ def normalize_slices(stack: np.ndarray, intensity: dict[str, Any] | None) -> np.
     """
     a = np.asarray(stack, dtype=np.float32)
     mode = (intensity or {}).get("mode", "percentile")
+    if mode == "zscore" and a.shape[0]:
+        return _zscore(a, intensity, tuple(range(1, a.ndim)))
     if mode != "percentile" or a.shape[0] == 0:
         # "none" and "window" are elementwise: the whole stack at once is equal
         return normalize(a, intensity)
@@ -162,8 +218,29 @@ def _square_box(
     )
 
 
-def crop_pad(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-    """Crop the last two axes to ``box``, zero-padding where it leaves the image."""
+def square_box(shape: Sequence[int], spacing: Sequence[float]) -> tuple[slice, slice]:
+    """The whole (H, W) image as a centred square box in mm (no margin)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    return _square_box((0, h, 0, w), spacing, 0.0)
+
+
+def pad_value(x: np.ndarray, record: dict[str, Any], lead: int = 0) -> Any:
+    """The value padding takes for normalised ``x``: 0, or with ``"pad":
+    "minimum"`` its smallest value (per item of the first ``lead`` axes,
+    shaped to broadcast against ``x``)."""
+    if record.get("pad", "zero") != "minimum" or x.size == 0:
+        return 0.0
+    if not lead:
+        return float(np.min(x))
+    m = x.reshape(*x.shape[:lead], -1).min(axis=-1)
+    return m.reshape(*m.shape, *[1] * (x.ndim - lead))
+
+
+def crop_pad(
+    image: np.ndarray, box: tuple[slice, slice], fill: Any = 0.0
+) -> np.ndarray:
+    """Crop the last two axes to ``box``, padding with ``fill`` (a scalar, or
+    an array broadcasting against ``image``) where it leaves the image."""
     h, w = image.shape[-2:]
     ys, xs = box
     pad_y = (max(0, -ys.start), max(0, ys.stop - h))
@@ -173,7 +250,23 @@ def crop_pad(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
     ]
     if any(pad_y) or any(pad_x):
         widths = [(0, 0)] * (image.ndim - 2) + [pad_y, pad_x]
-        core = np.pad(core, widths)
+        if np.ndim(fill) == 0:
+            return np.pad(core, widths, constant_values=float(fill))
+        out = np.empty(
+            (
+                *core.shape[:-2],
+                core.shape[-2] + sum(pad_y),
+                core.shape[-1] + sum(pad_x),
+            ),
+            core.dtype,
+        )
+        out[...] = fill
+        out[
+            ...,
+            pad_y[0] : pad_y[0] + core.shape[-2],
+            pad_x[0] : pad_x[0] + core.shape[-1],
+        ] = core
+        return out
     return core
 
 
@@ -230,7 +323,11 @@ def prepare(
         # one box for all channels and slices keeps them co-registered
         mask = main_object(mask)
         box = foreground_box(mask, spacing or (1.0, 1.0), crop.get("margin", 0.05))
-        x = crop_pad(x, box)
+        x = crop_pad(x, box, pad_value(x, record))
+    elif record.get("square"):
+        x = crop_pad(
+            x, square_box(x.shape, spacing or (1.0, 1.0)), pad_value(x, record)
+        )
     size = list(record["size"])
     if len(size) == 3:
         if x.ndim != 4:

@@ -18,8 +18,10 @@ from .preprocessing import (
     _square_box,
     crop_pad,
     normalize_slices,
+    pad_value,
     prepare,
     resize,
+    square_box,
     to_gray,
 )
 
@@ -126,6 +128,10 @@ def prepare_slices(
     x = np.stack([normalize_slices(a, record.get("intensity")) for a in arrs], 1)
     crop = record.get("foreground_crop")
     if not crop:
+        if record.get("square"):
+            # per slice: as prepare pads each (C, H, W) slice with its minimum
+            box = square_box(x.shape, spacing or (1.0, 1.0))
+            x = crop_pad(x, box, pad_value(x, record, lead=1))
         return resize(x, size)
     sp, margin = spacing or (1.0, 1.0), crop.get("margin", 0.05)
     h, w = x.shape[-2:]
@@ -133,5 +139,5 @@ def prepare_slices(
     out = np.empty((len(x), x.shape[1], *size), np.float32)
     for k, bbox in enumerate(bboxes):
         box = _square_box((0, h, 0, w) if bbox[0] < 0 else bbox, sp, margin)
-        out[k] = resize(crop_pad(x[k], box), size)
+        out[k] = resize(crop_pad(x[k], box, pad_value(x[k], record)), size)
     return out

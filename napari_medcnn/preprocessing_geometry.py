@@ -19,6 +19,7 @@ from .preprocessing import (
     normalize_slices,
     prepare,
     resize,
+    square_box,
     to_gray,
 )
 
@@ -110,6 +111,9 @@ def crop_box(
     h, w = a.shape[-2:]
     crop = record.get("foreground_crop")
     if not crop:
+        if record.get("square"):
+            ys, xs = square_box((h, w), spacing or (1.0, 1.0))
+            return (ys.start, ys.stop, xs.start, xs.stop)
         return (0, h, 0, w)
     inten = record.get("intensity")
     per_volume = (inten or {}).get("scope") == "volume"

@@ -33,7 +33,7 @@ from napari_medcnn.io import load
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import save_checkpoint
-from napari_medcnn.preprocessing import default_record, prepare, to_gray
+from napari_medcnn.preprocessing import default_record, fov_record, prepare, to_gray
 from napari_medcnn.training import br35h
 from napari_medcnn.training.augment import DEFAULTS
 from napari_medcnn.training.dedup import confirmed_duplicate_groups, group_split
@@ -52,9 +52,20 @@ ARCHS = {
     "resnet": {"layers": [1, 1, 1, 1], "block_inplanes": [32, 64, 128, 256]},
     "resnet18": {"layers": [2, 2, 2, 2], "block_inplanes": [32, 64, 128, 256]},
     "resnet_wide": {"layers": [1, 1, 1, 1], "block_inplanes": [48, 96, 192, 384]},
+    # a plain 4-block CNN: 8 convolutions (16-128 channels), BatchNorm, a
+    # global-average-pool head; at 96 x 96 its last block is 12 x 12
+    "cnn4": {
+        "batchnorm": True,
+        "dropout": 0.2,
+        "widths": [16, 32, 64, 128],
+        "convs_per_block": 2,
+        "head": "gap",
+    },
 }
 # zoo name behind each entry of ARCHS
-ZOO_NAME = {name: "seed_cnn" if name == "seed_cnn" else "resnet" for name in ARCHS}
+ZOO_NAME = {
+    name: "resnet" if name.startswith("resnet") else "seed_cnn" for name in ARCHS
+}
 
 
 def _prepare(paths: list[Path], record: dict) -> np.ndarray:
@@ -87,8 +98,22 @@ def _groups(paths: list[Path], x: np.ndarray, args) -> np.ndarray:
     )
 
 
-# the training recipe of the shipped model (stronger augmentation than the
-# fine-tuning defaults: the set is small and its groups differ in contrast)
+# the whole-field-of-view recipe: z-scored inputs (fills take the image
+# minimum, the background), pixel drop-out and cut-out to black so that the
+# model survives scattered black pixels, flips, small shifts and rotations
+AUGMENT_FOV = {
+    **{k: False for k in DEFAULTS},
+    "fill": "minimum",
+    "flip": True,
+    "affine": True,
+    "cutout": True,
+    "pixel_dropout": True,
+    "scale": 0.0,
+    "translate_px": 8.0,
+    "cutout_px": 24.0,
+}
+# the earlier head-crop recipe (stronger augmentation than the fine-tuning
+# defaults: the set is small and its groups differ in contrast)
 AUGMENT = {
     **DEFAULTS,
     "blur": True,
@@ -119,6 +144,14 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument(
+        "--record",
+        choices=("fov", "crop"),
+        default="fov",
+        help="fov: whole field of view, z-score (default); crop: head crop, "
+        "percentiles (the earlier recipe)",
+    )
+    ap.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    ap.add_argument(
         "--histogram",
         action="store_true",
         help="add random monotone intensity curves (MONAI RandHistogramShift)",
@@ -136,7 +169,10 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        augment=dict(AUGMENT, histogram=args.histogram),
+        augment=dict(
+            AUGMENT_FOV if args.record == "fov" else AUGMENT, histogram=args.histogram
+        ),
+        schedule=args.schedule,
         label_smoothing=args.label_smoothing,
         warmup_epochs=1,
         ema_decay=args.ema_decay,
@@ -169,13 +205,25 @@ def train(model, train_set, val_set, cfg: TrainConfig, tag: str = "") -> TrainRe
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_recipe_args(ap)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=0, help="input side (px)")
     ap.add_argument("--limit", type=int, default=0, help="use N images (smoke runs)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--cache", type=Path, help="reuse prepared images from this .npz")
     ap.add_argument(
-        "--cache", type=Path, help="reuse prepared images and split from this .npz"
+        "--split-from",
+        type=Path,
+        help="take the train/validation/test file lists from this model card "
+        "(JSON) instead of recomputing the duplicate groups",
+    )
+    ap.add_argument(
+        "--healthy",
+        type=int,
+        default=3,
+        help="re-slicings of the shipped healthy head (Colin27) added to the "
+        "training set as 'no tumour' at every level (0: none)",
     )
     args = ap.parse_args(argv)
+    args.size = args.size or (96 if args.record == "fov" else 128)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
 
@@ -188,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     root = br35h.br35h_root()
     paths = [root / name for name, _ in items]
     labels = np.array([lab for _, lab in items])
-    record = default_record((args.size, args.size))
+    size = (args.size, args.size)
+    record = fov_record(size) if args.record == "fov" else default_record(size)
     if args.cache and args.cache.exists():  # a cache of all the images
         x = np.load(args.cache)["x"][keep]
     else:
@@ -196,30 +245,59 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache and not args.limit:
             np.savez(args.cache, x=x)
     print(f"prepared {len(items)} images in {time.perf_counter() - t0:.0f} s")
-    # duplicate groups (hence the split) never depend on the model's input size
-    x_dedup = (
-        x
-        if args.size == DEDUP_SIZE
-        else _prepare(paths, default_record((DEDUP_SIZE,) * 2))
-    )
-    groups = _groups(paths, x_dedup, args)
-    del x_dedup
-    train_idx, val_idx, test_idx = group_split(
-        groups, labels, (0.7, 0.15, 0.15), seed=args.seed
-    )
+    names = [name for name, _ in items]
+    if args.split_from:
+        prov = json.loads(args.split_from.read_text())["provenance"]
+        where = {n: i for i, n in enumerate(names)}
+        train_idx, val_idx, test_idx = (
+            np.array([where[n] for n in prov[key] if n in where], int)
+            for key in ("train_files", "validation_files", "test_files")
+        )
+        groups = None
+        n_groups = prov.get("n_duplicate_groups")
+        split_rule = (
+            prov.get("split_rule", "") + f" (lists from {args.split_from.name})"
+        )
+    else:
+        # duplicate groups (hence the split) never depend on the input size
+        x_dedup = (
+            x
+            if args.record == "crop" and args.size == DEDUP_SIZE
+            else _prepare(paths, default_record((DEDUP_SIZE,) * 2))
+        )
+        groups = _groups(paths, x_dedup, args)
+        del x_dedup
+        train_idx, val_idx, test_idx = group_split(
+            groups, labels, (0.7, 0.15, 0.15), seed=args.seed
+        )
+        n_groups = int(len(np.unique(groups)))
+        split_rule = None
     print(
-        f"{len(items)} images, {len(np.unique(groups))} duplicate groups; "
+        f"{len(items)} images, {n_groups} duplicate groups; "
         f"split train/val/test = {len(train_idx)}/{len(val_idx)}/{len(test_idx)}"
     )
+    x_train, y_train = x[train_idx], labels[train_idx]
+    n_healthy = 0
+    if args.healthy:
+        from napari_medcnn.training.healthy import healthy_slices
+
+        head = load(ROOT / "napari_medcnn" / "data" / "colin27_t1.nii.gz")[0]
+        extra = healthy_slices(
+            head.data, head.spacing, record, copies=args.healthy, seed=args.seed
+        )
+        n_healthy = len(extra)
+        x_train = np.concatenate([x_train, extra])
+        y_train = np.concatenate([y_train, np.zeros(n_healthy, y_train.dtype)])
+        print(f"+ {n_healthy} healthy Colin27 slices (every level) as no_tumor")
 
     arch_kwargs, model, cfg = recipe(args)
-    result = train(
-        model, (x[train_idx], labels[train_idx]), (x[val_idx], labels[val_idx]), cfg
-    )
+    result = train(model, (x_train, y_train), (x[val_idx], labels[val_idx]), cfg)
 
     temperature = fit_temperature(result.val_logits, result.val_labels)
     model = result.model.eval()
     test_logits = predict_logits(model, x[test_idx], 128)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out.with_suffix(".test_logits.npy"), test_logits)
     test = summarize(test_logits, labels[test_idx], temperature)
     test_raw = summarize(test_logits, labels[test_idx], 1.0)
     val = summarize(result.val_logits, result.val_labels, temperature)
@@ -229,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         f"T={temperature:.3f}"
     )
 
-    names = [name for name, _ in items]
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     import monai
 
@@ -259,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(
                 ["scripts/train_default_model.py", *(argv or sys.argv[1:])]
             ),
-            "split_rule": (
+            "split_rule": split_rule
+            or (
                 "64-bit DCT perceptual hash (imagehash.phash), mirror images "
                 f"included; two images are duplicates when their hashes differ "
                 f"in <= {args.same_bits} bits, or in <= {args.max_bits} bits "
@@ -269,7 +347,14 @@ def main(argv: list[str] | None = None) -> int:
                 "dealt 70/15/15 per majority class with numpy seed "
                 f"{args.seed}; no group crosses train/validation/test"
             ),
-            "n_duplicate_groups": int(len(np.unique(groups))),
+            "n_duplicate_groups": n_groups,
+            "healthy_head_slices": {
+                "n": n_healthy,
+                "source": "Colin27 T1 (napari_medcnn/data/colin27_t1.nii.gz), "
+                f"{args.healthy} axial re-slicings (the first untilted, the "
+                "others tilted up to 12 degrees), every slice showing the "
+                "head, labelled no_tumor, training set only",
+            },
             "file_list_sha256": digest,
             "train_files": [names[i] for i in train_idx],
             "validation_files": [names[i] for i in val_idx],

@@ -44,6 +44,10 @@ class ModelCard:
             library versions, label counts, augmentation...
         metrics: held-out metrics (accuracy, AUC, ECE...).
         name, description: human-readable identity.
+        domain: the training domain the domain guard checks inputs against
+            (modalities, colour, anatomy, orientation rule, content and
+            feature-novelty thresholds; see ``trust/domain.py``); empty
+            when unknown.
         parent: model_id of the model this one was fine-tuned from.
         model_id: sha256 (16 hex) of the weights, set on save.
         created: ISO-8601 UTC time of saving.
@@ -64,6 +68,7 @@ class ModelCard:
     name: str = ""
     description: str = ""
     parent: str | None = None
+    domain: dict[str, Any] = field(default_factory=dict)
     model_id: str = ""
     created: str = ""
     card_version: int = CARD_VERSION

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from .card import CardError, ModelCard
 from .registry import build_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: names of tensors stored beside the weights that are not model weights
+EXTRA_PREFIX = "domain."
 
 
 class CheckpointError(Exception):
@@ -40,6 +42,7 @@ class LoadedModel:
     card: ModelCard
     device: torch.device
     path: str
+    extras: dict = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:
@@ -79,9 +82,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, data)
 
 
-def save_checkpoint(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> Path:
+def save_checkpoint(
+    model: nn.Module,
+    card: ModelCard,
+    path: str | os.PathLike,
+    extras: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Save weights (safetensors) and card (JSON) atomically.
 
+    ``extras``: tensors stored beside the weights under ``<name>`` keys that
+    start with :data:`EXTRA_PREFIX` (e.g. ``domain.reference``, the domain
+    guard's training features); they come back as ``LoadedModel.extras``.
     Sets ``card.model_id`` (sha256 of the weights, 16 hex) and
     ``card.created``.  Returns the weights path.
     """
@@ -92,6 +103,10 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: str | os.PathLike) 
         weights = weights.with_suffix(".safetensors")
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in (extras or {}).items():
+        if not key.startswith(EXTRA_PREFIX):
+            raise ValueError(f"extra tensor names start with {EXTRA_PREFIX!r}: {key}")
+        state[key] = torch.as_tensor(value).detach().cpu().contiguous()
     blob = save(state, metadata={"format": "pt"})
     card.model_id = hashlib.sha256(blob).hexdigest()[:16]
     card.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -185,6 +200,7 @@ def load_checkpoint(
 def _load_cached(weights: str, stamp: tuple[int, int], device: str) -> LoadedModel:
     card = read_card(weights)
     state = _read_state(Path(weights))
+    extras = {k: state.pop(k) for k in list(state) if k.startswith(EXTRA_PREFIX)}
     model = build_from_card(card)
     try:
         model.load_state_dict(state, strict=True)
@@ -194,7 +210,7 @@ def _load_cached(weights: str, stamp: tuple[int, int], device: str) -> LoadedMod
             f"{weights}: weights do not match the card's architecture ({first})"
         ) from None
     model.to(device).eval()
-    return LoadedModel(model, card, torch.device(device), weights)
+    return LoadedModel(model, card, torch.device(device), weights, extras)
 
 
 def clear_cache() -> None:

@@ -25,8 +25,14 @@ class SeedCNN(nn.Module):
         num_classes: output classes.
         batchnorm: BatchNorm after each convolution.
         dropout: dropout probability before the last layer (0 disables).
-        widths: channels of the three conv blocks.
+        widths: channels of the conv blocks (one block each, then a 2x
+            max-pool); three in the seed design, any number allowed.
         pooled_size: side of the adaptive pool before the dense layer.
+        convs_per_block: 3x3 convolutions per block (VGG style, 1 in the
+            seed design).
+        head: ``"dense"`` (the seed's flatten -> 512 -> classes) or
+            ``"gap"`` (global average pool -> dropout -> classes: fewer
+            weights, and the last block's map stays a class-activation map).
     """
 
     def __init__(
@@ -36,36 +42,47 @@ class SeedCNN(nn.Module):
         num_classes: int = 2,
         batchnorm: bool = True,
         dropout: float = 0.5,
-        widths: tuple[int, int, int] = (32, 64, 128),
+        widths: tuple[int, ...] = (32, 64, 128),
         pooled_size: int = 4,
+        convs_per_block: int = 1,
+        head: str = "dense",
     ):
         super().__init__()
         Conv, Pool = conv(spatial_dims), maxpool(spatial_dims)
         Norm = _norm_factory(spatial_dims, batchnorm)
         blocks: list[nn.Module] = []
         prev = in_channels
+        if head not in ("dense", "gap"):
+            raise ValueError(f"head must be 'dense' or 'gap', not {head!r}")
         for w in widths:
-            blocks += [
-                Conv(prev, w, kernel_size=3, padding=1, bias=not batchnorm),
-                Norm(w),
-                nn.ReLU(),
-                Pool(2),
-            ]
-            prev = w
+            for _ in range(max(1, int(convs_per_block))):
+                blocks += [
+                    Conv(prev, w, kernel_size=3, padding=1, bias=not batchnorm),
+                    Norm(w),
+                    nn.ReLU(),
+                ]
+                prev = w
+            blocks.append(Pool(2))
         self.features = nn.Sequential(*blocks)
-        self.pool = adaptive_avgpool(spatial_dims)(pooled_size)
-        flat = prev * pooled_size**spatial_dims
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 512),
-            nn.ReLU(),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-            nn.Linear(512, num_classes),
-        )
-        self.feature_dim = 512
+        drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if head == "gap":
+            self.pool = adaptive_avgpool(spatial_dims)(1)
+            self.head = nn.Sequential(nn.Flatten(), drop, nn.Linear(prev, num_classes))
+            self.feature_dim = prev
+        else:
+            self.pool = adaptive_avgpool(spatial_dims)(pooled_size)
+            flat = prev * pooled_size**spatial_dims
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(flat, 512),
+                nn.ReLU(),
+                drop,
+                nn.Linear(512, num_classes),
+            )
+            self.feature_dim = 512
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate 512-d features, shape (B, 512)."""
+        """Penultimate features, shape (B, ``feature_dim``)."""
         h = self.pool(self.features(x))
         for layer in list(self.head)[:-1]:
             h = layer(h)

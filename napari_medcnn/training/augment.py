@@ -30,6 +30,7 @@ DEFAULTS: dict[str, bool] = {
     "blur": False,
     "cutout": False,
     "histogram": False,
+    "pixel_dropout": False,
 }
 #: default strengths (used when the config gives no number)
 STRENGTH: dict[str, float] = {
@@ -41,6 +42,7 @@ STRENGTH: dict[str, float] = {
     "noise_std": 0.02,
     "cutout_px": 32.0,
     "histogram_points": 10.0,
+    "pixel_dropout_max": 0.5,
 }
 
 
@@ -66,6 +68,9 @@ def build_augmentation(
     k = {name: float(cfg.get(name, value)) for name, value in STRENGTH.items()}
     nd = spatial_dims
     tf: list = []
+    by_min = cfg.get("fill", "zero") == "minimum"
+    # MONAI pads with zeros; "border" repeats the edge (the background) instead
+    pad = "border" if by_min else "zeros"
     if cfg.get("flip"):
         tf.append(T.RandFlip(prob=0.5, spatial_axis=nd - 1))
     if cfg.get("rotate"):
@@ -75,14 +80,14 @@ def build_augmentation(
             if nd == 2
             else {"range_x": rng / 2, "range_y": rng / 2, "range_z": rng}
         )
-        tf.append(T.RandRotate(prob=0.5, padding_mode="zeros", **kw))
+        tf.append(T.RandRotate(prob=0.5, padding_mode=pad, **kw))
     if cfg.get("affine"):
         tf.append(
             T.RandAffine(
                 prob=0.5,
                 scale_range=[k["scale"]] * nd,
                 translate_range=[k["translate_px"]] * nd,
-                padding_mode="zeros",
+                padding_mode=pad,
             )
         )
     if cfg.get("elastic"):
@@ -111,14 +116,67 @@ def build_augmentation(
         tf.append(T.RandGaussianNoise(prob=0.3, std=k["noise_std"]))
     if cfg.get("cutout"):
         big = int(k["cutout_px"])
-        tf.append(
-            T.RandCoarseDropout(
-                holes=1,
-                spatial_size=[max(big // 2, 1)] * nd,
-                max_spatial_size=[big] * nd,
-                prob=0.3,
-            )
+        cut = T.RandCoarseDropout(
+            holes=1,
+            spatial_size=[max(big // 2, 1)] * nd,
+            max_spatial_size=[big] * nd,
+            prob=0.3,
         )
+        if by_min:
+            cut.set_random_state(seed + 1)
+        tf.append(_AtMinimum(cut) if by_min else cut)
+    if cfg.get("pixel_dropout"):
+        drop = PixelDropout(k["pixel_dropout_max"], prob=0.3)
+        tf.append(drop.set_random_state(seed + 2))
     comp = T.Compose(tf)
     comp.set_random_state(seed=seed)
     return comp
+
+
+class _AtMinimum:
+    """Run a zero-filling MONAI transform so that what it fills becomes the
+    sample's minimum: shift the sample to min 0, transform, shift back."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def set_random_state(self, seed=None, state=None):
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        t = torch.as_tensor(x)
+        lo = t.min()
+        return torch.as_tensor(self.transform(t - lo)) + lo
+
+
+class PixelDropout:
+    """Set a random fraction (uniform in [0, ``max_fraction``]) of the
+    spatial locations of a (C, *spatial) sample to its minimum, with
+    probability ``prob`` (all channels of a location together)."""
+
+    def __init__(self, max_fraction: float = 0.5, prob: float = 0.3):
+        import numpy as np
+
+        self.max_fraction = float(max_fraction)
+        self.prob = float(prob)
+        self.R = np.random.RandomState()
+
+    def set_random_state(self, seed=None, state=None):
+        import numpy as np
+
+        self.R = state if state is not None else np.random.RandomState(seed)
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        t = torch.as_tensor(x)
+        if self.R.rand() >= self.prob:
+            return t
+        frac = self.R.uniform(0.0, self.max_fraction)
+        keep = self.R.rand(*t.shape[1:]) >= frac
+        mask = torch.as_tensor(keep)[None]
+        return torch.where(mask, t, t.min())
