@@ -5,8 +5,9 @@ Thin over :func:`napari_medcnn.saliency.explain` and
 :func:`napari_medcnn.io.load` (as napari reads it), the map is written in
 the array order and geometry of that scan (``.npy``, ``.nii.gz`` with the
 scan's affine, or ``.png`` composited on the windowed scan) with a JSON
-sidecar, and the trust metrics are printed as JSON.  No patient data is
-printed or written.
+sidecar, and the trust metrics are printed as JSON.  A trust check that
+the map fails is also printed plainly on stderr (``TRUST CHECK FAILED:
+...``).  No patient data is printed or written.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .cli_model import (
 
 #: command-line method names -> core method names
 METHOD_ALIASES = {
+    "layercam": "layercam",
+    "hirescam": "hirescam",
     "gradcam": "gradcam",
     "gradcampp": "gradcam++",
     "gradcam++": "gradcam++",
@@ -62,10 +65,11 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH")
     p.add_argument(
         "--method",
-        default="gradcam",
+        default="layercam",
         choices=sorted(METHOD_ALIASES),
-        help="saliency method (gradcampp = Grad-CAM++, ig = Integrated "
-        "Gradients; default gradcam)",
+        help="saliency method (default layercam: LayerCAM fused across the "
+        "network's stages, at least 16x16 cells where the input allows; "
+        "gradcampp = Grad-CAM++, ig = Integrated Gradients)",
     )
     p.add_argument(
         "--target",
@@ -89,7 +93,11 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         dest="slice_index",
         help="explain only this slice of a volume (2D models; default: all)",
     )
-    p.add_argument("--layer", help="Grad-CAM layer name (default: found)")
+    p.add_argument(
+        "--layer",
+        help="Grad-CAM layer name, or LayerCAM / HiResCAM layer names "
+        "separated by commas (default: found)",
+    )
     p.add_argument("--normalize", choices=("volume", "slice"), default="volume")
     p.add_argument("--steps", type=int, default=32, help="IG steps (default 32)")
     p.add_argument(
@@ -113,6 +121,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """The method's own keyword arguments from the command line."""
     if method in ("gradcam", "gradcam++"):
         return {"layer": args.layer} if args.layer else {}
+    if method in ("layercam", "hirescam"):
+        return {"layers": args.layer} if args.layer else {}
     if method == "integrated_gradients":
         p: dict[str, Any] = {"n_steps": args.steps}
         if args.baseline:
@@ -151,6 +161,8 @@ def metrics_summary(result: Any) -> dict[str, Any]:
     corr = rand.get("correlation")
     out["randomization_correlation"] = None if corr is None else round(corr, 4)
     out["randomization_passed"] = rand.get("passed")
+    out["randomization_status"] = rand.get("status")
+    out["trust_checks"] = m.get("trust_checks") or {}
     return out
 
 
@@ -239,8 +251,13 @@ def _run_explain(args: argparse.Namespace) -> int:
         "model_id": result.model_id,
         "scope": result.scope,
         "shape": list(result.map.shape),
+        "layers": result.params.get("layers") or result.params.get("layer"),
+        "map_resolution": result.params.get("map_resolution"),
         **metrics_summary(result),
         "warnings": result.warnings,
     }
     print(json.dumps(summary, indent=2))
+    for warning in result.warnings:
+        if warning.startswith("TRUST CHECK"):
+            print(warning, file=sys.stderr)
     return 0

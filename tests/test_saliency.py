@@ -444,6 +444,7 @@ class _RegionModel(nn.Module):
 
 def test_deletion_insertion_reward_a_faithful_map():
     x = np.full((1, 16, 16), 0.6, np.float32)
+    x[0, -1, -1] = 0.0  # the input's darkest value: what "black" deletes to
     good = np.zeros((16, 16))
     good[:8, :8] = 1 + np.random.default_rng(0).random((8, 8))
     out = deletion_insertion(

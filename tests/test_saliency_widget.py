@@ -1,8 +1,8 @@
 """The Saliency dock widget in a real napari window.
 
 Opened through the manifest, as a user opens it from the Plugins menu.  The
-first test runs Grad-CAM with the shipped default model on the real MR
-sample slice; the others use tiny untrained checkpoints
+first test runs the default method (LayerCAM) with the shipped default
+model on the real MR sample slice; the others use tiny untrained checkpoints
 (``test_classify_widget.make_checkpoint``).  Set
 ``NAPARI_MEDCNN_SCREENSHOTS`` to a folder to keep the screenshot (the
 README's ``docs/saliency_mr.png``).
@@ -85,7 +85,7 @@ def _screenshot(viewer, name):
 
 
 @pytest.mark.skipif(not default_model_path().exists(), reason="no default model")
-def test_gradcam_on_the_mr_sample_with_the_default_model(
+def test_default_method_on_the_mr_sample_with_the_default_model(
     make_napari_viewer, qtbot, tmp_path
 ):
     from napari_medcnn.io import load
@@ -94,13 +94,13 @@ def test_gradcam_on_the_mr_sample_with_the_default_model(
     (src,) = viewer.open_sample(PLUGIN, "mr_slice")
     widget = _dock(viewer, qtbot)
     assert widget.model is not None and "gradcam" in widget.methods()
-    widget.set_method("gradcam")
+    assert widget.method_combo.currentData() == "layercam"  # the default
     _run(qtbot, widget)
     (ov,) = widget.overlays
-    assert ov.name == overlay_name(src.name, "gradcam")
+    assert ov.name == overlay_name(src.name, "layercam")
     _same_geometry(ov, src)
     rec = ov.metadata["saliency"]
-    assert rec["method"] == "gradcam" and rec["params"]["layer"] == "layer4"
+    assert rec["method"] == "layercam" and min(rec["params"]["map_resolution"]) >= 16
     m = rec["metrics"]
     assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["deletion_auc_random"] <= 1
     assert "correlation" in m["randomization"] and m["insertion_auc"] >= 0

@@ -1,8 +1,13 @@
-"""Write a volume as a DICOM series with known geometry.
+"""Synthetic data with known ground truth.
 
-Used by the tests (reader correctness against dcm2niix), the benchmarks and
-the demo to build real, standard-conforming series from arrays.  Files are
-uncompressed, Explicit VR Little Endian, one slice per file.
+* :func:`write_series`: a volume as a DICOM series with known geometry.
+  Used by the tests (reader correctness against dcm2niix), the benchmarks
+  and the demo to build real, standard-conforming series from arrays.
+  Files are uncompressed, Explicit VR Little Endian, one slice per file.
+* :func:`blob_images` / :func:`write_blob_dataset`: textured-noise images,
+  half with one faint Gaussian blob at a recorded place, as PNGs and a
+  ``path,label`` CSV for ``napari-medcnn train``: the pointing game of
+  the saliency methods (a map's maximum should lie on the blob).
 """
 
 from __future__ import annotations
@@ -130,3 +135,89 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def blob_images(
+    n: int,
+    *,
+    size: int = 96,
+    sigma: float = 4.0,
+    amplitude: float = 3.0,
+    margin: int = 12,
+    texture: Sequence[tuple[float, float]] = ((1.0, 0.7),),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` images of textured noise, every other one (odd indices) with
+    one faint Gaussian blob.
+
+    The texture is white noise plus noise smoothed at 1.5 and 4 px (unit
+    standard deviation in all, mean 0), so that neither the brightest
+    pixel nor a smooth bump of the background's own size gives the blob
+    away; the blob adds ``amplitude`` (in units of the texture's standard
+    deviation) times a Gaussian of ``sigma`` px at a uniformly random
+    centre at least ``margin`` px inside the border.
+
+    Returns:
+        (images float32 (n, size, size), labels int (n,): 1 = blob,
+        centres float (n, 2): (row, col) in px, NaN without a blob).
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    images = np.empty((n, size, size), np.float32)
+    labels = np.arange(n) % 2
+    centres = np.full((n, 2), np.nan)
+    for i in range(n):
+        tex = rng.normal(0.0, 1.0, (size, size)).astype(np.float32)
+        for s, w in texture:
+            smooth = ndimage.gaussian_filter(
+                rng.normal(0.0, 1.0, (size, size)), s, mode="wrap"
+            )
+            tex += w * (smooth / smooth.std()).astype(np.float32)
+        tex /= tex.std()
+        if labels[i]:
+            cy, cx = rng.uniform(margin, size - 1 - margin, 2)
+            centres[i] = (cy, cx)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+            tex += amplitude * blob
+        images[i] = tex
+    return images, labels, centres
+
+
+def blob_grey(image: np.ndarray) -> np.ndarray:
+    """A :func:`blob_images` image as the 8-bit grey levels that
+    :func:`write_blob_dataset` saves: 128 + 25 * value, clipped."""
+    return np.clip(np.round(128 + 25 * np.asarray(image)), 0, 255).astype(np.uint8)
+
+
+def write_blob_dataset(
+    folder: str | os.PathLike,
+    n: int = 240,
+    *,
+    classes: Sequence[str] = ("noise", "blob"),
+    seed: int = 0,
+    **kwargs,
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Write :func:`blob_images` as 8-bit PNGs (``img000.png`` ...) and a
+    ``labels.csv`` (``path,label``, paths relative to ``folder``).
+
+    Grey levels: :func:`blob_grey`.  ``kwargs`` go to :func:`blob_images`.
+
+    Returns:
+        (the CSV's path, labels (n,), blob centres (n, 2) in px, NaN
+        without a blob).
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels, centres = blob_images(n, seed=seed, **kwargs)
+    rows = ["path,label"]
+    for i, (im, y) in enumerate(zip(images, labels)):
+        name = f"img{i:03d}.png"
+        Image.fromarray(blob_grey(im)).save(folder / name)
+        rows.append(f"{name},{classes[int(y)]}")
+    csv = folder / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv, labels, centres

@@ -1,5 +1,6 @@
-"""Saliency maps you can check: Grad-CAM, Grad-CAM++, Integrated Gradients,
-occlusion and SmoothGrad on any zoo model, mapped back to the image grid,
+"""Saliency maps you can check: LayerCAM (the default: fused across stages,
+at least 16x16 cells), Grad-CAM, Grad-CAM++, HiResCAM, Integrated
+Gradients, occlusion and SmoothGrad on any zoo model, mapped back to the image grid,
 with trust metrics (pure core: no Qt, napari or magicgui).
 
 Entry point: :func:`explain` (a progress generator returning a
@@ -16,9 +17,16 @@ from .base import (
     available_methods,
     find_target_layer,
     model_session,
+    stage_layers,
 )
-from .cam import GradCAM, GradCAMPlusPlus
-from .explain import SaliencyResult, estimate_occlusion, explain, normalize_map
+from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, pick_stages
+from .explain import (
+    DEFAULT_METHOD,
+    SaliencyResult,
+    estimate_occlusion,
+    explain,
+    normalize_map,
+)
 from .gradients import (
     Gradient,
     GradientXInput,
@@ -28,11 +36,18 @@ from .gradients import (
     ig_batch_for_memory,
     make_baseline,
 )
-from .metrics import deletion_insertion, randomization_check, spearman
+from .metrics import (
+    deletion_insertion,
+    near_constant,
+    randomization_check,
+    spearman,
+    trust_warnings,
+)
 from .occlusion import Occlusion, OcclusionEstimate, count_windows, mm_to_voxels
 from .targets import ClassTarget, PredictedClass
 
 __all__ = [
+    "DEFAULT_METHOD",
     "METHODS",
     "ClassTarget",
     "Explainer",
@@ -40,7 +55,9 @@ __all__ = [
     "GradientXInput",
     "GradCAM",
     "GradCAMPlusPlus",
+    "HiResCAM",
     "IntegratedGradients",
+    "LayerCAM",
     "Occlusion",
     "OcclusionEstimate",
     "PredictedClass",
@@ -57,7 +74,11 @@ __all__ = [
     "make_baseline",
     "mm_to_voxels",
     "model_session",
+    "near_constant",
     "normalize_map",
+    "pick_stages",
     "randomization_check",
     "spearman",
+    "stage_layers",
+    "trust_warnings",
 ]

@@ -115,8 +115,13 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
     Raises:
         ValueError: the model has no convolution with spatial output.
     """
-    if not conv_layers(model):
-        raise no_conv_error(model)
+    stages = stage_layers(model, x)
+    return stages[-1][:2]
+
+
+def _forward_events(model: nn.Module, x: torch.Tensor):
+    """(module -> name, [(module, output shape)] in the order modules
+    finish) from one forward pass on ``x[:1]``."""
     names = {m: n for n, m in model.named_modules() if m is not model}
     events: list[tuple[nn.Module, tuple[int, ...]]] = []
 
@@ -131,6 +136,27 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
     finally:
         for h in handles:
             h.remove()
+    return names, events
+
+
+def stage_layers(
+    model: nn.Module, x: torch.Tensor
+) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    """The backbone's stages, shallow to deep: for each spatial size that
+    convolutions produce, the module whose output is that stage's final
+    feature map (the rules of :func:`find_target_layer`, applied to the
+    last convolution of each size).  The last stage is the layer
+    :func:`find_target_layer` returns.
+
+    Returns:
+        list of (name, module, spatial shape of its output).
+
+    Raises:
+        ValueError: the model has no convolution with spatial output.
+    """
+    if not conv_layers(model):
+        raise no_conv_error(model)
+    names, events = _forward_events(model, x)
     spatial = [
         i
         for i, (m, shape) in enumerate(events)
@@ -141,12 +167,31 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
             "no convolution keeps spatial extent for this input size; give "
             "Grad-CAM a layer or use a gradient method"
         )
-    wide = [i for i in spatial if max(events[i][0].kernel_size) > 1]
-    at = (wide or spatial)[-1]
-    conv, shape = events[at]
+    wide = [i for i in spatial if max(events[i][0].kernel_size) > 1] or spatial
     calls: dict[nn.Module, int] = {}
     for m, _ in events:
         calls[m] = calls.get(m, 0) + 1
+    # the last convolution of each spatial size (a later one of the same
+    # size, after a smaller one, starts a new stage: U-shaped nets)
+    ends = [
+        i
+        for k, i in enumerate(wide)
+        if k + 1 == len(wide) or events[wide[k + 1]][1][2:] != events[i][1][2:]
+    ]
+    stages = []
+    for at in ends:
+        chosen = _stage_end(events, at, calls)
+        name = names[chosen]
+        if stages and stages[-1][0] == name:
+            continue
+        stages.append((name, chosen, tuple(events[at][1][2:])))
+    return stages
+
+
+def _stage_end(events, at: int, calls: dict) -> nn.Module:
+    """From the convolution at ``events[at]``, the last module that keeps
+    its batch size and spatial shape and runs as often as it does."""
+    conv, shape = events[at]
     chosen = conv
     for m, out_shape in events[at + 1 :]:
         same = (
@@ -158,7 +203,7 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module
             break
         if calls[m] == calls[conv]:
             chosen = m
-    return names[chosen], chosen
+    return chosen
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:

@@ -1,10 +1,16 @@
-"""Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay et al. 2018).
+"""Class activation maps: Grad-CAM (Selvaraju et al. 2017), Grad-CAM++
+(Chattopadhay et al. 2018), HiResCAM (Draelos & Carin 2020) and LayerCAM
+(Jiang et al. 2021), the default method.
 
 Written here rather than wrapped: Captum has no Grad-CAM++, and MONAI's
 ``visualize.GradCAM`` registers hooks it never removes, switches the model
 to ``train()`` afterwards whatever its mode was, and normalises each map on
-its own.  The two methods differ only in how channels are weighted
-(:meth:`CAMBase.channel_weights`), pytorch-grad-cam style.
+its own; Captum's ``LayerGradCam`` covers one layer and one weighting
+only.  Grad-CAM and Grad-CAM++ differ only in how channels are weighted
+(:meth:`CAMBase.channel_weights`), pytorch-grad-cam style; HiResCAM and
+LayerCAM weight each location (:meth:`LocationCAM.location_weights`) and
+can fuse several stages, so the map resolves more than the last feature
+map's few cells (4x4 on a ResNet at 128 px).
 
 Gradients come from ``torch.autograd.grad`` on the hooked activations, so
 no parameter's ``.grad`` is touched.  For CNN+RNN models the hooked layer
@@ -13,6 +19,8 @@ per slice, (B, S, H, W).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +33,12 @@ from .base import (
     get_layer,
     no_conv_error,
     register_method,
+    stage_layers,
 )
+
+#: the default method's automatic stages resolve at least this many cells
+#: a side (in-plane), where the input allows it
+MIN_RESOLUTION = 16
 
 
 class CAMBase(Explainer):
@@ -41,6 +54,17 @@ class CAMBase(Explainer):
         super().__init__(model, **kw)
         self.layer_name = layer
         self.layer = get_layer(model, layer) if layer else None
+        self.resolution: list[int] | None = None
+
+    def chosen_layers(self):
+        """What the automatic search found, for :meth:`reuse_layers`."""
+        return (self.layer_name, self.layer)
+
+    def reuse_layers(self, found) -> None:
+        """Skip the search (once per job): use ``chosen_layers()`` of an
+        explainer of the same model, unless a layer was given."""
+        if self.layer is None and found is not None:
+            self.layer_name, self.layer = found
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """(N, K, *sp) activations and gradients -> (N, K) weights."""
@@ -59,6 +83,7 @@ class CAMBase(Explainer):
         g = torch.cat([t.detach() for t in grads])
         b = x.shape[0]
         per_slice = a.shape[0] != b  # a slice encoder ran on B*S slices
+        self.resolution = list(a.shape[2:])
         w = self.channel_weights(a, g)
         cam = F.relu((w.reshape(*w.shape, *[1] * (a.dim() - 2)) * a).sum(1))
         return _upsample(cam, x, per_slice)
@@ -99,3 +124,148 @@ class GradCAMPlusPlus(CAMBase):
         denom = 2 * g2 + sum_a * g3
         alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
         return (alpha * F.relu(grads)).flatten(2).sum(2)
+
+
+def pick_stages(
+    stages: Sequence[tuple[str, object, tuple[int, ...]]],
+    min_resolution: int = MIN_RESOLUTION,
+) -> list[tuple[str, object, tuple[int, ...]]]:
+    """The stages the default method fuses: the deepest stage whose map is
+    at least ``min_resolution`` cells a side in-plane, and every deeper
+    one (their class evidence, its detail).  When no stage is that fine,
+    the finest stage and the deeper ones.
+    """
+    fine = [i for i, s in enumerate(stages) if min(s[2][-2:]) >= min_resolution]
+    start = fine[-1] if fine else 0
+    return list(stages[start:])
+
+
+class LocationCAM(Explainer):
+    """CAMs that weight every location by its own gradient, on one or
+    several layers (stages), each upsampled to the input, scaled to its
+    maximum and fused.
+
+    Args:
+        layers: layer names (a list, or one string, comma-separated), or
+            None / ``"auto"``: the automatic stages (:attr:`auto`).
+        min_resolution: ``auto`` with several stages: see
+            :func:`pick_stages`.
+        fuse: ``mean`` (default) or ``max`` of the per-layer maps, each
+            divided by its maximum over the example first.  The fused map
+            is then multiplied by the deepest layer's maximum, so examples
+            (slices) keep Grad-CAM's relative strength under one volume
+            scale, and a slice without class evidence stays dark.
+
+    After a call, ``layer_names`` and ``resolution`` (the finest fused
+    feature map, spatial shape) say what was used.
+    """
+
+    needs_conv = True
+    default_sign = "positive"
+    #: ``stages`` (pick_stages) or ``last`` (the last feature map only)
+    auto: str = "stages"
+
+    def __init__(
+        self,
+        model,
+        layers: str | Sequence[str] | None = None,
+        min_resolution: int = MIN_RESOLUTION,
+        fuse: str = "mean",
+        **kw,
+    ):
+        if not conv_layers(model):
+            raise no_conv_error(model)
+        super().__init__(model, **kw)
+        if isinstance(layers, str):
+            layers = [n.strip() for n in layers.split(",") if n.strip()]
+            layers = None if layers == ["auto"] else layers
+        if fuse not in ("mean", "max"):
+            raise ValueError(f"fuse must be 'mean' or 'max', not {fuse!r}")
+        self.layer_names = list(layers) if layers else None
+        self.layers = [get_layer(model, n) for n in layers] if layers else None
+        self.min_resolution = int(min_resolution)
+        self.fuse = fuse
+        self.resolution: list[int] | None = None
+
+    def chosen_layers(self):
+        return (self.layer_names, self.layers)
+
+    def reuse_layers(self, found) -> None:
+        if self.layers is None and found is not None and found[1] is not None:
+            self.layer_names, self.layers = list(found[0]), list(found[1])
+
+    def location_weights(self, acts: torch.Tensor, grads: torch.Tensor):
+        """(N, K, *sp) activations and gradients -> (N, K, *sp) weights."""
+        raise NotImplementedError
+
+    def _choose(self, x: torch.Tensor) -> None:
+        stages = stage_layers(self.model, x)
+        if self.auto == "last":
+            stages = stages[-1:]
+        else:
+            stages = pick_stages(stages, self.min_resolution)
+        self.layer_names = [s[0] for s in stages]
+        self.layers = [s[1] for s in stages]
+
+    def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
+        if self.layers is None:
+            self._choose(x)
+        acts: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        for k, layer in enumerate(self.layers):
+            self.hook(
+                layer.register_forward_hook(lambda _m, _i, o, k=k: acts[k].append(o))
+            )
+        score = target(self.model(x))
+        for name, got in zip(self.layer_names, acts):
+            if not got:
+                raise RuntimeError(f"layer {name!r} did not run")
+        flat = [t for got in acts for t in got]
+        grads = list(torch.autograd.grad(score.sum(), flat))
+        b = x.shape[0]
+        maps, shapes = [], []
+        for got in acts:
+            a = torch.cat([t.detach() for t in got])
+            g = torch.cat([grads.pop(0).detach() for _ in got])
+            shapes.append(list(a.shape[2:]))
+            cam = F.relu((self.location_weights(a, g) * a).sum(1))
+            maps.append(_upsample(cam, x, a.shape[0] != b))
+        self.resolution = max(shapes, key=lambda s: s[-1] * s[-2])
+        return fuse_maps(maps, self.fuse)
+
+
+def fuse_maps(maps: Sequence[torch.Tensor], how: str = "mean") -> torch.Tensor:
+    """Fuse per-layer maps (B, *sp), shallow to deep: each divided by its
+    maximum over the example, combined (``mean`` or ``max``), and scaled
+    by the deepest map's maximum.  One map comes back unchanged."""
+    if len(maps) == 1:
+        return maps[0]
+    peaks = [m.flatten(1).amax(1).reshape(-1, *[1] * (m.dim() - 1)) for m in maps]
+    unit = [m / torch.where(p > 0, p, torch.ones_like(p)) for m, p in zip(maps, peaks)]
+    stack = torch.stack(unit)
+    fused = stack.mean(0) if how == "mean" else stack.amax(0)
+    return fused * peaks[-1]
+
+
+@register_method
+class LayerCAM(LocationCAM):
+    """LayerCAM (Jiang et al. 2021): each location's activations weighted
+    by their positive gradients, fused across the stages from the
+    deepest one at least 16 cells a side to the last (the default)."""
+
+    name = "layercam"
+
+    def location_weights(self, acts, grads):
+        return F.relu(grads)
+
+
+@register_method
+class HiResCAM(LocationCAM):
+    """HiResCAM (Draelos & Carin 2020): activations times their signed
+    gradients, location by location, on the last feature map (faithful to
+    what a linear head reads; no averaging over locations)."""
+
+    name = "hirescam"
+    auto = "last"
+
+    def location_weights(self, acts, grads):
+        return grads

@@ -6,8 +6,15 @@ and returns a :class:`SaliencyResult` whose ``map`` has the input's spatial
 shape, so an overlay with the source layer's scale and translate aligns.
 
 Flow: images -> ``prepare_with_geometry`` (the card's preprocessing) ->
-method on the model-input grid -> ``to_image_grid`` (undoes crop and
-resize) -> one robust scale for the whole volume (or one per slice).
+method on the model-input grid -> zero where the input is pure padding
+(``input_fov_mask``: the field of view the model saw) -> ``to_image_grid``
+(undoes crop and resize; nothing outside the crop) -> one robust scale for
+the whole volume (or one per slice).
+
+The default method is LayerCAM fused over the stages from the deepest one
+that is at least 16 cells a side to the last (:mod:`.cam`): chosen by the
+deletion test among Grad-CAM on the last and on an earlier stage, HiResCAM
+and LayerCAM (README, "Saliency").
 
 Scopes (as in ``classify``): ``slice`` (a 2D image, or ``slice_index`` of a
 volume, through a slice model; the rest of the volume's map is 0),
@@ -26,12 +33,26 @@ from typing import Any
 import numpy as np
 
 from .base import METHODS, _load_methods
-from .inputs import Plan, estimate_occlusion, make_plan, method_params
+from .inputs import (
+    Plan,
+    estimate_occlusion,
+    input_fov_mask,
+    make_plan,
+    method_params,
+)
 from .targets import ClassTarget, check_target, resolve_target, target_index
 
-__all__ = ["SaliencyResult", "estimate_occlusion", "explain", "normalize_map"]
+__all__ = [
+    "DEFAULT_METHOD",
+    "SaliencyResult",
+    "estimate_occlusion",
+    "explain",
+    "normalize_map",
+]
 
 Event = tuple
+#: the method ``explain``, the CLI and the widget use unless told otherwise
+DEFAULT_METHOD = "layercam"
 _UNDERFLOW = (
     "the target's probability rounds to 1, so its log-probability neither "
     "changes nor has a usable gradient; the map explains the class logit"
@@ -152,7 +173,7 @@ def _forward_probs(plan: Plan, batch_size: int):
 def explain(
     images: Sequence[np.ndarray],
     model=None,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     target: Any = None,
     *,
     spacing: Sequence[float] | None = None,
@@ -175,9 +196,11 @@ def explain(
         images: one array per channel, equal shapes: (H, W), (S, H, W), or
             with a trailing RGB axis when ``rgb``; card channel order.
         model: None (the default model), a checkpoint path or a LoadedModel.
-        method: ``gradcam``, ``gradcam++``, ``integrated_gradients``,
-            ``occlusion``, ``smoothgrad``, ``gradient``, ``gradient_x_input``
-            (see :func:`available_methods`).
+        method: ``layercam`` (default: LayerCAM fused across stages, at
+            least 16x16 cells where the input allows), ``gradcam``,
+            ``gradcam++``, ``hirescam``, ``integrated_gradients``,
+            ``occlusion``, ``smoothgrad``, ``gradient``,
+            ``gradient_x_input`` (see :func:`available_methods`).
         target: None (predicted class; for ``slices`` the class with the
             highest mean probability), a class index or name, a
             ``ClassTarget`` or a callable ``logits (B, K) -> (B,)``.
@@ -205,7 +228,9 @@ def explain(
         metric_options: keyword arguments for the metric functions.
         warn_seconds: occlusion jobs estimated longer than this yield a
             ``("warning", message)`` event first.
-        params: the method's own parameters: ``layer`` (CAM), ``baseline``,
+        params: the method's own parameters: ``layer`` (Grad-CAM,
+            Grad-CAM++), ``layers``, ``min_resolution``, ``fuse``
+            (LayerCAM, HiResCAM), ``baseline``,
             ``n_steps``, ``internal_batch_size``, ``memory_limit_mb``,
             ``blur_sigma`` (IG, voxels), ``window_mm``, ``stride_mm``,
             ``perturbations_per_eval`` (occlusion), ``n_samples``,
@@ -259,8 +284,8 @@ def explain(
     for start in range(0, n, per_call):
         batch = plan.items[start : start + per_call]
         explainer = cls(net, **method_params(method, batch[0], plan.spacing, params))
-        if cls.needs_conv and explainer.layer is None and found is not None:
-            explainer.layer_name, explainer.layer = found  # searched once per job
+        if cls.needs_conv:
+            explainer.reuse_layers(found)  # searched once per job
         with explainer:
             xs = np.stack([it.x for it in batch])
             maps = explainer.attribute(xs, tgt).numpy()
@@ -276,7 +301,8 @@ def explain(
                 maps = maps.numpy()
                 warnings.append(_UNDERFLOW)
         for k, (it, m) in enumerate(zip(batch, maps)):
-            m = _apply_sign(m, sign)
+            # no heat where the model saw only the preprocessing's padding
+            m = _apply_sign(m, sign) * input_fov_mask(it.geometry)
             input_maps[start + k] = m
             grid = to_image_grid(m, it.geometry)
             if it.dest is None:
@@ -287,7 +313,7 @@ def explain(
                 out[it.dest] = grid
                 computed[it.dest] = True
         if cls.needs_conv:
-            found = (explainer.layer_name, explainer.layer)
+            found = explainer.chosen_layers()
         yield ("explain", min(start + per_call, n), n)
     normed, scales = normalize_map(out, normalize, computed, signed=sign == "signed")
     info = _params_info(method, explainer, params, plan, normalize, sign, scales)
@@ -349,8 +375,35 @@ def _params_info(method, explainer, params, plan, normalize, sign, scales) -> di
     }
     info.update(normalize=normalize, sign=sign, spacing_mm=list(plan.spacing))
     info["scale"] = scales.tolist()
-    for attr in ("layer_name", "window", "stride", "used_internal_batch_size"):
+    for attr, key in (
+        ("layer_name", "layer"),
+        ("layer_names", "layers"),
+        ("fuse", "fuse"),
+        ("window", "window"),
+        ("stride", "stride"),
+        ("used_internal_batch_size", "used_internal_batch_size"),
+    ):
         value = getattr(explainer, attr, None)
         if value is not None:
-            info[attr.replace("layer_name", "layer")] = value
+            info[key] = list(value) if isinstance(value, list) else value
+    if getattr(explainer, "layer_names", None) is not None:
+        info["min_resolution"] = explainer.min_resolution
+    info["map_resolution"] = map_resolution(explainer, plan.items[0].x.shape[1:])
     return info
+
+
+def map_resolution(explainer, input_shape) -> list[int]:
+    """Cells per spatial axis that a method's map can tell apart on the
+    model input: a CAM's finest feature map, occlusion's window positions,
+    the input grid itself for gradient methods."""
+    res = getattr(explainer, "resolution", None)
+    if res is not None:
+        return [int(v) for v in res]
+    window = getattr(explainer, "window", None)
+    stride = getattr(explainer, "stride", None)
+    shape = [int(v) for v in input_shape]
+    if window is not None and stride is not None:
+        w = np.broadcast_to(window, (len(shape),))
+        st = np.broadcast_to(stride, (len(shape),))
+        return [int(max(1, -(-(n - a) // b) + 1)) for n, a, b in zip(shape, w, st)]
+    return shape

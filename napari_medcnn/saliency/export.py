@@ -90,7 +90,9 @@ def saliency_record(
         dict with ``method``, ``target`` (class index), ``target_name``,
         ``model_id``, ``scope``, ``slice_index``, ``shape``, ``params``,
         ``metrics`` (deletion/insertion AUCs and curves, randomisation
-        check), ``slice_importance``, ``warnings``...
+        check), ``trust_checks`` (each check run: ``passed``, ``failed``
+        or ``inconclusive``), ``slice_importance``, ``warnings`` (a
+        ``TRUST CHECK ...`` line per failed check)...
     """
     from ..results import json_safe, scrub
 
@@ -112,6 +114,7 @@ def saliency_record(
         "metrics": result.metrics,
         "slice_importance": result.slice_importance,
         "slice_attention": result.slice_attention,
+        "trust_checks": dict((result.metrics or {}).get("trust_checks") or {}),
         "warnings": list(result.warnings),
         "elapsed_s": round(float(result.elapsed_s), 3),
     }

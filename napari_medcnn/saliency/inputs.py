@@ -104,6 +104,31 @@ def make_plan(
     return Plan(loaded, scope, out_shape, sp, items, slice_index)
 
 
+def input_fov_mask(geometry: Any) -> np.ndarray:
+    """Where the model input saw the image: False on model-input locations
+    that are pure padding (the preprocessing's crop or square box extends
+    past the image and is padded there), True elsewhere.
+
+    Computed from the item's ``preprocessing_geometry.Geometry`` (its box
+    in the image) with the preprocessing's own resize of an in-image
+    indicator, so it follows the record: a location that any image pixel
+    contributes to is kept.
+
+    Returns:
+        bool array of ``geometry.input_shape``.
+    """
+    from ..preprocessing import resize
+
+    y0, y1, x0, x1 = geometry.box
+    h, w = geometry.image_shape[-2:]
+    inside = np.zeros((y1 - y0, x1 - x0), np.float32)
+    inside[max(0, -y0) : min(h, y1) - y0, max(0, -x0) : min(w, x1) - x0] = 1.0
+    if inside.all():
+        return np.ones(geometry.input_shape, bool)
+    plane = resize(inside, geometry.input_shape[-2:]) > 1e-6
+    return np.broadcast_to(plane, geometry.input_shape).copy()
+
+
 def method_params(method: str, item: Item, spacing, params: dict) -> dict:
     """mm -> voxels for occlusion (per item: crops may differ by slice)."""
     if method != "occlusion":

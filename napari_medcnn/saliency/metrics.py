@@ -2,13 +2,15 @@
 
 * **Deletion / insertion** (Petsiuk et al. 2018, RISE): the target class
   probability as the most salient locations are removed from the image
-  (set to the baseline: the blurred image, or zeros) or inserted into the
-  blurred image, over ``steps`` equal fractions, batched.  The area under
-  each curve (fraction of locations on x, probability on y, trapezoid, in
-  [0, 1]) is compared with the same curves for random orders of the same
-  locations (mean over ``n_random`` orders).  A faithful map deletes faster
-  (``deletion_auc`` < ``deletion_auc_random``) and inserts faster
-  (``insertion_auc`` > ``insertion_auc_random``) than chance.
+  (set to the baseline: the blurred image by default, or "black": the
+  darkest value of the model input, per channel, not 0, which is mid-grey
+  for z-scored inputs) or inserted into the baseline image, over ``steps``
+  equal fractions, batched.  The area under each curve (fraction of
+  locations on x, probability on y, trapezoid, in [0, 1]) is compared with
+  the same curves for random orders of the same locations (mean over
+  ``n_random`` orders).  A faithful map deletes faster (``deletion_auc`` <
+  ``deletion_auc_random``) and inserts faster (``insertion_auc`` >
+  ``insertion_auc_random``) than chance.
 * **Model randomisation** (Adebayo et al. 2018, "Sanity checks for
   saliency maps"): the Spearman rank correlation of |map| from the trained
   model with |map| from a copy whose weights are re-initialised (each
@@ -17,6 +19,12 @@
   reports the correlation after each; ``full`` re-initialises all at once.
   A map that stays correlated (>= ``threshold``) with the trained one does
   not depend on what the model learned (an edge detector), and is flagged.
+  A constant or near-constant map (trained or randomised) has no rank order
+  to compare: the check is then ``inconclusive``, never ``passed``.
+
+Each check that a map fails (deletion no faster than random, insertion no
+faster than random, randomisation failed or inconclusive) adds a plain
+``TRUST CHECK ...`` message to ``warnings`` (:func:`trust_warnings`).
 
 A location is a spatial position: all channels go together.
 """
@@ -104,8 +112,10 @@ def deletion_insertion(
             callable ``logits -> (B,)`` (its raw score is).
         steps: fractions of locations, 0 to all in ``steps`` steps.
         baseline: what deleted locations become and insertion starts from:
-            ``blurred`` (Gaussian, ``blur_sigma`` voxels, default 10 % of the
-            in-plane side) or ``black`` (zeros; insertion then starts black).
+            ``blurred`` (default: Gaussian, ``blur_sigma`` voxels, default
+            10 % of the in-plane side) or ``black`` (each channel's minimum
+            over the input, its darkest value: 0 only for [0, 1] inputs;
+            insertion then starts from that flat image).
         n_random: random orders averaged for the reference AUCs.
         batch_size: perturbed inputs per forward pass.
         temperature: the card's calibration temperature.
@@ -125,7 +135,7 @@ def deletion_insertion(
         sigma = default_blur_sigma(xt.shape[2:]) if blur_sigma is None else blur_sigma
         fill = blur(xt, sigma)
     elif baseline == "black":
-        fill = torch.zeros_like(xt)
+        fill = black_fill(xt)
     else:
         raise ValueError(f"baseline must be 'blurred' or 'black', not {baseline!r}")
     order = np.argsort(-sal.ravel(), kind="stable")
@@ -147,6 +157,35 @@ def deletion_insertion(
         "insertion_curve": insertion.tolist(),
         "steps": int(steps),
     }
+
+
+def black_fill(x: torch.Tensor) -> torch.Tensor:
+    """A flat image of each channel's darkest value over (B, C, *spatial)
+    ``x``: "black" for any intensity normalisation."""
+    dims = tuple(range(2, x.dim()))
+    return x.amin(dim=dims, keepdim=True).expand_as(x).clone()
+
+
+#: a map whose range is below this fraction of its largest |value|, or
+#: whose most common value covers more than NEAR_CONSTANT_SHARE of its
+#: locations, has no rank order worth comparing
+NEAR_CONSTANT_RTOL = 1e-3
+NEAR_CONSTANT_SHARE = 0.99
+
+
+def near_constant(m: np.ndarray) -> bool:
+    """Whether a map is constant or nearly so: its range is below
+    ``NEAR_CONSTANT_RTOL`` of its largest magnitude (or it is all zero),
+    or one value fills more than ``NEAR_CONSTANT_SHARE`` of it (e.g. a
+    rectified CAM that is 0 almost everywhere)."""
+    a = np.ravel(np.asarray(m, dtype=np.float64))
+    if a.size == 0 or not np.isfinite(a).all():
+        return True
+    peak = float(np.abs(a).max())
+    if peak == 0 or float(np.ptp(a)) <= NEAR_CONSTANT_RTOL * peak:
+        return True
+    _, counts = np.unique(a, return_counts=True)
+    return counts.max() > NEAR_CONSTANT_SHARE * a.size
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -230,8 +269,13 @@ def randomization_check(
     Returns:
         dict with ``correlation`` (after randomising every layer),
         ``stages`` (list of [last layer randomised, correlation]), ``mode``,
-        ``threshold``, ``passed`` (correlation < threshold) and ``warning``
-        (a message or None).
+        ``threshold``, ``status``: ``passed`` (correlation < threshold),
+        ``failed`` (>= threshold) or ``inconclusive`` (the trained map or
+        the fully randomised one is constant or nearly so:
+        :func:`near_constant`, so there is no rank order to compare),
+        ``passed`` (True only for status ``passed``), ``constant``
+        (``{"trained": bool, "randomized": bool}``) and ``warning`` (a
+        message, or None when passed).
     """
     xt = fresh_input(np.asarray(x) if not torch.is_tensor(x) else x, "cpu")[None]
 
@@ -252,25 +296,75 @@ def randomization_check(
     else:
         raise ValueError(f"mode must be 'cascading' or 'full', not {mode!r}")
     stages = []
+    rand = ref
     for cut in cuts:
         rand = saliency(randomized_copy(model, layers[:cut], seed))
         stages.append([layers[cut - 1], spearman(ref, rand)])
     rho = stages[-1][1]
+    constant = {"trained": near_constant(ref), "randomized": near_constant(rand)}
     warning = None
-    if rho >= threshold:
+    if constant["trained"] or constant["randomized"]:
+        status = "inconclusive"
+        which = " and ".join(
+            name for name, flat in (("trained", constant["trained"]),
+                                    ("randomised", constant["randomized"])) if flat
+        )  # fmt: skip
+        warning = (
+            f"randomisation check inconclusive: the {which} model's map is "
+            "constant or nearly so, so there is no rank order to compare; "
+            "this check cannot vouch for the map"
+        )
+    elif rho >= threshold:
+        status = "failed"
         warning = (
             f"saliency barely changes when the model's weights are randomised "
             f"(Spearman {rho:.2f} >= {threshold}); it may show image edges "
             "rather than what the model learned"
         )
+    else:
+        status = "passed"
     return {
         "correlation": rho,
         "stages": stages,
         "mode": mode,
         "threshold": threshold,
-        "passed": rho < threshold,
+        "status": status,
+        "passed": status == "passed",
+        "constant": constant,
         "warning": warning,
     }
+
+
+def trust_warnings(metrics: dict[str, Any]) -> list[str]:
+    """One plain message per trust check that a map failed: deletion AUC
+    at or above random (``>=``), insertion AUC at or below random
+    (``<=``), randomisation check failed or inconclusive.  Checks not run
+    say nothing.  Messages start ``TRUST CHECK FAILED:`` (or
+    ``TRUST CHECK INCONCLUSIVE:``)."""
+    out = []
+    d, dr = metrics.get("deletion_auc"), metrics.get("deletion_auc_random")
+    if d is not None and dr is not None and d >= dr:
+        out.append(
+            f"TRUST CHECK FAILED: deleting the map's most salient pixels "
+            f"first lowers the score no faster than random order (deletion "
+            f"AUC {d:.3f} >= random {dr:.3f}); the map may not show what "
+            "drives the model"
+        )
+    i, ir = metrics.get("insertion_auc"), metrics.get("insertion_auc_random")
+    if i is not None and ir is not None and i <= ir:
+        out.append(
+            f"TRUST CHECK FAILED: inserting the map's most salient pixels "
+            f"first raises the score no faster than random order (insertion "
+            f"AUC {i:.3f} <= random {ir:.3f}); the map may not show what "
+            "drives the model"
+        )
+    rand = metrics.get("randomization") or {}
+    status = rand.get("status")
+    if status == "failed":
+        out.append(f"TRUST CHECK FAILED: {rand.get('warning')}")
+    elif status == "inconclusive":
+        out.append(f"TRUST CHECK INCONCLUSIVE: {rand.get('warning')}")
+    return out
 
 
 def trust_metrics(
@@ -289,7 +383,10 @@ def trust_metrics(
 
     ``options`` go to :func:`deletion_insertion` (``steps``, ``baseline``,
     ``n_random``...) and :func:`randomization_check` (``randomization_mode``
-    as ``mode``, ``threshold``, ``max_stages``); ``warnings`` lists messages.
+    as ``mode``, ``threshold``, ``max_stages``); ``warnings`` lists the
+    failed checks (:func:`trust_warnings`), and ``trust_checks`` each
+    check's verdict: ``{"deletion": "passed"|"failed", "insertion": ...,
+    "randomization": "passed"|"failed"|"inconclusive"}`` (checks run only).
     """
     unknown = set(names) - {"deletion_insertion", "randomization"}
     if unknown:
@@ -312,6 +409,14 @@ def trust_metrics(
             model, x, make_explainer, target, sign=sign, reference=None, **rc
         )
         out["randomization"] = check
-        if check["warning"]:
-            out["warnings"].append(check["warning"])
+    checks: dict[str, str] = {}
+    if "deletion_auc" in out:
+        d_ok = out["deletion_auc"] < out["deletion_auc_random"]
+        i_ok = out["insertion_auc"] > out["insertion_auc_random"]
+        checks["deletion"] = "passed" if d_ok else "failed"
+        checks["insertion"] = "passed" if i_ok else "failed"
+    if "randomization" in out:
+        checks["randomization"] = out["randomization"]["status"]
+    out["trust_checks"] = checks
+    out["warnings"] = trust_warnings(out)
     return out

@@ -17,15 +17,17 @@ from ._view import current_slice_index
 
 #: core method name -> label shown in the widget
 METHOD_LABELS = {
+    "layercam": "LayerCAM (multi-layer)",
     "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
     "integrated_gradients": "Integrated Gradients",
     "occlusion": "Occlusion",
     "smoothgrad": "SmoothGrad",
     "gradient": "Gradient",
     "gradient_x_input": "Gradient × input",
 }
-CAM_METHODS = ("gradcam", "gradcam++")
+CAM_METHODS = ("layercam", "gradcam", "gradcam++", "hirescam")
 
 
 def offered_methods(model: Any) -> tuple[list[str], str]:
@@ -159,11 +161,31 @@ def metrics_lines(record: dict[str, Any]) -> list[str]:
         )
     rand = m.get("randomization") or {}
     if rand.get("correlation") is not None:
-        lines.append(
-            f"randomisation rank corr. {rand['correlation']:.2f}"
-            f"{_verdict(rand.get('passed'))} (low: the map reads the trained weights)"
-        )
+        status = rand.get("status")
+        if status == "inconclusive":
+            lines.append(
+                "randomisation check ? inconclusive (a constant map: no rank "
+                "order to compare)"
+            )
+        else:
+            lines.append(
+                f"randomisation rank corr. {rand['correlation']:.2f}"
+                f"{_verdict(rand.get('passed'))} (low: the map reads the "
+                "trained weights)"
+            )
     return lines
+
+
+def trust_alerts(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``TRUST CHECK ...`` warnings of saliency records, each prefixed
+    with its method's label when there are several records."""
+    out = []
+    for record in records:
+        label = METHOD_LABELS.get(record.get("method"), record.get("method"))
+        for w in record.get("warnings") or []:
+            if str(w).startswith("TRUST CHECK"):
+                out.append(f"{label}: {w}" if len(records) > 1 else str(w))
+    return out
 
 
 def result_html(record: dict[str, Any], warn_color: str) -> str:

@@ -69,7 +69,9 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     w.metrics_check = QCheckBox("Trust metrics (deletion / insertion, randomisation)")
     w.metrics_check.setChecked(True)
     w.layer_edit = QLineEdit()
-    w.layer_edit.setPlaceholderText("automatic: last feature map")
+    w.layer_edit.setPlaceholderText(
+        "automatic (LayerCAM: stages from 16x16 cells to the last)"
+    )
     w.steps_spin = _spin(2, 512, 32)
     w.baseline_combo = QComboBox()
     w.baseline_combo.addItems(["black", "blurred", "mean"])
@@ -90,6 +92,11 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     )
     w.side_check = QCheckBox("Side by side (grid)")
     w.side_check.setEnabled(False)
+    w.trust_label = QLabel("")
+    w.trust_label.setObjectName("saliency_trust_warning")
+    w.trust_label.setWordWrap(True)
+    w.trust_label.setTextFormat(Qt.TextFormat.RichText)
+    w.trust_label.setVisible(False)
     w.metrics_label = QLabel("")
     w.metrics_label.setWordWrap(True)
     w.metrics_label.setTextFormat(Qt.TextFormat.RichText)
@@ -104,7 +111,7 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     form.addRow("Scope", scope_row)
     form.addRow("Normalise", w.normalize_combo)
     params = QFormLayout()
-    params.addRow("Grad-CAM layer", w.layer_edit)
+    params.addRow("CAM layer(s)", w.layer_edit)
     params.addRow("IG steps", w.steps_spin)
     params.addRow("IG baseline", w.baseline_combo)
     params.addRow("Occlusion window", w.window_spin)
@@ -112,8 +119,10 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     params.addRow("SmoothGrad samples", w.samples_spin)
     w.params_form = params
     w.param_rows = {
+        "layercam": [w.layer_edit],
         "gradcam": [w.layer_edit],
         "gradcam++": [w.layer_edit],
+        "hirescam": [w.layer_edit],
         "integrated_gradients": [w.steps_spin, w.baseline_combo],
         "occlusion": [w.window_spin, w.stride_spin],
         "smoothgrad": [w.samples_spin],
@@ -140,6 +149,7 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     layout.addWidget(w.status)
     layout.addWidget(QLabel("<b>Display</b>"))
     layout.addLayout(display)
+    layout.addWidget(w.trust_label)
     layout.addWidget(w.metrics_label)
     layout.addWidget(w.importance, 10)
     layout.addLayout(export_row)
@@ -164,6 +174,9 @@ def read_params(w: QWidget, method: str) -> dict:
     if method in ("gradcam", "gradcam++"):
         layer = w.layer_edit.text().strip()
         return {"layer": layer} if layer else {}
+    if method in ("layercam", "hirescam"):
+        layers = w.layer_edit.text().strip()
+        return {"layers": layers} if layers else {}
     if method == "integrated_gradients":
         return {
             "n_steps": w.steps_spin.value(),

@@ -20,6 +20,7 @@ sidecar (:mod:`napari_medcnn.saliency.export`).
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,12 @@ from qtpy.QtWidgets import QWidget
 from ._classify_jobs import contains, level0
 from ._model_panel import ModelPanelMixin
 from ._plots import theme_colors
-from ._saliency_jobs import iter_saliency_job, job_arguments, result_html
+from ._saliency_jobs import (
+    iter_saliency_job,
+    job_arguments,
+    result_html,
+    trust_alerts,
+)
 from ._saliency_layers import DisplayOptions, apply_display, is_overlay
 from ._saliency_ui import (
     ask_export_path,
@@ -279,7 +285,21 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         took = sum(r.elapsed_s for r in results)
         self._say(f"Done ({took:.1f} s).")
 
+    @property
+    def trust_warnings(self) -> list[str]:
+        """The failed trust checks of the last run, as the warning label
+        above the metrics shows them (empty when every check passed)."""
+        return trust_alerts([s["record"] for s in self._shown])
+
     def _show_texts(self) -> None:
+        alerts = self.trust_warnings
+        self.trust_label.setText(
+            "".join(
+                f'<p style="color:{self._colors.marker}"><b>⚠ {html.escape(a)}</b></p>'
+                for a in alerts
+            )
+        )
+        self.trust_label.setVisible(bool(alerts))
         self.metrics_label.setText(
             "<br><br>".join(
                 result_html(s["layer"].metadata["saliency"], self._colors.marker)
