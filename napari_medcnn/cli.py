@@ -215,6 +215,7 @@ def _classify_scan(
             rgb=scan.rgb,
             batch_size=args.batch_size,
             device=args.device,
+            context=scan.metadata,
         )
     )
     return classification_record(
@@ -235,7 +236,13 @@ def _summary_line(rec: dict[str, Any]) -> str:
     n = f", {rec['n_slices']} slices" if rec.get("n_slices") else ""
     pct = "n/a" if p is None else f"{100 * p:.1f}%"
     scope = "slice" if rec["scope"] == "slices" else rec["scope"]  # as --scope
-    return f"{where}: {rec['label']} {pct} ({scope}{n})"
+    domain = rec.get("domain") or {}
+    if not domain.get("in_domain", True):
+        why = "; ".join(domain.get("reasons") or []) or "unlike the training images"
+        return f"{where}: outside the model's domain: {why} ({scope}{n})"
+    u = rec.get("uncertainty")
+    unc = "" if u is None else f", uncertainty {u:.2f}"
+    return f"{where}: {rec['label']} {pct} ({scope}{n}{unc})"
 
 
 # -- entry point ------------------------------------------------------------

@@ -18,6 +18,9 @@ CSV layout: one row per record, with one ``p_<class>`` column per class (the
 union of all records' classes, in first-seen order); per-slice probabilities
 go in the ``slice_probabilities`` column as a JSON string (a list of
 per-slice lists, in the order of ``classes``), so one file holds everything.
+The domain assessment and the uncertainty have their own columns
+(``uncertainty`` 0..1, ``in_domain``, ``domain_score``, ``domain_reasons``;
+``slice_in_domain`` as a JSON list).
 """
 
 from __future__ import annotations
@@ -69,7 +72,16 @@ CSV_HEAD = (
     "label",
 )
 #: CSV columns after the per-class probability columns.
-CSV_TAIL = ("warnings", "error", "slice_probabilities")
+CSV_TAIL = (
+    "uncertainty",
+    "in_domain",
+    "domain_score",
+    "domain_reasons",
+    "warnings",
+    "error",
+    "slice_probabilities",
+    "slice_in_domain",
+)
 
 
 def classification_record(
@@ -227,12 +239,18 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, str]:
         row[key] = "" if value is None else str(value)
     for c, p in zip(rec.get("classes") or [], rec.get("probabilities") or []):
         row[f"p_{c}"] = "" if p is None else f"{p:.6g}"
+    u = rec.get("uncertainty")
+    row["uncertainty"] = "" if u is None else f"{u:.4g}"
+    domain = rec.get("domain") or {}
+    row["in_domain"] = "" if not domain else str(bool(domain.get("in_domain")))
+    score = domain.get("score")
+    row["domain_score"] = "" if score is None else f"{score:.4g}"
+    row["domain_reasons"] = "; ".join(domain.get("reasons") or [])
     row["warnings"] = "; ".join(rec.get("warnings") or [])
     row["error"] = str(rec.get("error") or "")
-    slices = rec.get("slice_probabilities")
-    row["slice_probabilities"] = (
-        "" if slices is None else json.dumps(slices, separators=(",", ":"))
-    )
+    for key in ("slice_probabilities", "slice_in_domain"):
+        value = rec.get(key)
+        row[key] = "" if value is None else json.dumps(value, separators=(",", ":"))
     return row
 
 

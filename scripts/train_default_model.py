@@ -78,6 +78,37 @@ def _prepare(paths: list[Path], record: dict) -> np.ndarray:
     return x
 
 
+def features_of(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    """(N, F) penultimate features of prepared inputs (eval mode)."""
+    from napari_medcnn.models.features import penultimate
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(penultimate(model, torch.from_numpy(x[i : i + batch]))[1])
+    return torch.cat(out).numpy()
+
+
+def fit_card_domain(model, x_train, x_val) -> tuple[dict, np.ndarray]:
+    """The card's ``domain`` and the guard's reference features: brain MR,
+    grey, axial (at most 30 degrees oblique), content and kNN thresholds
+    fitted so that at most 5 % of validation images are flagged."""
+    from napari_medcnn.trust.domain import fit_domain
+
+    return fit_domain(
+        x_train,
+        features_of(model, x_train),
+        x_val,
+        features_of(model, x_val),
+        modalities=["MR"],
+        color="grey",
+        anatomy="brain (whole head in the field of view), axial MR slice: "
+        "T1, T2 or FLAIR, with or without contrast",
+        orientation={"plane": "axial", "max_oblique_deg": 30},
+    )
+
+
 def _groups(paths: list[Path], x: np.ndarray, args) -> np.ndarray:
     """Duplicate groups: hash-near pairs, loose ones confirmed by pixels."""
     from PIL import Image
@@ -307,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         f"T={temperature:.3f}"
     )
 
+    domain, reference = fit_card_domain(model, x_train, x[val_idx])
+    print(
+        f"domain: kNN threshold {domain['features']['threshold']:.4f}, "
+        f"{domain['features']['validation_flagged']:.3f} of validation flagged"
+    )
+
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     import monai
 
@@ -321,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         input_kind="slice",
         preprocessing=record,
         temperature=temperature,
+        domain=domain,
         name=f"Br35H brain-MR tumour classifier ({args.arch})",
         description=(
             "Classifies an axial brain MR slice as tumour / no tumour. Trained "
@@ -386,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             "validation": {k: val[k] for k in ("n", "accuracy", "auc", "ece")},
         },
     )
-    path = save_checkpoint(model, card, args.out)
+    path = save_checkpoint(
+        model, card, args.out, extras={"domain.reference": torch.from_numpy(reference)}
+    )
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and its card "
         f"in {time.perf_counter() - t0:.0f} s"

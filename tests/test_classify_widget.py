@@ -129,12 +129,17 @@ def test_export_json_and_csv_atomically(tmp_path):
     assert json.loads(js.read_text()) == recs
     path = write_csv(recs, tmp_path / "out.csv")
     rows = list(csv.DictReader(path.open()))
-    assert csv_columns(recs)[-5:] == [
+    assert csv_columns(recs)[-10:] == [
         "p_no_tumor",
         "p_tumor",
+        "uncertainty",
+        "in_domain",
+        "domain_score",
+        "domain_reasons",
         "warnings",
         "error",
         "slice_probabilities",
+        "slice_in_domain",
     ]
     assert [r["label"] for r in rows] == ["tumor", "tumor"]
     assert float(rows[0]["p_tumor"]) == pytest.approx(0.75)

@@ -78,6 +78,8 @@ def job_arguments(
         "spacing": tuple(float(s) for s in first.scale),
         "slice_index": slice_index,
         "rgb": bool(getattr(first, "rgb", False)),
+        # modality, orientation...: what the domain guard's rules read
+        "context": dict(getattr(first, "metadata", None) or {}),
     }
 
 

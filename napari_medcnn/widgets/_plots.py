@@ -1,10 +1,13 @@
 """Matplotlib canvases for the Classify dock widget (Qt, Agg rendering).
 
 * :class:`ProbabilityBars`: one horizontal bar per class, the predicted
-  class highlighted, its percentage written beside each bar.
+  class highlighted, its percentage written beside each bar; all bars grey
+  and hatched, with "outside the model's domain" over them, when the input
+  is outside the model's training domain.
 * :class:`SliceCurve`: per-slice probability along a volume, with a vertical
-  line at the slice napari shows; a click emits :attr:`SliceCurve.slice_clicked`
-  with the slice index under the pointer.
+  line at the slice napari shows; slices outside the model's domain are
+  shaded grey and their points drawn as grey crosses; a click emits
+  :attr:`SliceCurve.slice_clicked` with the slice index under the pointer.
 
 Both draw on a :class:`matplotlib.figure.Figure` (never pyplot, so no global
 figure state) inside ``FigureCanvasQTAgg``, and take their colours from the
@@ -99,13 +102,20 @@ class ProbabilityBars(_Canvas):
     def __init__(self, colors: PlotColors | None = None):
         super().__init__(110, colors)
         self._data: tuple[list[str], list[float], int] | None = None
+        self.out_of_domain = False
         self._redraw()
 
     def show_result(
-        self, classes: Sequence[str], probabilities: Sequence[float], index: int
+        self,
+        classes: Sequence[str],
+        probabilities: Sequence[float],
+        index: int,
+        out_of_domain: bool = False,
     ) -> None:
-        """Draw ``probabilities`` (0-1) of ``classes``; highlight ``index``."""
+        """Draw ``probabilities`` (0-1) of ``classes``; highlight ``index``,
+        or grey every bar when ``out_of_domain``."""
         self._data = (list(classes), [float(p) for p in probabilities], int(index))
+        self.out_of_domain = bool(out_of_domain)
         # about 28 px per bar plus the axis; no taller, or bars get fat
         height = max(110, 28 * len(self._data[0]) + 60)
         self.setMinimumHeight(height)
@@ -123,6 +133,8 @@ class ProbabilityBars(_Canvas):
             return []
         classes, _probs, index = self._data
         c = self.colors
+        if self.out_of_domain:
+            return [c.muted] * len(classes)
         return [c.accent if i == index else c.muted for i in range(len(classes))]
 
     def _redraw(self) -> None:
@@ -145,7 +157,15 @@ class ProbabilityBars(_Canvas):
             return
         classes, probs, index = self._data
         y = np.arange(len(classes))
-        ax.barh(y, probs, color=self.bar_colors(), height=0.65)
+        ax.barh(
+            y,
+            probs,
+            color=self.bar_colors(),
+            height=0.65,
+            alpha=0.45 if self.out_of_domain else 1.0,
+            hatch="//" if self.out_of_domain else None,
+            edgecolor=self.colors.background if self.out_of_domain else None,
+        )
         ax.set_yticks(y, labels=classes)
         ax.invert_yaxis()  # first class on top, as in the card
         ax.set_xlim(0, 1.18)  # room for the percentages
@@ -164,6 +184,18 @@ class ProbabilityBars(_Canvas):
             )
         for i, tick in enumerate(ax.get_yticklabels()):
             tick.set_fontweight("bold" if i == index else "normal")
+        if self.out_of_domain:
+            ax.text(
+                0.5,
+                0.5,
+                "outside the model's domain",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color=self.colors.marker,
+                fontsize=FONT + 2,
+                fontweight="bold",
+            )
         self.draw_idle()
 
 
@@ -172,7 +204,8 @@ class SliceCurve(_Canvas):
 
     Two-class models plot the probability of the second class (the
     "positive" one, e.g. ``tumor``) with a 0.5 line; models with more classes
-    plot one line per class, the predicted class thicker.
+    plot one line per class, the predicted class thicker.  Slices outside
+    the model's domain (``in_domain`` False) are shaded and crossed out.
     """
 
     #: emitted with the slice index (int) under a left click on the curve
@@ -182,6 +215,7 @@ class SliceCurve(_Canvas):
         super().__init__(170, colors)
         self._probs: np.ndarray | None = None
         self._classes: list[str] = []
+        self._in_domain: np.ndarray | None = None
         self._index = 0
         self._current: int | None = None
         self._vline = None
@@ -199,12 +233,30 @@ class SliceCurve(_Canvas):
         """The slice the vertical marker is on, or None."""
         return self._current
 
+    @property
+    def out_of_domain_slices(self) -> list[int]:
+        """The slices drawn as outside the model's domain."""
+        if self._in_domain is None:
+            return []
+        return [int(i) for i in np.flatnonzero(~self._in_domain)]
+
     def show_curve(
-        self, slice_probabilities: np.ndarray, classes: Sequence[str], index: int
+        self,
+        slice_probabilities: np.ndarray,
+        classes: Sequence[str],
+        index: int,
+        in_domain: Sequence[bool] | None = None,
     ) -> None:
-        """Plot ``slice_probabilities`` (S, K); ``index`` is the predicted class."""
+        """Plot ``slice_probabilities`` (S, K); ``index`` is the predicted
+        class; ``in_domain`` (S,) marks the slices inside the model's
+        domain (None: all)."""
         self._probs = np.asarray(slice_probabilities, dtype=float).reshape(
             -1, len(classes)
+        )
+        self._in_domain = (
+            None
+            if in_domain is None or len(in_domain) != len(self._probs)
+            else np.asarray(in_domain, bool)
         )
         self._classes = list(classes)
         self._index = int(index)
@@ -227,10 +279,11 @@ class SliceCurve(_Canvas):
     def marker_label(self, k: int) -> str:
         """The text beside the marker: the slice and its probability."""
         p = self._probs[k]
+        out = "" if k not in self.out_of_domain_slices else " (outside domain)"
         if len(self._classes) == 2:
-            return f"slice {k}: P({self._classes[1]}) = {p[1]:.2f}"
+            return f"slice {k}: P({self._classes[1]}) = {p[1]:.2f}{out}"
         best = int(np.argmax(p))
-        return f"slice {k}: {self._classes[best]} {p[best]:.2f}"
+        return f"slice {k}: {self._classes[best]} {p[best]:.2f}{out}"
 
     def on_press(self, event) -> None:
         """matplotlib ``button_press_event`` handler: emit the clicked slice."""
@@ -270,6 +323,7 @@ class SliceCurve(_Canvas):
             for text in legend.get_texts():
                 text.set_color(c.text)
             ax.set_ylabel("probability", fontsize=FONT)
+        self._mark_out_of_domain(ax, probs)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlim(-0.5, max(probs.shape[0] - 0.5, 0.5))
         ax.set_xlabel("slice (click to go there)", fontsize=FONT)
@@ -286,3 +340,30 @@ class SliceCurve(_Canvas):
         )
         self.set_current(self._current)
         self.draw_idle()
+
+    def _mark_out_of_domain(self, ax, probs: np.ndarray) -> None:
+        """Shade runs of out-of-domain slices; cross their points out."""
+        out = self.out_of_domain_slices
+        if not out:
+            return
+        c = self.colors
+        runs: list[list[int]] = []
+        for i in out:
+            if runs and i == runs[-1][1] + 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        for k, (a, b) in enumerate(runs):
+            ax.axvspan(
+                a - 0.5,
+                b + 0.5,
+                color=c.muted,
+                alpha=0.35,
+                linewidth=0,
+                label="outside domain" if k == 0 else None,
+            )
+        col = 1 if len(self._classes) == 2 else self._index
+        ax.plot(out, probs[out, col], "x", color=c.muted, markersize=4)
+        legend = ax.legend(fontsize=FONT - 1, loc="upper right", frameon=False)
+        for text in legend.get_texts():
+            text.set_color(c.text)

@@ -26,6 +26,28 @@ _SCOPE_TEXT = {
 }
 
 
+def in_domain(record: dict[str, Any]) -> bool:
+    """False when the record's domain assessment says "outside"."""
+    domain = record.get("domain") or {}
+    return bool(domain.get("in_domain", True))
+
+
+def uncertainty_text(record: dict[str, Any]) -> str:
+    """ "uncertainty 0.12 (low) · novelty 0.31 / 0.40", or "" without both."""
+    parts = []
+    u = record.get("uncertainty")
+    if u is not None:
+        word = "low" if u < 0.3 else "moderate" if u < 0.7 else "high"
+        parts.append(f"uncertainty {u:.2f} ({word}; 0 certain, 1 coin flip)")
+    domain = record.get("domain") or {}
+    if domain.get("score") is not None and domain.get("threshold") is not None:
+        parts.append(f"novelty {domain['score']:.3f} (limit {domain['threshold']:.3f})")
+    slices = record.get("slice_in_domain")
+    if slices:
+        parts.append(f"{sum(map(bool, slices))} of {len(slices)} slices in domain")
+    return " · ".join(parts)
+
+
 # -- slice geometry ------------------------------------------------------------
 def slice_axis(viewer_ndim: int, layer: Any) -> int:
     """The viewer (world) axis of ``layer``'s first data axis (its slices).
@@ -73,12 +95,18 @@ class ResultView:
         self._record = record
         self.summary.setText(self.summary_html(record))
         self.bars.show_result(
-            record["classes"], record["probabilities"], record["index"]
+            record["classes"],
+            record["probabilities"],
+            record["index"],
+            out_of_domain=not in_domain(record),
         )
         slices = record.get("slice_probabilities")
         if slices is not None and len(slices) > 0:
             self.curve.show_curve(
-                np.asarray(slices, dtype=float), record["classes"], record["index"]
+                np.asarray(slices, dtype=float),
+                record["classes"],
+                record["index"],
+                record.get("slice_in_domain"),
             )
             self.curve.set_current(current)
             self.curve.setVisible(True)
@@ -106,12 +134,26 @@ class ResultView:
         big = f"font-size:15pt; font-weight:600; color:{self.colors.accent}"
         model = esc(str(rec.get("model_name") or ""))
         took = f"{float(rec.get('elapsed_s') or 0):.2f} s"
-        lines = [
+        lines = []
+        domain = rec.get("domain") or {}
+        if not in_domain(rec):
+            reasons = "; ".join(domain.get("reasons") or []) or "unlike training"
+            lines.append(
+                f'<div style="background:{self.colors.marker}; color:#000; '
+                f"padding:4px; font-weight:600\">OUTSIDE THE MODEL'S DOMAIN: "
+                f"do not trust this label<br>"
+                f'<span style="font-weight:400">{esc(reasons)}</span></div>'
+            )
+            big = f"font-size:15pt; font-weight:600; color:{self.colors.muted}"
+        lines += [
             f'<span style="{big}">{esc(str(rec["label"]))}</span>&nbsp;&nbsp;'
             f'<span style="font-size:12pt">{pct}</span>',
             f"{esc(str(rec.get('name') or ''))}: {esc(what)}",
-            f"model {model} · {took} on {esc(str(rec.get('device')))}",
         ]
+        trust = uncertainty_text(rec)
+        if trust:
+            lines.append(esc(trust))
+        lines.append(f"model {model} · {took} on {esc(str(rec.get('device')))}")
         if rec.get("warnings"):
             lines.append(
                 f'<span style="color:{self.colors.marker}">'
