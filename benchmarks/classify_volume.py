@@ -26,6 +26,10 @@ In the same run, interleaved round by round (best of ``--repeat``):
   after one warm-up call (which loads the model and builds its inference
   copy, as the first classification in a session does; that one-off cost
   is printed separately);
+* ``plain``: the same ``classify`` call on a copy of the checkpoint whose
+  card has no ``domain`` (no domain guard, no feature pass), when the
+  model has one: ``ours / plain`` is what the domain guard and the
+  uncertainty cost together (target <= 2x);
 * ``model only``: the inference copy (fused; traced and frozen on CPU) on
   the already prepared slices, batched and threaded as ``classify`` does,
   to separate network from preprocessing.
@@ -130,6 +134,17 @@ def make_volume(slices: int, size: int) -> tuple[np.ndarray, tuple, str]:
         spacing = (0.6, 0.85, 0.85)
         what = "synthetic head phantom (Colin27 template absent)"
     return np.ascontiguousarray(vol, np.float32), spacing, what
+
+
+def plain_copy(loaded, tmp: Path) -> Path | None:
+    """A copy of the checkpoint without its card's ``domain`` (so no guard
+    and no feature pass); None when the card has none."""
+    import dataclasses
+
+    if not loaded.card.domain:
+        return None
+    card = dataclasses.replace(loaded.card, domain=None)
+    return save_checkpoint(loaded.model, card, tmp / "plain")
 
 
 def make_models(tmp: Path, untrained: bool = False) -> tuple[Path, Path, str]:
@@ -364,6 +379,9 @@ def bench(args, tmp: Path) -> None:
         f"{time.perf_counter() - t0:.2f} s (cached with the model)"
     )
     ours_slices(vol[:8], slice_path, spacing)
+    plain_path = plain_copy(loaded, tmp)
+    if plain_path is not None:
+        ours_slices(vol[:8], plain_path, spacing)
     prepared = prepare_slices([vol], loaded.card.preprocessing, spacing[1:])
 
     best, res = best_of(
@@ -372,6 +390,11 @@ def bench(args, tmp: Path) -> None:
             "naive1": lambda: naive_slices_1thread(vol, slice_path, spacing),
             "ours": lambda: ours_slices(vol, slice_path, spacing),
             "model": lambda: model_only(fast, prepared),
+            **(
+                {"plain": lambda: ours_slices(vol, plain_path, spacing)}
+                if plain_path is not None
+                else {}
+            ),
         },
         args.repeat,
     )
@@ -382,8 +405,11 @@ def bench(args, tmp: Path) -> None:
         "naive1": "naive loop, 1 intra-op thread (reference)",
         "ours": 'classify(scope="slices")',
         "model": "model only (inference copy, prepared)",
+        "plain": "classify, no domain guard (card without)",
     }
     for k, label in labels.items():
+        if k not in best:
+            continue
         print(
             f"{label:42s} {best[k]:7.2f} s  {1e3 * best[k] / n:6.1f} ms/slice  "
             f"{n * gflop / best[k]:6.1f} GFLOP/s"
@@ -399,6 +425,15 @@ def bench(args, tmp: Path) -> None:
         "one intra-op thread: what is left without the thread effect)"
     )
     print(f"agreement: max |p_ours - p_naive| over slices and classes = {diff:.1e}")
+    if "plain" in best:
+        cost = best["ours"] / best["plain"]
+        print(
+            f"ratio ours / plain: {cost:.2f}x: the domain guard (features, "
+            "content, kNN) and the uncertainty together (target <= 2x: "
+            f"{'met' if cost <= 2 else 'NOT met'})"
+        )
+    else:
+        print("ratio ours / plain: n/a (the model's card records no domain)")
 
     if args.rnn:
         rloaded = load_checkpoint(rnn_path, "cpu")  # FLOPs counted on CPU

@@ -65,11 +65,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH")
     p.add_argument(
         "--method",
-        default="layercam",
+        default="gradcam",
         choices=sorted(METHOD_ALIASES),
-        help="saliency method (default layercam: LayerCAM fused across the "
-        "network's stages, at least 16x16 cells where the input allows; "
-        "gradcampp = Grad-CAM++, ig = Integrated Gradients)",
+        help="saliency method (default gradcam: Grad-CAM on the deepest "
+        "stage of at least 16x16 cells, where the input allows; --layer last "
+        "for the last feature map; layercam fuses stages; gradcampp = "
+        "Grad-CAM++, ig = Integrated Gradients)",
     )
     p.add_argument(
         "--target",
@@ -95,8 +96,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--layer",
-        help="Grad-CAM layer name, or LayerCAM / HiResCAM layer names "
-        "separated by commas (default: found)",
+        help="Grad-CAM layer name or 'last', or LayerCAM / HiResCAM layer "
+        "names separated by commas (default: found)",
     )
     p.add_argument("--normalize", choices=("volume", "slice"), default="volume")
     p.add_argument("--steps", type=int, default=32, help="IG steps (default 32)")

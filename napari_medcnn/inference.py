@@ -263,6 +263,9 @@ def classify(
     if guard.needs_features and scope != "volume":
         feats_net = optimized_model(loaded, with_features=True)
     net = feats_net if feats_net is not None else optimized_model(loaded)
+    from .models.features import with_tta
+
+    net = with_tta(net, card)  # the card's test-time augmentation (mirror)
     k = card.num_classes
     record = card.preprocessing
     slice_probs = slice_domain = slice_scores = None

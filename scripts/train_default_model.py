@@ -183,6 +183,17 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     ap.add_argument(
+        "--pixel-dropout",
+        action="store_true",
+        help="add pixel drop-out to the augmentation (on in the fov recipe)",
+    )
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this checkpoint's weights (same --arch and record): "
+        "fine-tune an earlier default model",
+    )
+    ap.add_argument(
         "--histogram",
         action="store_true",
         help="add random monotone intensity curves (MONAI RandHistogramShift)",
@@ -201,7 +212,9 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
         lr=args.lr,
         weight_decay=args.weight_decay,
         augment=dict(
-            AUGMENT_FOV if args.record == "fov" else AUGMENT, histogram=args.histogram
+            AUGMENT_FOV if args.record == "fov" else AUGMENT,
+            histogram=args.histogram,
+            **({"pixel_dropout": True} if args.pixel_dropout else {}),
         ),
         schedule=args.schedule,
         label_smoothing=args.label_smoothing,
@@ -211,6 +224,10 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
         seed=args.seed,
         device="cpu",
     )
+    if getattr(args, "init_from", None):
+        from napari_medcnn.models.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(args.init_from, "cpu").model.state_dict())
     return arch_kwargs, model, cfg
 
 

@@ -520,3 +520,51 @@ def test_closed_panel_stops_listening(make_napari_viewer, qtbot, monkeypatch):
     qtbot.wait(50)
     assert called == [] and errors == []
     assert [lay.name for lay in viewer.layers] == ["renamed"]
+
+
+@pytest.mark.gui
+def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tmp_path):
+    """The default model on what it never learned (a CT slice): a banner,
+    grey bars; on a whole head (Colin27), the slices outside the domain are
+    marked on the curve and the label comes from the others."""
+    from pydicom.data import get_testdata_file
+
+    from napari_medcnn.inference import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no default model")
+    viewer = make_napari_viewer(show=True)
+    (ct,) = viewer.open(
+        get_testdata_file("CT_small.dcm", download=False), plugin=PLUGIN
+    )
+    widget = _dock(viewer)
+    _wait_idle(qtbot, widget)  # the default model loads
+    assert widget.model is not None and widget.model.card.domain
+    widget.set_channels([ct])
+    _run(qtbot, widget)
+    rec = ct.metadata["classification"]
+    assert rec["domain"]["in_domain"] is False
+    assert "OUTSIDE THE MODEL" in widget.summary.text()
+    assert "modality CT" in widget.summary.text()
+    assert "uncertainty" in widget.summary.text()
+    assert widget.bars.out_of_domain
+    assert len(set(widget.bars.bar_colors())) == 1  # no class highlighted
+    _screenshot(viewer, tmp_path, "classify_ct_out_of_domain.png")
+
+    viewer.layers.clear()
+    (head,) = viewer.open(
+        str(Path(__file__).parents[1] / "napari_medcnn" / "data" / "colin27_t1.nii.gz"),
+        plugin=PLUGIN,
+    )
+    widget.set_channels([head])
+    widget.set_scope("slices")
+    _run(qtbot, widget)
+    rec = head.metadata["classification"]
+    marked = widget.curve.out_of_domain_slices
+    assert marked == [i for i, ok in enumerate(rec["slice_in_domain"]) if not ok]
+    assert 0 < len(marked) < rec["n_slices"]
+    assert not widget.bars.out_of_domain  # the volume has in-domain slices
+    assert rec["label"] == "no_tumor"
+    viewer.dims.set_point(0, float(head.data_to_world([marked[0], 0, 0])[0]))
+    assert "outside domain" in widget.curve.marker_label(marked[0])
+    _screenshot(viewer, tmp_path, "classify_colin27_curve.png")

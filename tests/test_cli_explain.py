@@ -31,7 +31,7 @@ def test_nifti_map_is_aligned_with_the_dicom_input(tmp_path, capsys, tiny):
     assert rc == 0
     for key in ("deletion_auc", "deletion_auc_random", "randomization_correlation"):
         assert isinstance(summary[key], float)
-    assert summary["method"] == "layercam" and summary["out"] == str(out)
+    assert summary["method"] == "gradcam" and summary["out"] == str(out)
     assert min(summary["map_resolution"]) >= 16  # the default resolves 16x16
     scan, back = load(MR_SLICE)[0], load(out)[0]
     assert back.data.shape == scan.data.shape == tuple(summary["shape"])

@@ -109,7 +109,7 @@ def test_classify_prints_the_scope_the_option_offers(tmp_path, capsys, tiny):
     nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.5, 1.0])), path)
     assert main(["classify", str(path), "--model", str(tiny)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.endswith("(slice, 4 slices)"), line  # --scope slice|volume
+    assert "(slice, 4 slices" in line, line  # --scope slice|volume
     assert "(slices" not in line
 
 

@@ -33,7 +33,9 @@ def test_gradcam_deletes_tumour_evidence_faster_than_random(capsys):
     script = _script()
     assert script.main(["--limit", "8", "--steps", "16", "--n-random", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_images"] == 8 and summary["layer"] == "layer4"
+    # Grad-CAM on the deepest stage of at least 16x16 cells (the default)
+    assert summary["n_images"] == 8 and summary["method"] == "gradcam"
+    assert min(summary["map_resolution"]) >= 16
     assert summary["split"].startswith("provenance.test_files")
     assert summary["target"] == "predicted"  # the map a user sees
     # the full held-out set is the figure; a few images only show the trend

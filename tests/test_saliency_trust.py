@@ -89,13 +89,18 @@ def test_default_method_resolves_16_cells_on_every_zoo_model(name, kwargs, side)
     assert min(stages[-1][2]) < 16 or side == 48  # Grad-CAM alone: coarse
     image = np.random.default_rng(0).random((side + 10, side)).astype(np.float32)
     res = run(explain([image], _loaded(model, (side, side)), target=1))
-    assert DEFAULT_METHOD == "layercam" and res.method == "layercam"
+    assert DEFAULT_METHOD == "gradcam" and res.method == "gradcam"
     assert min(res.params["map_resolution"]) >= 16
     chosen = pick_stages(stages)
-    assert res.params["layers"] == [s[0] for s in chosen]
-    assert chosen[-1][0] == stages[-1][0]  # the class evidence is in
+    # Grad-CAM on the deepest stage at least 16 cells a side
+    assert res.params["layer"] == chosen[0][0]
     assert res.map.shape == image.shape and np.isfinite(res.map).all()
     assert _hooks(model) == 0
+    # LayerCAM fuses that stage with the deeper ones (the class evidence)
+    res = run(explain([image], _loaded(model, (side, side)), "layercam", target=1))
+    assert res.params["layers"] == [s[0] for s in chosen]
+    assert chosen[-1][0] == stages[-1][0]
+    assert min(res.params["map_resolution"]) >= 16
 
 
 def test_stage_choice_on_a_resnet_at_128_px():
@@ -138,8 +143,11 @@ def test_layercam_and_hirescam_take_layers_and_hirescam_defaults_to_last():
     res = run(explain([image], loaded, "layercam", target=1, layers="features.2"))
     assert res.params["layers"] == ["features.2"]
     assert res.params["map_resolution"] == [48, 48]
-    res = run(explain([image], loaded, "gradcam", target=1))
+    res = run(explain([image], loaded, "gradcam", target=1, layer="last"))
     assert res.params["map_resolution"] == [12, 12]
+    assert res.params["layer"] == "features.10"
+    res = run(explain([image], loaded, "gradcam", target=1))
+    assert res.params["map_resolution"] == [24, 24]  # the deepest >= 16
     with pytest.raises(ValueError, match="no layer 'nope'"):
         run(explain([image], loaded, "layercam", layers="features.2, nope"))
 

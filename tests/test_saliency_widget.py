@@ -94,13 +94,13 @@ def test_default_method_on_the_mr_sample_with_the_default_model(
     (src,) = viewer.open_sample(PLUGIN, "mr_slice")
     widget = _dock(viewer, qtbot)
     assert widget.model is not None and "gradcam" in widget.methods()
-    assert widget.method_combo.currentData() == "layercam"  # the default
+    assert widget.method_combo.currentData() == "gradcam"  # the default
     _run(qtbot, widget)
     (ov,) = widget.overlays
-    assert ov.name == overlay_name(src.name, "layercam")
+    assert ov.name == overlay_name(src.name, "gradcam")
     _same_geometry(ov, src)
     rec = ov.metadata["saliency"]
-    assert rec["method"] == "layercam" and min(rec["params"]["map_resolution"]) >= 16
+    assert rec["method"] == "gradcam" and min(rec["params"]["map_resolution"]) >= 16
     m = rec["metrics"]
     assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["deletion_auc_random"] <= 1
     assert "correlation" in m["randomization"] and m["insertion_auc"] >= 0
@@ -162,7 +162,11 @@ def test_volume_two_methods_side_by_side_and_current_slice(
         _same_geometry(ov, src)
         assert ov.data[2].max() > 0 and ov.data[6].max() > 0  # every slice
         assert "deletion_auc" in ov.metadata["saliency"]["metrics"]
-    assert widget.metrics_label.text().count("deletion AUC") == 2
+    text = widget.metrics_label.text()
+    assert text.count("(lower is better)") == 2  # one deletion line a map
+    # a map that fails its own check says so (here: ties with random)
+    failed = [o for o in overlays if o.metadata["saliency"]["warnings"]]
+    assert all("TRUST CHECK" in o.metadata["saliency"]["warnings"][0] for o in failed)
     # side by side: a second view of the scan, grid with two layers a view
     assert widget.side_check.isEnabled()
     viewer.layers.move(0, len(viewer.layers))  # the scan on top of its maps

@@ -288,15 +288,16 @@ def test_new_head_keeps_known_classes():
 
 def test_transfer_from_checkpoint_with_new_classes(tmp_path):
     from napari_medcnn.inference import default_model_path, resolve_model
+    from napari_medcnn.models.features import last_linear
 
     parent = resolve_model(default_model_path(), "cpu")
-    w0 = parent.model.state_dict()["fc.weight"].clone()
+    w0 = last_linear(parent.model).weight.detach().clone()
     model, card, note = start_model(["tumor", "cyst", "no_tumor"], parent)
     assert note == {"start": "checkpoint", "head": "new",
                     "kept_classes": ["tumor", "no_tumor"]}  # fmt: skip
     assert card.parent == parent.card.model_id and card.arch_kwargs["num_classes"] == 3
-    assert model.fc.out_features == 3
-    assert torch.equal(parent.model.state_dict()["fc.weight"], w0)  # untouched
+    assert last_linear(model).out_features == 3
+    assert torch.equal(last_linear(parent.model).weight, w0)  # untouched
 
 
 # -- bad input --------------------------------------------------------------------

@@ -48,6 +48,10 @@ class ModelCard:
             (modalities, colour, anatomy, orientation rule, content and
             feature-novelty thresholds; see ``trust/domain.py``); empty
             when unknown.
+        tta: test-time augmentation ``classify`` applies to slice models:
+            ``["flip"]`` averages the logits of each input and its mirror
+            image (left-right); empty: one plain pass.  The temperature
+            and the held-out metrics are measured with it.
         parent: model_id of the model this one was fine-tuned from.
         model_id: sha256 (16 hex) of the weights, set on save.
         created: ISO-8601 UTC time of saving.
@@ -69,6 +73,7 @@ class ModelCard:
     description: str = ""
     parent: str | None = None
     domain: dict[str, Any] = field(default_factory=dict)
+    tta: list[str] = field(default_factory=list)
     model_id: str = ""
     created: str = ""
     card_version: int = CARD_VERSION

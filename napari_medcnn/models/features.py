@@ -38,6 +38,33 @@ class WithFeatures(nn.Module):
         return torch.cat([self.fc(f), f], dim=1)
 
 
+class FlipAveraged(nn.Module):
+    """Test-time augmentation: the mean of the first ``n_classes`` outputs
+    (logits) of ``net`` on an input and on its left-right mirror; any
+    further columns (the penultimate features of :class:`WithFeatures`,
+    which the domain guard compares with unflipped training features)
+    come from the plain input."""
+
+    def __init__(self, net: nn.Module, n_classes: int):
+        super().__init__()
+        self.net = net
+        self.n_classes = int(n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.n_classes
+        both = self.net(torch.cat([x, torch.flip(x, dims=[-1])]))
+        a, b = both[: x.shape[0]], both[x.shape[0] :]
+        return torch.cat([(a[:, :k] + b[:, :k]) / 2, a[:, k:]], dim=1)
+
+
+def with_tta(net: nn.Module, card) -> nn.Module:
+    """``net`` wrapped in the card's test-time augmentation (slice models
+    with ``card.tta == ["flip"]``), else ``net`` itself."""
+    if "flip" in (getattr(card, "tta", None) or []) and card.input_kind == "slice":
+        return FlipAveraged(net, card.num_classes)
+    return net
+
+
 def features_model(net: nn.Module, probe: torch.Tensor) -> WithFeatures | None:
     """A :class:`WithFeatures` wrapper of ``net`` in eval mode, or None when
     ``net`` has no ``embed`` or its logits are not the last linear layer of

@@ -1,7 +1,7 @@
-"""Saliency maps you can check: LayerCAM (the default: fused across stages,
-at least 16x16 cells), Grad-CAM, Grad-CAM++, HiResCAM, Integrated
-Gradients, occlusion and SmoothGrad on any zoo model, mapped back to the image grid,
-with trust metrics (pure core: no Qt, napari or magicgui).
+"""Saliency maps you can check: Grad-CAM (the default: on the deepest stage
+of at least 16x16 cells), LayerCAM, Grad-CAM++, HiResCAM, Integrated
+Gradients, occlusion and SmoothGrad on any zoo model, mapped back to the
+image grid, with trust metrics (pure core: no Qt, napari or magicgui).
 
 Entry point: :func:`explain` (a progress generator returning a
 :class:`SaliencyResult`); :func:`estimate_occlusion` prices an occlusion

@@ -42,18 +42,40 @@ MIN_RESOLUTION = 16
 
 
 class CAMBase(Explainer):
-    """Class activation maps on one convolution (``layer``: its name in
-    ``model.named_modules()``; default: :func:`find_target_layer`)."""
+    """Class activation maps on one convolution.
+
+    Args:
+        layer: its name in ``model.named_modules()``; ``"last"``: the last
+            feature map (:func:`find_target_layer`, classic Grad-CAM);
+            None or ``"auto"`` (default): for 2D maps, the deepest stage
+            whose map is at least ``min_resolution`` cells a side, unless
+            that is the first stage (then the last); for 3D maps the last
+            (:func:`auto_layer`).  Measured on the
+            shipped model (README, "Saliency"), the stage at 24 x 24 cells
+            deletes the evidence faster than random on more held-out
+            tumours than the last 12 x 12 one, and points at synthetic
+            blobs where the last one does not.
+        min_resolution: cells a side for ``auto``.
+    """
 
     needs_conv = True
     default_sign = "positive"
 
-    def __init__(self, model, layer: str | None = None, **kw):
+    def __init__(
+        self,
+        model,
+        layer: str | None = None,
+        min_resolution: int = MIN_RESOLUTION,
+        **kw,
+    ):
         if not conv_layers(model):
             raise no_conv_error(model)
         super().__init__(model, **kw)
+        self.auto = "last" if layer == "last" else "stage"
+        layer = None if layer in ("auto", "last") else layer
         self.layer_name = layer
         self.layer = get_layer(model, layer) if layer else None
+        self.min_resolution = int(min_resolution)
         self.resolution: list[int] | None = None
 
     def chosen_layers(self):
@@ -71,8 +93,10 @@ class CAMBase(Explainer):
         raise NotImplementedError
 
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        if self.layer is None:
+        if self.layer is None and self.auto == "last":
             self.layer_name, self.layer = find_target_layer(self.model, x)
+        elif self.layer is None:
+            self.layer_name, self.layer = auto_layer(self.model, x, self.min_resolution)
         acts: list[torch.Tensor] = []
         self.hook(self.layer.register_forward_hook(lambda _m, _i, o: acts.append(o)))
         score = target(self.model(x))
@@ -124,6 +148,24 @@ class GradCAMPlusPlus(CAMBase):
         denom = 2 * g2 + sum_a * g3
         alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
         return (alpha * F.relu(grads)).flatten(2).sum(2)
+
+
+def auto_layer(model, x: torch.Tensor, min_resolution: int = MIN_RESOLUTION):
+    """Grad-CAM's automatic layer: for 2D inputs (and slice encoders), the
+    deepest stage whose map is at least ``min_resolution`` cells a side,
+    unless that is the first stage (low-level edges), then the last one;
+    for 3D inputs the last feature map (:func:`find_target_layer`).
+
+    Returns:
+        (name, module).
+    """
+    stages = stage_layers(model, x)
+    if len(stages[-1][2]) != 2:
+        return stages[-1][:2]
+    chosen = pick_stages(stages, min_resolution)[0]
+    if chosen[0] == stages[0][0] and len(stages) > 1:
+        chosen = stages[-1]
+    return chosen[:2]
 
 
 def pick_stages(

@@ -11,10 +11,11 @@ method on the model-input grid -> zero where the input is pure padding
 (undoes crop and resize; nothing outside the crop) -> one robust scale for
 the whole volume (or one per slice).
 
-The default method is LayerCAM fused over the stages from the deepest one
-that is at least 16 cells a side to the last (:mod:`.cam`): chosen by the
-deletion test among Grad-CAM on the last and on an earlier stage, HiResCAM
-and LayerCAM (README, "Saliency").
+The default method is Grad-CAM on the deepest stage whose feature map is
+at least 16 cells a side (:mod:`.cam`; ``layer="last"`` gives the classic
+last feature map): chosen by the deletion test and the pointing game
+among Grad-CAM on the last and on that stage, HiResCAM and LayerCAM fused
+over stages (README, "Saliency").
 
 Scopes (as in ``classify``): ``slice`` (a 2D image, or ``slice_index`` of a
 volume, through a slice model; the rest of the volume's map is 0),
@@ -52,7 +53,7 @@ __all__ = [
 
 Event = tuple
 #: the method ``explain``, the CLI and the widget use unless told otherwise
-DEFAULT_METHOD = "layercam"
+DEFAULT_METHOD = "gradcam"
 _UNDERFLOW = (
     "the target's probability rounds to 1, so its log-probability neither "
     "changes nor has a usable gradient; the map explains the class logit"
@@ -196,8 +197,8 @@ def explain(
         images: one array per channel, equal shapes: (H, W), (S, H, W), or
             with a trailing RGB axis when ``rgb``; card channel order.
         model: None (the default model), a checkpoint path or a LoadedModel.
-        method: ``layercam`` (default: LayerCAM fused across stages, at
-            least 16x16 cells where the input allows), ``gradcam``,
+        method: ``gradcam`` (default: on the deepest stage of at least
+            16x16 cells where the input allows), ``layercam``,
             ``gradcam++``, ``hirescam``, ``integrated_gradients``,
             ``occlusion``, ``smoothgrad``, ``gradient``,
             ``gradient_x_input`` (see :func:`available_methods`).

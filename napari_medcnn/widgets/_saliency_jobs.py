@@ -17,8 +17,8 @@ from ._view import current_slice_index
 
 #: core method name -> label shown in the widget
 METHOD_LABELS = {
-    "layercam": "LayerCAM (multi-layer)",
     "gradcam": "Grad-CAM",
+    "layercam": "LayerCAM (multi-layer)",
     "gradcam++": "Grad-CAM++",
     "hirescam": "HiResCAM",
     "integrated_gradients": "Integrated Gradients",
@@ -27,7 +27,7 @@ METHOD_LABELS = {
     "gradient": "Gradient",
     "gradient_x_input": "Gradient × input",
 }
-CAM_METHODS = ("layercam", "gradcam", "gradcam++", "hirescam")
+CAM_METHODS = ("gradcam", "layercam", "gradcam++", "hirescam")
 
 
 def offered_methods(model: Any) -> tuple[list[str], str]:

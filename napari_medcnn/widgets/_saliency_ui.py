@@ -70,7 +70,7 @@ def build_ui(w: QWidget, colors: PlotColors) -> None:
     w.metrics_check.setChecked(True)
     w.layer_edit = QLineEdit()
     w.layer_edit.setPlaceholderText(
-        "automatic (LayerCAM: stages from 16x16 cells to the last)"
+        "automatic (deepest stage of >= 16x16 cells; 'last' for the last)"
     )
     w.steps_spin = _spin(2, 512, 32)
     w.baseline_combo = QComboBox()

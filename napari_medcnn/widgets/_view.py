@@ -36,7 +36,9 @@ def uncertainty_text(record: dict[str, Any]) -> str:
     """ "uncertainty 0.12 (low) · novelty 0.31 / 0.40", or "" without both."""
     parts = []
     u = record.get("uncertainty")
-    if u is not None:
+    if u is not None and not in_domain(record):
+        parts.append(f"uncertainty {u:.2f} (meaningless outside the domain)")
+    elif u is not None:
         word = "low" if u < 0.3 else "moderate" if u < 0.7 else "high"
         parts.append(f"uncertainty {u:.2f} ({word}; 0 certain, 1 coin flip)")
     domain = record.get("domain") or {}
@@ -154,10 +156,16 @@ class ResultView:
         if trust:
             lines.append(esc(trust))
         lines.append(f"model {model} · {took} on {esc(str(rec.get('device')))}")
-        if rec.get("warnings"):
+        # the banner already says why the input is outside the domain
+        warnings = [
+            w
+            for w in rec.get("warnings") or []
+            if in_domain(rec) or not w.startswith("outside the model's domain")
+        ]
+        if warnings:
             lines.append(
                 f'<span style="color:{self.colors.marker}">'
-                f"{esc('; '.join(rec['warnings']))}</span>"
+                f"{esc('; '.join(warnings))}</span>"
             )
         return "<br>".join(lines)
 
