@@ -551,6 +551,21 @@ def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tm
     assert len(set(widget.bars.bar_colors())) == 1  # no class highlighted
     _screenshot(viewer, tmp_path, "classify_ct_out_of_domain.png")
 
+    # a held-out Br35H tumour image: inside the domain, a normal label
+    from napari_medcnn.training.br35h import br35h_root
+
+    tumour = [f for f in widget.model.card.provenance["test_files"] if "y" in f[:5]]
+    viewer.layers.clear()
+    (mr,) = viewer.open(str(br35h_root() / tumour[0]), plugin=PLUGIN)
+    widget.set_channels([mr])
+    widget.set_scope("slice")
+    _run(qtbot, widget)
+    rec = mr.metadata["classification"]
+    assert rec["domain"]["in_domain"] and not widget.bars.out_of_domain
+    assert "OUTSIDE" not in widget.summary.text()
+    assert "uncertainty" in widget.summary.text()
+    _screenshot(viewer, tmp_path, "classify_br35h_tumour.png")
+
     viewer.layers.clear()
     (head,) = viewer.open(
         str(Path(__file__).parents[1] / "napari_medcnn" / "data" / "colin27_t1.nii.gz"),
