@@ -26,12 +26,36 @@ import numpy as np
 import torch
 
 
+def uncertainty_summary(logits: np.ndarray, y: np.ndarray, temperature: float):
+    """What ``classify`` reports as uncertainty (normalised entropy of the
+    calibrated probabilities) on held-out images: its mean on right and
+    wrong answers and how well it ranks the errors (AUROC)."""
+    from napari_medcnn.trust.uncertainty import predictive_uncertainty
+
+    z = logits / temperature
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    u = predictive_uncertainty(p)
+    wrong = p.argmax(1) != y
+    pos, neg = u[wrong], u[~wrong]
+    d = pos[:, None] - neg[None, :]
+    auroc = float((d > 0).mean() + 0.5 * (d == 0).mean()) if len(pos) else None
+    return {
+        "measure": "normalised entropy of the calibrated probabilities",
+        "mean_correct": round(float(neg.mean()), 4),
+        "mean_wrong": None if not len(pos) else round(float(pos.mean()), 4),
+        "error_auroc": None if auroc is None else round(auroc, 4),
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="prepared Br35H images (.npz)")
     ap.add_argument("--tta", choices=("auto", "flip", "none"), default="auto")
+    ap.add_argument("--name", help="the card's new name")
+    ap.add_argument("--description", help="the card's new description")
     args = ap.parse_args(argv)
 
     from napari_medcnn.io import load
@@ -78,6 +102,8 @@ def main(argv=None) -> int:
     test_raw = summarize(test_logits, yt, 1.0)
     single = summarize(logits(xt, False), yt, fit_temperature(val[False], yv))
     card.tta = ["flip"] if flip else []
+    card.name = args.name or card.name
+    card.description = args.description or card.description
     card.temperature = temperature
     keys = ("n", "accuracy", "auc", "ece", "confusion_matrix", "per_class")
     card.metrics = {
@@ -90,6 +116,7 @@ def main(argv=None) -> int:
             "accuracy_mirror_average": round(acc[True], 4),
         },
         "single_pass": {k: single[k] for k in ("accuracy", "auc", "ece")},
+        "test_uncertainty": uncertainty_summary(test_logits, yt, temperature),
     }
     card.metrics["validation"] = {
         k: v
