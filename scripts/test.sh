@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 export QT_API=pyqt6 PYTHONHASHSEED=0 MPLBACKEND=Agg
 .venv/bin/ruff check napari_medcnn tests benchmarks scripts
+.venv/bin/ruff format --check napari_medcnn tests benchmarks scripts
 exec xvfb-run -a -s "-screen 0 1600x1000x24" \
   .venv/bin/python -m pytest -p no:cacheprovider -q -ra "$@"
