@@ -44,7 +44,10 @@ def test_the_fine_tuned_model_finds_the_blobs(blob_model):
     loaded, summary = blob_model
     assert loaded.card.classes == ["noise", "blob"]
     images, labels, _ = blob_images(40, seed=1)
-    probs = [run(classify([blob_grey(im)], loaded)).probabilities[1] for im in images]
+    results = [run(classify([blob_grey(im)], loaded)) for im in images]
+    # the parent's brain-MR domain is not inherited: no image is refused
+    assert loaded.card.domain == {} and all(r.in_domain for r in results)
+    probs = [r.probabilities[1] for r in results]
     acc = np.mean((np.array(probs) > 0.5) == labels.astype(bool))
     assert acc >= 0.9, (acc, summary.get("metrics"))
 

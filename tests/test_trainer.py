@@ -297,6 +297,7 @@ def test_transfer_from_checkpoint_with_new_classes(tmp_path):
                     "kept_classes": ["tumor", "no_tumor"]}  # fmt: skip
     assert card.parent == parent.card.model_id and card.arch_kwargs["num_classes"] == 3
     assert last_linear(model).out_features == 3
+    assert parent.card.domain and card.domain == {} and card.tta == []
     assert torch.equal(last_linear(parent.model).weight, w0)  # untouched
 
 

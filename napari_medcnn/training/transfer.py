@@ -127,6 +127,15 @@ def start_model(
     card.parent = loaded.card.model_id or None
     card.temperature = 1.0
     card.metrics = {}
+    # the parent's training domain (and its reference features, which are
+    # not carried over) describes other data: a child would flag its own
+    # images as "outside the domain"; its test-time augmentation was chosen
+    # for the parent's task.  Neither is inherited.
+    card.domain = {}
+    card.tta = []
     card.model_id = card.created = ""
-    card.provenance = {"parent_name": loaded.card.name}
+    card.provenance = {
+        "parent_name": loaded.card.name,
+        "domain": "not inherited from the parent; no domain guard",
+    }
     return model.train(), card, note
