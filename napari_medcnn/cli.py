@@ -201,21 +201,12 @@ def _classify_scan(
     scan: Any, path: str, loaded: Any, scope: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Classify one :class:`Scan`; the record (no PHI) for ``path``."""
-    from .inference import classify, run
+    from .inference import classify_scan, run
     from .results import classification_record
 
-    if scope == "slice":
-        scope = "slices" if scan.ndim_spatial == 3 else "slice"
     result = run(
-        classify(
-            [scan.data],
-            loaded,
-            scope=scope,
-            spacing=scan.spacing,
-            rgb=scan.rgb,
-            batch_size=args.batch_size,
-            device=args.device,
-            context=scan.metadata,
+        classify_scan(
+            scan, loaded, scope, batch_size=args.batch_size, device=args.device
         )
     )
     return classification_record(

@@ -351,6 +351,26 @@ def classify(
     )
 
 
+def classify_scan(scan: Any, model=None, scope: str = "slice", **kwargs):
+    """:func:`classify` on a reader :class:`~napari_medcnn.io.Scan`, the
+    user's path: its data, spacing, RGB flag and metadata (the domain
+    guard's context).  ``scope="slice"`` on a volume means every slice
+    (as ``napari-medcnn classify --scope slice``).  A progress generator
+    returning the :class:`ClassificationResult`; ``kwargs`` go to
+    :func:`classify` (``batch_size``, ``device``...)."""
+    if scope == "slice" and scan.ndim_spatial == 3:
+        scope = "slices"
+    return classify(
+        [scan.data],
+        model,
+        scope=scope,
+        spacing=scan.spacing,
+        rgb=scan.rgb,
+        context=scan.metadata,
+        **kwargs,
+    )
+
+
 def _guard(loaded):
     """The :class:`DomainGuard` of a loaded model (inactive without a
     recorded domain)."""

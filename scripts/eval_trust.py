@@ -53,20 +53,9 @@ PHOTOS = ("camera", "moon", "brick")
 
 
 def _classify(scan, loaded, scope: str = "slice") -> Any:
-    from napari_medcnn.inference import classify, run
+    from napari_medcnn.inference import classify_scan, run
 
-    if scope == "slice" and scan.ndim_spatial == 3:
-        scope = "slices"
-    return run(
-        classify(
-            [scan.data],
-            loaded,
-            scope=scope,
-            spacing=scan.spacing,
-            rgb=scan.rgb,
-            context=scan.metadata,
-        )
-    )
+    return run(classify_scan(scan, loaded, scope))
 
 
 def _row(name: str, what: str, result) -> dict[str, Any]:
@@ -110,19 +99,11 @@ def table(loaded) -> list[dict[str, Any]]:
     return rows
 
 
-def _auroc(score: np.ndarray, positive: np.ndarray) -> float | None:
-    """Probability that a positive scores above a negative (ties half)."""
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return None
-    diff = pos[:, None] - neg[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
-
-
 def br35h_test(loaded) -> dict[str, Any]:
     """The card's held-out test images through the user's path."""
     from napari_medcnn.io import load
     from napari_medcnn.training import br35h
+    from napari_medcnn.training.metrics import roc_auc
 
     card = loaded.card
     names = (card.provenance or {}).get("test_files") or []
@@ -145,7 +126,9 @@ def br35h_test(loaded) -> dict[str, Any]:
         "accuracy_flagged": None
         if not flagged.any()
         else round(float(correct[flagged].mean()), 4),
-        "uncertainty_error_auroc": _auroc(unc, ~correct),
+        "uncertainty_error_auroc": None
+        if correct.all() or not correct.any()
+        else round(roc_auc(unc, ~correct), 4),
         "mean_uncertainty_correct": round(float(unc[correct].mean()), 4),
         "mean_uncertainty_wrong": None
         if correct.all()

@@ -30,28 +30,11 @@ import numpy as np
 import torch
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-12, 1)
-    return -(q * np.log(q)).sum(1) / np.log(p.shape[1])
+def _auroc(score: np.ndarray, wrong: np.ndarray) -> float | None:
+    """AUROC of ``score`` for the errors (None without both kinds)."""
+    from napari_medcnn.training.metrics import roc_auc
 
-
-def _auroc(score, positive) -> float | None:
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return None
-    d = pos[:, None] - neg[None, :]
-    return round(float((d > 0).mean() + 0.5 * (d == 0).mean()), 4)
-
-
-def _ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    conf, pred = p.max(1), p.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    e = 0.0
-    for a, b in zip(edges[:-1], edges[1:]):
-        m = (conf > a) & (conf <= b)
-        if m.any():
-            e += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
-    return round(float(e), 4)
+    return None if wrong.all() or not wrong.any() else round(roc_auc(score, wrong), 4)
 
 
 def main(argv=None) -> int:
@@ -71,6 +54,8 @@ def main(argv=None) -> int:
     from napari_medcnn.models.features import last_linear, penultimate
     from napari_medcnn.preprocessing import prepare, to_gray
     from napari_medcnn.training import br35h
+    from napari_medcnn.training.metrics import expected_calibration_error
+    from napari_medcnn.trust.uncertainty import predictive_uncertainty as entropy
 
     loaded = resolve_model(args.model)
     card, net = loaded.card, loaded.model.eval()
@@ -112,16 +97,16 @@ def main(argv=None) -> int:
             samples.append(torch.softmax(fc(feats * mask / (1 - drop)) / t, 1))
         mc = torch.stack(samples).numpy()
     candidates = {
-        "entropy": (base, _entropy(base), 1),
-        "tta_flip": ((base + flip) / 2, _entropy((base + flip) / 2), 2),
+        "entropy": (base, entropy(base), 1),
+        "tta_flip": ((base + flip) / 2, entropy((base + flip) / 2), 2),
         "tta_flip_shift": (
             np.mean([base, flip, *shifts], 0),
-            _entropy(np.mean([base, flip, *shifts], 0)),
+            entropy(np.mean([base, flip, *shifts], 0)),
             6,
         ),
         "mc_dropout_head": (
             mc.mean(0),
-            _entropy(mc.mean(0)) + mc[:, :, 1].var(0),
+            entropy(mc.mean(0)) + mc[:, :, 1].var(0),
             1,
         ),
     }
@@ -134,7 +119,7 @@ def main(argv=None) -> int:
                     "candidate": name,
                     "forward_passes": passes,
                     "accuracy": round(float((~wrong).mean()), 4),
-                    "ece": _ece(p, y),
+                    "ece": round(expected_calibration_error(p, y), 4),
                     "error_auroc": _auroc(u, wrong),
                     "accuracy_keeping_95pct": round(float((~wrong[keep]).mean()), 4),
                     "n_wrong": int(wrong.sum()),

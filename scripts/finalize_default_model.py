@@ -30,21 +30,18 @@ def uncertainty_summary(logits: np.ndarray, y: np.ndarray, temperature: float):
     """What ``classify`` reports as uncertainty (normalised entropy of the
     calibrated probabilities) on held-out images: its mean on right and
     wrong answers and how well it ranks the errors (AUROC)."""
+    from napari_medcnn.training.metrics import roc_auc, softmax
     from napari_medcnn.trust.uncertainty import predictive_uncertainty
 
-    z = logits / temperature
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
+    p = softmax(logits, temperature)
     u = predictive_uncertainty(p)
     wrong = p.argmax(1) != y
-    pos, neg = u[wrong], u[~wrong]
-    d = pos[:, None] - neg[None, :]
-    auroc = float((d > 0).mean() + 0.5 * (d == 0).mean()) if len(pos) else None
+    some = wrong.any() and not wrong.all()
     return {
         "measure": "normalised entropy of the calibrated probabilities",
-        "mean_correct": round(float(neg.mean()), 4),
-        "mean_wrong": None if not len(pos) else round(float(pos.mean()), 4),
-        "error_auroc": None if auroc is None else round(auroc, 4),
+        "mean_correct": round(float(u[~wrong].mean()), 4),
+        "mean_wrong": round(float(u[wrong].mean()), 4) if wrong.any() else None,
+        "error_auroc": round(roc_auc(u, wrong), 4) if some else None,
     }
 
 
@@ -60,6 +57,7 @@ def main(argv=None) -> int:
 
     from napari_medcnn.io import load
     from napari_medcnn.models.checkpoint import load_checkpoint, save_checkpoint
+    from napari_medcnn.models.features import FlipAveraged
     from napari_medcnn.preprocessing import prepare, to_gray
     from napari_medcnn.training import br35h
     from napari_medcnn.training.finetune import predict_logits
@@ -84,12 +82,9 @@ def main(argv=None) -> int:
         return x, y
 
     def logits(x: np.ndarray, flip: bool) -> np.ndarray:
-        plain = predict_logits(net, x, 128)
-        if not flip:
-            return plain
-        return (
-            plain + predict_logits(net, np.ascontiguousarray(x[..., ::-1]), 128)
-        ) / 2
+        # the very wrapper ``classify`` applies for ``tta: ["flip"]``
+        model = FlipAveraged(net, card.num_classes) if flip else net
+        return predict_logits(model, x, 128)
 
     xv, yv = split("validation")
     xt, yt = split("test")

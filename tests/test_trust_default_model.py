@@ -16,7 +16,12 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from napari_medcnn.cli import main
-from napari_medcnn.inference import classify, default_model_path, resolve_model, run
+from napari_medcnn.inference import (
+    classify_scan,
+    default_model_path,
+    resolve_model,
+    run,
+)
 from napari_medcnn.io import load
 
 pytestmark = pytest.mark.skipif(
@@ -32,16 +37,8 @@ def loaded():
     return resolve_model(None)
 
 
-def _classify(path, loaded, scope="slice"):
-    scan = load(path)[0]
-    if scope == "slice" and scan.ndim_spatial == 3:
-        scope = "slices"
-    return run(
-        classify(
-            [scan.data], loaded, scope=scope, spacing=scan.spacing,
-            rgb=scan.rgb, context=scan.metadata,
-        )
-    )  # fmt: skip
+def _classify(path, loaded):
+    return run(classify_scan(load(path)[0], loaded))
 
 
 def test_the_card_records_a_fitted_domain(loaded):
