@@ -188,6 +188,13 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
         help="add pixel drop-out to the augmentation (on in the fov recipe)",
     )
     ap.add_argument(
+        "--dropout-blur",
+        type=float,
+        default=0.0,
+        help="probability that pixel drop-out fills with a blurred copy of "
+        "the image instead of its minimum (the blurred deletion substrate)",
+    )
+    ap.add_argument(
         "--init-from",
         type=Path,
         help="start from this checkpoint's weights (same --arch and record): "
@@ -215,6 +222,7 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
             AUGMENT_FOV if args.record == "fov" else AUGMENT,
             histogram=args.histogram,
             **({"pixel_dropout": True} if args.pixel_dropout else {}),
+            pixel_dropout_blur=args.dropout_blur,
         ),
         schedule=args.schedule,
         label_smoothing=args.label_smoothing,

@@ -43,6 +43,7 @@ STRENGTH: dict[str, float] = {
     "cutout_px": 32.0,
     "histogram_points": 10.0,
     "pixel_dropout_max": 0.5,
+    "pixel_dropout_blur": 0.0,
 }
 
 
@@ -126,7 +127,9 @@ def build_augmentation(
             cut.set_random_state(seed + 1)
         tf.append(_AtMinimum(cut) if by_min else cut)
     if cfg.get("pixel_dropout"):
-        drop = PixelDropout(k["pixel_dropout_max"], prob=0.3)
+        drop = PixelDropout(
+            k["pixel_dropout_max"], prob=0.3, blurred=k["pixel_dropout_blur"]
+        )
         tf.append(drop.set_random_state(seed + 2))
     comp = T.Compose(tf)
     comp.set_random_state(seed=seed)
@@ -155,13 +158,22 @@ class _AtMinimum:
 class PixelDropout:
     """Set a random fraction (uniform in [0, ``max_fraction``]) of the
     spatial locations of a (C, *spatial) sample to its minimum, with
-    probability ``prob`` (all channels of a location together)."""
+    probability ``prob`` (all channels of a location together).
 
-    def __init__(self, max_fraction: float = 0.5, prob: float = 0.3):
+    With probability ``blurred`` the dropped locations take the values of
+    a Gaussian-blurred copy of the sample instead (sigma 10 % of the
+    smallest side, in pixels): the model then survives scattered blurred
+    pixels as well as black ones, the two substrates of the deletion test.
+    """
+
+    def __init__(
+        self, max_fraction: float = 0.5, prob: float = 0.3, blurred: float = 0.0
+    ):
         import numpy as np
 
         self.max_fraction = float(max_fraction)
         self.prob = float(prob)
+        self.blurred = float(blurred)
         self.R = np.random.RandomState()
 
     def set_random_state(self, seed=None, state=None):
@@ -179,4 +191,12 @@ class PixelDropout:
         frac = self.R.uniform(0.0, self.max_fraction)
         keep = self.R.rand(*t.shape[1:]) >= frac
         mask = torch.as_tensor(keep)[None]
+        if self.blurred > 0 and self.R.rand() < self.blurred:
+            from scipy.ndimage import gaussian_filter
+
+            sigma = max(1.0, 0.1 * min(t.shape[-2:]))
+            arr = t.detach().cpu().numpy()
+            spatial = (0,) + (sigma,) * (arr.ndim - 1)
+            fill = torch.as_tensor(gaussian_filter(arr, spatial), dtype=t.dtype)
+            return torch.where(mask, t, fill)
         return torch.where(mask, t, t.min())
