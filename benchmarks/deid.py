@@ -14,7 +14,7 @@ on a warm page cache, times:
   folder (the floor: read and write the same bytes, nothing else);
 * ``plain_atomic``: the same, written like ours (temporary file, fsync,
   rename), to show what crash-safe writing costs by itself;
-* ``ours``: :func:`napari_medcnn.io.deid.deidentify` with the Basic
+* ``ours``: :func:`napari_medcnn.deid.run.deidentify` with the Basic
   Profile (Table E.1-1 at every level, keyed UIDs, private tags, identity
   flags, report and atomic writes);
 * ``ours_options``: the same with shifted dates, patient characteristics
@@ -42,8 +42,8 @@ from pydicom.sequence import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_medcnn.io.deid import DeidOptions, ProjectKey, deidentify  # noqa: E402
-from napari_medcnn.io.deid_write import write_atomic  # noqa: E402
+from napari_medcnn.deid.run import DeidOptions, ProjectKey, deidentify  # noqa: E402
+from napari_medcnn.deid.write import write_atomic  # noqa: E402
 from napari_medcnn.io.synth import write_series  # noqa: E402
 
 

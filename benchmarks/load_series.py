@@ -105,7 +105,7 @@ def worker(method: str, folder: str, repeat: int) -> dict:
     import pydicom  # noqa: F401
     import SimpleITK  # noqa: F401
 
-    import napari_medcnn.io.series  # noqa: F401
+    import napari_medcnn.io.dicom.find  # noqa: F401
 
     func = METHODS[method]
     if method == "sitk_read":  # file discovery is not part of this variant
@@ -139,7 +139,7 @@ def scan_overhead(folder: str, repeat: int) -> tuple[float, float]:
     """Best ms/file of ``iter_scan_folder`` and of a bare pydicom header loop."""
     import pydicom
 
-    from napari_medcnn.io.series import iter_scan_folder
+    from napari_medcnn.io.dicom.find import iter_scan_folder
 
     files = sorted(Path(folder).iterdir())
 

@@ -42,12 +42,13 @@ import numpy as np
 import torch
 from _memory import reset_peak, status_bytes
 
-from napari_medcnn.inference import default_model_path, run
+from napari_medcnn._progress import drain
+from napari_medcnn.inference.predict import default_model_path
 from napari_medcnn.io import load
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import LoadedModel, load_checkpoint
-from napari_medcnn.preprocessing import default_record, prepare
+from napari_medcnn.preprocessing.record import default_record, prepare
 from napari_medcnn.saliency import METHODS, ClassTarget, explain
 from napari_medcnn.saliency.gradients import estimate_ig_memory
 from napari_medcnn.saliency.occlusion import count_windows, occlusion_cost
@@ -200,7 +201,7 @@ def bench(label_key, repeat, occlusion_settings) -> None:
             f"{name:22s} {t * 1e3:9.1f} ms  {t / t_fwd:6.1f}x forward  {params}{note}"
         )
     t_explain = _median_time(
-        lambda: run(explain([image], loaded, "gradcam", spacing=spacing)), repeat
+        lambda: drain(explain([image], loaded, "gradcam", spacing=spacing)), repeat
     )
     print(
         f"explain(gradcam) end to end {t_explain * 1e3:.1f} ms "

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from .io import ScanReadError, detect_format, load
+from napari_medcnn.io import ScanReadError, detect_format, load
 
 log = logging.getLogger(__name__)
 

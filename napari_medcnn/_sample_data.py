@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import Scan, ScanReadError, load
+from napari_medcnn.io import Scan, ScanReadError, load
 
 DATA = Path(__file__).parent / "data"
 MR_SLICE = DATA / "colin27_t1_axial.dcm"

@@ -74,7 +74,7 @@ def br35h_items(loaded: Any, limit: int | None) -> list[tuple[np.ndarray, Any]]:
     from pathlib import Path
 
     from napari_medcnn.io import load
-    from napari_medcnn.training.br35h import br35h_root
+    from napari_medcnn.training.data.br35h import br35h_root
 
     path = Path(__file__).with_name("eval_saliency_br35h.py")
     spec = importlib.util.spec_from_file_location("eval_saliency_br35h", path)
@@ -90,7 +90,7 @@ def br35h_items(loaded: Any, limit: int | None) -> list[tuple[np.ndarray, Any]]:
         scan = load(root / name)[0]
         data = scan.data
         if scan.rgb:
-            from napari_medcnn.preprocessing import to_gray
+            from napari_medcnn.preprocessing.record import to_gray
 
             data = to_gray(data)
         items.append((data, None))
@@ -108,7 +108,7 @@ def measure(
     radius: float = 10.0,
 ) -> dict[str, Any]:
     """One variant on every item: resolution, deletion fractions, pointing."""
-    from napari_medcnn.inference import run
+    from napari_medcnn._progress import drain
     from napari_medcnn.saliency import explain
 
     beats: dict[str, list] = {"blurred": [], "black": []}
@@ -121,7 +121,7 @@ def measure(
             names = ["deletion_insertion"]
             if baseline == "blurred":
                 names.append("randomization")
-            result = run(
+            result = drain(
                 explain(
                     [image], loaded, method, metrics=names,
                     metric_options={"steps": steps, "n_random": n_random,
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from napari_medcnn.inference import resolve_model
+    from napari_medcnn.inference.predict import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -34,12 +34,12 @@ from train_default_model import (  # noqa: E402
     train,
 )
 
-from napari_medcnn.preprocessing import default_record  # noqa: E402
-from napari_medcnn.training import br35h  # noqa: E402
-from napari_medcnn.training.dedup import group_split  # noqa: E402
+from napari_medcnn.preprocessing.record import default_record  # noqa: E402
+from napari_medcnn.training.data import br35h  # noqa: E402
+from napari_medcnn.training.data.dedup import group_split  # noqa: E402
+from napari_medcnn.training.data.splits import plan_split  # noqa: E402
 from napari_medcnn.training.finetune import predict_logits  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
-from napari_medcnn.training.splits import plan_split  # noqa: E402
 
 
 def run_fold(x, labels, groups, train_idx, test_idx, args) -> dict:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from napari_medcnn.results import atomic_write_text
+        from napari_medcnn.inference.records import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -85,10 +85,11 @@ def evaluate(
     """
     import torch
 
-    from napari_medcnn.inference import resolve_model, run
+    from napari_medcnn._progress import drain
+    from napari_medcnn.inference.predict import resolve_model
     from napari_medcnn.io import load
     from napari_medcnn.saliency import DEFAULT_METHOD, explain
-    from napari_medcnn.training.br35h import br35h_root
+    from napari_medcnn.training.data.br35h import br35h_root
 
     method = method or DEFAULT_METHOD
     torch.manual_seed(seed)
@@ -104,7 +105,7 @@ def evaluate(
     t0 = time.perf_counter()
     for k, name in enumerate(files):
         scan = load(root / name)[0]
-        res = run(
+        res = drain(
             explain(
                 [scan.data],
                 loaded,
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"layer": args.layer} if args.layer else {}),
     )
     if args.out:
-        from napari_medcnn.results import atomic_write_text
+        from napari_medcnn.inference.records import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
     rows = summary.pop("rows")

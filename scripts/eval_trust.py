@@ -4,7 +4,7 @@
 
 Every input goes through the user's path: ``napari_medcnn.io.load`` (as
 napari and ``napari-medcnn classify`` read it), then
-:func:`napari_medcnn.inference.classify` with the scan's metadata as the
+:func:`napari_medcnn.inference.predict.classify` with the scan's metadata as the
 domain guard's context.  Prints one JSON object:
 
 * ``table``: the pydicom / pydicom-data files of the issue (CT, ultrasound,
@@ -53,9 +53,10 @@ PHOTOS = ("camera", "moon", "brick")
 
 
 def _classify(scan, loaded, scope: str = "slice") -> Any:
-    from napari_medcnn.inference import classify_scan, run
+    from napari_medcnn._progress import drain
+    from napari_medcnn.inference.predict import classify_scan
 
-    return run(classify_scan(scan, loaded, scope))
+    return drain(classify_scan(scan, loaded, scope))
 
 
 def _row(name: str, what: str, result) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def table(loaded) -> list[dict[str, Any]]:
 def br35h_test(loaded) -> dict[str, Any]:
     """The card's held-out test images through the user's path."""
     from napari_medcnn.io import load
-    from napari_medcnn.training import br35h
+    from napari_medcnn.training.data import br35h
     from napari_medcnn.training.metrics import roc_auc
 
     card = loaded.card
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from napari_medcnn.inference import resolve_model
+    from napari_medcnn.inference.predict import resolve_model
 
     loaded = resolve_model(args.model)
     out: dict[str, Any] = {"model_id": loaded.card.model_id}

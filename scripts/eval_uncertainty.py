@@ -49,11 +49,11 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from napari_medcnn.inference import resolve_model
+    from napari_medcnn.inference.predict import resolve_model
     from napari_medcnn.io import load
     from napari_medcnn.models.features import last_linear, penultimate
-    from napari_medcnn.preprocessing import prepare, to_gray
-    from napari_medcnn.training import br35h
+    from napari_medcnn.preprocessing.record import prepare, to_gray
+    from napari_medcnn.training.data import br35h
     from napari_medcnn.training.metrics import expected_calibration_error
     from napari_medcnn.trust.uncertainty import predictive_uncertainty as entropy
 

@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     from napari_medcnn.io import load
     from napari_medcnn.models.checkpoint import load_checkpoint, save_checkpoint
     from napari_medcnn.models.features import FlipAveraged
-    from napari_medcnn.preprocessing import prepare, to_gray
-    from napari_medcnn.training import br35h
+    from napari_medcnn.preprocessing.record import prepare, to_gray
+    from napari_medcnn.training.data import br35h
     from napari_medcnn.training.finetune import predict_logits
     from napari_medcnn.training.metrics import fit_temperature, summarize
 

@@ -44,9 +44,9 @@ from train_default_model import (  # noqa: E402
     train,
 )
 
-from napari_medcnn.inference import default_model_path  # noqa: E402
-from napari_medcnn.preprocessing import default_record  # noqa: E402
-from napari_medcnn.training import br35h  # noqa: E402
+from napari_medcnn.inference.predict import default_model_path  # noqa: E402
+from napari_medcnn.preprocessing.record import default_record  # noqa: E402
+from napari_medcnn.training.data import br35h  # noqa: E402
 from napari_medcnn.training.finetune import predict_logits  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 

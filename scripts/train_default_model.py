@@ -33,10 +33,15 @@ from napari_medcnn.io import load
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import save_checkpoint
-from napari_medcnn.preprocessing import default_record, fov_record, prepare, to_gray
-from napari_medcnn.training import br35h
-from napari_medcnn.training.augment import DEFAULTS
-from napari_medcnn.training.dedup import confirmed_duplicate_groups, group_split
+from napari_medcnn.preprocessing.record import (
+    default_record,
+    fov_record,
+    prepare,
+    to_gray,
+)
+from napari_medcnn.training.data import br35h
+from napari_medcnn.training.data.augment import DEFAULTS
+from napari_medcnn.training.data.dedup import confirmed_duplicate_groups, group_split
 from napari_medcnn.training.finetune import predict_logits
 from napari_medcnn.training.metrics import fit_temperature, summarize
 from napari_medcnn.training.trainer import TrainConfig, TrainResult, fit
@@ -113,7 +118,7 @@ def _groups(paths: list[Path], x: np.ndarray, args) -> np.ndarray:
     """Duplicate groups: hash-near pairs, loose ones confirmed by pixels."""
     from PIL import Image
 
-    from napari_medcnn.training.dedup import correlation_features, phash_codes
+    from napari_medcnn.training.data.dedup import correlation_features, phash_codes
 
     images = [Image.open(p) for p in paths]
     codes, mirrored = phash_codes(images)
@@ -335,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     x_train, y_train = x[train_idx], labels[train_idx]
     n_healthy = 0
     if args.healthy:
-        from napari_medcnn.training.healthy import healthy_slices
+        from napari_medcnn.training.data.healthy import healthy_slices
 
         head = load(ROOT / "napari_medcnn" / "data" / "colin27_t1.nii.gz")[0]
         extra = healthy_slices(

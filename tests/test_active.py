@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from napari_medcnn.training.active import (
+from napari_medcnn._progress import drain
+from napari_medcnn.training.labels.active import (
     Candidate,
     entropy,
     has_dropout,
@@ -16,14 +17,6 @@ from napari_medcnn.training.active import (
     rank_candidates,
     rank_uncertainty,
 )
-
-
-def drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def boundary_model(dropout: float = 0.0) -> nn.Module:
@@ -106,7 +99,7 @@ def test_next_case_skips_labelled_slices(tmp_path):
     from napari_medcnn.models import build_model
     from napari_medcnn.models.card import ModelCard
     from napari_medcnn.models.checkpoint import save_checkpoint
-    from napari_medcnn.training.labels import LabelStore
+    from napari_medcnn.training.labels.store import LabelStore
 
     kwargs = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2,
               "widths": [4, 4, 4], "pooled_size": 1, "dropout": 0.3}  # fmt: skip

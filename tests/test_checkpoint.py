@@ -17,7 +17,7 @@ from napari_medcnn.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
-from napari_medcnn.preprocessing import default_record
+from napari_medcnn.preprocessing.record import default_record
 
 KW = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "widths": (4, 8, 8)}
 
@@ -151,8 +151,8 @@ def test_default_model_classifies_held_out_br35h_images(tmp_path, capsys):
     import random
 
     from napari_medcnn.cli import main
-    from napari_medcnn.inference import default_model_path
-    from napari_medcnn.training.br35h import DatasetMissing, br35h_root
+    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.training.data.br35h import DatasetMissing, br35h_root
 
     path = default_model_path()
     if not path.exists():

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_medcnn.inference import ClassificationResult
-from napari_medcnn.results import (
+from napari_medcnn.inference.predict import ClassificationResult
+from napari_medcnn.inference.records import (
     classification_record,
     csv_columns,
     to_csv,
@@ -309,7 +309,7 @@ def test_sequence_model_two_channels_in_order(
 
 @pytest.mark.gui
 def test_cancel_stops_the_job(make_napari_viewer, qtbot, tiny, monkeypatch):
-    import napari_medcnn.inference as inference
+    import napari_medcnn.inference.predict as inference
 
     def endless(images, model, **kwargs):
         i = 0
@@ -413,7 +413,7 @@ def test_phi_stays_out_and_warnings_are_shown(
 @pytest.mark.gui
 def test_screenshots_mr_slice_and_volume(make_napari_viewer, qtbot, tiny, tmp_path):
     """What the user sees: the dock after classifying a slice and a volume."""
-    from napari_medcnn.inference import default_model_path
+    from napari_medcnn.inference.predict import default_model_path
 
     model = default_model_path() if default_model_path().exists() else tiny
     viewer = make_napari_viewer(show=True)
@@ -529,7 +529,7 @@ def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tm
     marked on the curve and the label comes from the others."""
     from pydicom.data import get_testdata_file
 
-    from napari_medcnn.inference import default_model_path
+    from napari_medcnn.inference.predict import default_model_path
 
     if not default_model_path().exists():
         pytest.skip("no default model")
@@ -552,7 +552,7 @@ def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tm
     _screenshot(viewer, tmp_path, "classify_ct_out_of_domain.png")
 
     # a held-out Br35H tumour image: inside the domain, a normal label
-    from napari_medcnn.training.br35h import br35h_root
+    from napari_medcnn.training.data.br35h import br35h_root
 
     tumour = [f for f in widget.model.card.provenance["test_files"] if "y" in f[:5]]
     viewer.layers.clear()

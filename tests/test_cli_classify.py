@@ -135,7 +135,7 @@ def test_bad_input_is_reported_and_others_go_on(capsys, tmp_path, models):
 
 
 def test_model_problems_stop_before_any_input(capsys, tmp_path, models, monkeypatch):
-    import napari_medcnn.inference as inference
+    import napari_medcnn.inference.predict as inference
 
     good = str(DATA / "colin27_t1_axial.dcm")
     assert (

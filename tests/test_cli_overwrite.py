@@ -17,7 +17,7 @@ from test_classify_widget import make_checkpoint
 
 from napari_medcnn._atomic import OverwriteError, atomic_write, check_overwrite
 from napari_medcnn.cli import main
-from napari_medcnn.cli_demo import no_display_reason
+from napari_medcnn.cli.demo import no_display_reason
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm", download=False))
 DATA = Path(__file__).resolve().parents[1] / "napari_medcnn" / "data"

@@ -12,7 +12,7 @@ from napari_medcnn.cli import main
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import read_card, save_checkpoint
-from napari_medcnn.training.labels import LabelStore
+from napari_medcnn.training.labels.store import LabelStore
 
 KW = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2,
       "widths": [8, 16, 16], "pooled_size": 2, "dropout": 0.2}  # fmt: skip

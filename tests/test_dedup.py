@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from napari_medcnn.training.dedup import (
+from napari_medcnn.training.data.dedup import (
     confirmed_duplicate_groups,
     correlation_features,
     duplicate_groups,

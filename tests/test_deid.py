@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from napari_medcnn.io.deid_dataset import deidentify_dataset
-from napari_medcnn.io.deid_keys import (
+from napari_medcnn.deid.dataset import deidentify_dataset
+from napari_medcnn.deid.keys import (
     MAX_SHIFT_DAYS,
     MIN_SHIFT_DAYS,
     KeyFileError,
@@ -24,8 +24,8 @@ from napari_medcnn.io.deid_keys import (
     shift_da,
     shift_dt,
 )
-from napari_medcnn.io.deid_options import DeidOptions, method_codes
-from napari_medcnn.io.deid_table import TABLE, lookup, resolve
+from napari_medcnn.deid.options import DeidOptions, method_codes
+from napari_medcnn.deid.table import TABLE, lookup, resolve
 
 KEY = ProjectKey(b"napari-medcnn test key, 32 bytes")
 

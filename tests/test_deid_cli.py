@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from test_deid_export import KEY, phi_series
 
 from napari_medcnn.cli import main
-from napari_medcnn.io.deid import DeidOptions, deidentify
+from napari_medcnn.deid.run import DeidOptions, deidentify
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from napari_medcnn.deid.keys import dummy_value
+from napari_medcnn.deid.options import SAFE_PRIVATE
+from napari_medcnn.deid.run import DeidOptions, ProjectKey, deidentify
+from napari_medcnn.deid.table import lookup, resolve
 from napari_medcnn.io import load
-from napari_medcnn.io.deid import DeidOptions, ProjectKey, deidentify
-from napari_medcnn.io.deid_keys import dummy_value
-from napari_medcnn.io.deid_options import SAFE_PRIVATE
-from napari_medcnn.io.deid_table import lookup, resolve
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(__import__("data_store").__file__).parent / "data"
@@ -176,7 +176,7 @@ def test_every_file_deidentified(exports, mode, path):
 
 
 def _identity(ds) -> str:
-    from napari_medcnn.io.deid_dataset import patient_identity
+    from napari_medcnn.deid.dataset import patient_identity
 
     return patient_identity(ds)
 

@@ -20,14 +20,15 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from napari_medcnn.io import deid_write, load
-from napari_medcnn.io.deid import (
+from napari_medcnn.deid import write as deid_write
+from napari_medcnn.deid.run import (
     DeidError,
     DeidOptions,
     ProjectKey,
     deidentify,
     iter_deidentify,
 )
+from napari_medcnn.io import load
 from napari_medcnn.io.synth import write_series
 
 KEY = ProjectKey(b"export tests key, thirty-two b!!")

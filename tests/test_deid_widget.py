@@ -117,7 +117,7 @@ def test_blank_rectangle_drawn_in_a_shapes_layer(make_napari_viewer, qtbot, tmp_
 
 
 def test_folder_source_and_options(make_napari_viewer, qtbot, tmp_path):
-    from napari_medcnn.io.deid import DeidOptions
+    from napari_medcnn.deid.run import DeidOptions
 
     phi_series(tmp_path / "in")
     (tmp_path / "in" / "notes.txt").write_text("not DICOM")
@@ -138,7 +138,7 @@ def test_folder_source_and_options(make_napari_viewer, qtbot, tmp_path):
 
 
 def test_cancel(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    import napari_medcnn.io.deid as deid
+    import napari_medcnn.deid.run as deid
 
     def endless(inputs, out_dir, **kwargs):
         i = 0
@@ -166,7 +166,7 @@ def test_read_only_output_is_notified(make_napari_viewer, qtbot, tmp_path, monke
 
     import napari.utils.notifications as notifications
 
-    from napari_medcnn.io import deid_write
+    from napari_medcnn.deid import write as deid_write
 
     def refuse(folder):
         raise OSError(errno.EROFS, "Read-only file system")

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medcnn.inference import ClassificationResult, classify, run
+from napari_medcnn._progress import drain
+from napari_medcnn.inference.predict import ClassificationResult, classify
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import CardError, ModelCard
 from napari_medcnn.models.checkpoint import save_checkpoint
-from napari_medcnn.preprocessing import prepare
+from napari_medcnn.preprocessing.record import prepare
 
 RECORD = {"intensity": {"mode": "none"}, "foreground_crop": None, "size": [24, 24]}
 
@@ -78,7 +79,7 @@ def test_slice_scope_classifies_and_is_calibrated(tiny_model):
     assert isinstance(res, ClassificationResult)
     assert res.label == "blob" and res.probabilities[1] > 0.9
     assert abs(sum(res.probabilities) - 1) < 1e-5
-    empty = run(classify([_image(False, rng)], tiny_model, device="cpu"))
+    empty = drain(classify([_image(False, rng)], tiny_model, device="cpu"))
     assert empty.label == "empty"
     d = res.to_dict()
     assert d["model_name"] == "blobs" and len(d["model_id"]) == 16
@@ -88,11 +89,11 @@ def test_slices_scope_gives_per_slice_curve(tiny_model):
     rng = np.random.default_rng(2)
     flags = [False] * 5 + [True] * 4 + [False] * 3
     vol = np.stack([_image(f, rng) for f in flags])
-    res = run(classify([vol], tiny_model, scope="slices", batch_size=5, device="cpu"))
+    res = drain(classify([vol], tiny_model, scope="slices", batch_size=5, device="cpu"))
     assert res.slice_probabilities.shape == (12, 2)
     pred = res.slice_probabilities.argmax(1).astype(bool)
     assert (pred == np.array(flags)).mean() >= 0.9
-    one = run(classify([vol], tiny_model, scope="slice", slice_index=6, device="cpu"))
+    one = drain(classify([vol], tiny_model, scope="slice", slice_index=6, device="cpu"))
     assert one.label == "blob" and one.slice_index == 6
     # batched per-slice results equal one-at-a-time results
     assert np.allclose(one.probabilities, res.slice_probabilities[6], atol=1e-5)
@@ -102,17 +103,17 @@ def test_mismatched_input_is_refused_before_compute(tiny_model):
     rng = np.random.default_rng(3)
     im = _image(True, rng)
     with pytest.raises(CardError, match="takes 1 channel"):
-        run(classify([im, im], tiny_model, device="cpu"))
+        drain(classify([im, im], tiny_model, device="cpu"))
     with pytest.raises(ValueError, match="same shape"):
-        run(classify([im, im[:10]], tiny_model, device="cpu"))
+        drain(classify([im, im[:10]], tiny_model, device="cpu"))
     with pytest.raises(ValueError, match="slice_index"):
-        run(classify([np.stack([im, im])], tiny_model, device="cpu"))
+        drain(classify([np.stack([im, im])], tiny_model, device="cpu"))
     with pytest.raises(ValueError, match="outside"):
-        run(classify([np.stack([im, im])], tiny_model, slice_index=5, device="cpu"))
+        drain(classify([np.stack([im, im])], tiny_model, slice_index=5, device="cpu"))
 
 
 def test_constant_image_warns_instead_of_crashing(tiny_model):
-    res = run(classify([np.zeros((24, 24), np.float32)], tiny_model, device="cpu"))
+    res = drain(classify([np.zeros((24, 24), np.float32)], tiny_model, device="cpu"))
     assert res.warnings and "constant" in res.warnings[0]
 
 
@@ -142,13 +143,13 @@ def test_multichannel_volume_model_with_slice_curve(tmp_path):
     path = save_checkpoint(model, card, tmp_path / "seq")
     rng = np.random.default_rng(0)
     t1, t2 = rng.random((7, 30, 20)), rng.random((7, 30, 20))
-    res = run(
+    res = drain(
         classify([t1, t2], path, scope="volume", spacing=(3, 1, 1.5), device="cpu")
     )
     assert len(res.probabilities) == 3
     assert res.slice_probabilities.shape == (7, 3)
     with pytest.raises(CardError, match="whole volumes"):
-        run(classify([t1[0], t2[0]], path, scope="volume", device="cpu"))
+        drain(classify([t1[0], t2[0]], path, scope="volume", device="cpu"))
 
 
 def test_prepare_is_the_same_for_rgb_and_gray_and_crops_square_in_mm():
@@ -174,4 +175,4 @@ def test_prepare_is_the_same_for_rgb_and_gray_and_crops_square_in_mm():
 def test_volume_scope_refuses_slice_models(tiny_model):
     vol = np.zeros((4, 24, 24), np.float32)
     with pytest.raises(CardError, match="2D slices"):
-        run(classify([vol], tiny_model, scope="volume", device="cpu"))
+        drain(classify([vol], tiny_model, scope="volume", device="cpu"))

@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 from scipy import ndimage
 
-from napari_medcnn import inference_fast
-from napari_medcnn.inference import classify, optimized_model, run
+from napari_medcnn._progress import drain
+from napari_medcnn.inference import fast as inference_fast
+from napari_medcnn.inference.predict import classify, optimized_model
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import (
@@ -23,7 +24,12 @@ from napari_medcnn.models.checkpoint import (
     save_checkpoint,
 )
 from napari_medcnn.models.fuse import fuse_for_inference
-from napari_medcnn.preprocessing import (
+from napari_medcnn.preprocessing.batch import (
+    _open_cross,
+    largest_object_bboxes,
+    prepare_slices,
+)
+from napari_medcnn.preprocessing.record import (
     crop_pad,
     default_record,
     foreground_box,
@@ -31,11 +37,6 @@ from napari_medcnn.preprocessing import (
     normalize,
     prepare,
     resize,
-)
-from napari_medcnn.preprocessing_batch import (
-    _open_cross,
-    largest_object_bboxes,
-    prepare_slices,
 )
 
 SPACING = (2.0, 0.8, 0.5)  # mm; anisotropic in-plane, so crops are not square
@@ -325,11 +326,11 @@ def test_classify_slices_equals_the_naive_loop(seed_ckpt, batch_size):
 
 def test_prefetch_path_used_on_gpus_gives_the_same_result(seed_ckpt, monkeypatch):
     vol = _head_volume(n=9)
-    cpu = run(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
+    cpu = drain(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
     # 0 workers: the GPU path (this thread runs the model in batches gathered
     # from pieces that the worker threads prepare)
     monkeypatch.setattr(inference_fast, "_cpu_workers", lambda dev: 0)
-    res = run(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
+    res = drain(classify([vol], seed_ckpt, scope="slices", spacing=SPACING))
     np.testing.assert_allclose(
         res.slice_probabilities, cpu.slice_probabilities, rtol=0, atol=1e-6
     )
@@ -363,7 +364,7 @@ def test_classify_slices_can_be_closed_early(seed_ckpt):
     next(gen)
     gen.close()  # what a cancelled napari worker does
     assert torch.get_num_threads() == threads
-    res = run(classify([vol], seed_ckpt, scope="slices", batch_size=2))
+    res = drain(classify([vol], seed_ckpt, scope="slices", batch_size=2))
     assert res.slice_probabilities.shape == (30, 2)
 
 
@@ -386,5 +387,5 @@ def test_cpu_slice_model_runs_frozen_and_falls_back_to_eager(seed_ckpt, monkeypa
     monkeypatch.setattr(torch.jit, "freeze", unavailable)
     eager = optimized_model(loaded)
     assert eager is not loaded.model and not isinstance(eager, torch.jit.ScriptModule)
-    res = run(classify([_head_volume(n=5)], loaded, scope="slices"))
+    res = drain(classify([_head_volume(n=5)], loaded, scope="slices"))
     assert res.slice_probabilities.shape == (5, 2)

@@ -168,8 +168,8 @@ def test_region_labels_bad_shape_is_refused(make_napari_viewer, monkeypatch):
 def test_next_case_goes_to_the_most_uncertain_unlabelled_slice(
     make_napari_viewer, qtbot, tmp_path
 ):
-    from napari_medcnn.inference import run
-    from napari_medcnn.training.active import rank_candidates
+    from napari_medcnn._progress import drain
+    from napari_medcnn.training.labels.active import rank_candidates
 
     tiny = make_checkpoint(tmp_path / "tiny", classes=("normal", "lesion"))
     viewer = make_napari_viewer()
@@ -185,7 +185,7 @@ def test_next_case_goes_to_the_most_uncertain_unlabelled_slice(
     panel.label("normal")
     assert panel.next_case()
     _wait_idle(qtbot, panel)
-    expected = run(
+    expected = drain(
         rank_candidates(
             [{"images": [layer.data], "spacing": layer.scale, "store": panel.store}],
             model=str(tiny),

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_medcnn.training.labels import (
+from napari_medcnn.training.labels.store import (
     LABELS_DIR,
     LabelsError,
     LabelStore,
@@ -145,8 +145,8 @@ def test_read_label_csv(tmp_path):
 
 
 def test_slice_labels_become_prepared_examples(tmp_path):
-    from napari_medcnn.preprocessing import default_record
-    from napari_medcnn.training.dataset import LabeledSet, examples_from_scan
+    from napari_medcnn.preprocessing.record import default_record
+    from napari_medcnn.training.data.dataset import LabeledSet, examples_from_scan
 
     rec = default_record((16, 16))
     vol = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 from napari_medcnn.io import load
 from napari_medcnn.io.metadata import patient_hash
 from napari_medcnn.io.synth import write_series
-from napari_medcnn.training.labels import LabelStore, group_key, sidecar_path
-from napari_medcnn.training.splits import plan_split
+from napari_medcnn.training.data.splits import plan_split
+from napari_medcnn.training.labels.store import LabelStore, group_key, sidecar_path
 
 SLICES = 3
 

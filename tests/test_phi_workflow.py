@@ -21,8 +21,8 @@ from test_deid_export import PHI, phi_series
 
 from napari_medcnn.cli import main
 from napari_medcnn.io import load
-from napari_medcnn.training.label_keys import LABELS_DIR
-from napari_medcnn.training.labels import LabelStore
+from napari_medcnn.training.labels.keys import LABELS_DIR
+from napari_medcnn.training.labels.store import LabelStore
 
 #: PHI values and the parts of them a leak could show
 NEEDLES = {*PHI, "Doe", "Jane", "House", "Gregory", "DOE_JANE", "Privet", "Elsewhere"}

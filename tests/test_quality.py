@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from napari_medcnn.io import quality
-from napari_medcnn.io.dicom_geometry import (
+from napari_medcnn.io.dicom.geometry import (
     gap_slots,
     orientation_label,
     same_orientation,
     split_duplicates,
 )
-from napari_medcnn.io.pixels import invert, rescale
+from napari_medcnn.io.dicom.pixels import invert, rescale
 from napari_medcnn.io.scan import QualityReport
 
 

@@ -7,22 +7,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_medcnn.training.regions import (
+from napari_medcnn._progress import drain
+from napari_medcnn.training.data.splits import NotEnoughLabels
+from napari_medcnn.training.labels.regions import (
     patch_pixels,
     probability_map,
     sample_patches,
     train_patch_classifier,
 )
-from napari_medcnn.training.splits import NotEnoughLabels
 from napari_medcnn.training.trainer import TrainConfig
-
-
-def drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def two_textures(size: int = 96, seed: int = 0):
@@ -115,7 +108,7 @@ def test_3d_patches_and_2d_patches_of_a_volume():
     p3 = sample_patches(vol, lab, (2.0, 1.0, 1.0), 8.0, patch_dims=3)
     assert p3.patch_px == (4, 8, 8) and p3.x.shape[1:] == (1, 4, 8, 8)
     centre = p3.centers[0]
-    from napari_medcnn.training.regions import normalize_image
+    from napari_medcnn.training.labels.regions import normalize_image
 
     norm = normalize_image(vol)[
         centre[0] - 2 : centre[0] + 2,

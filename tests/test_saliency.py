@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from napari_medcnn.inference import run
+from napari_medcnn._progress import drain
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import LoadedModel
-from napari_medcnn.preprocessing import crop_pad, normalize, prepare, resize
-from napari_medcnn.preprocessing_geometry import prepare_with_geometry, to_image_grid
+from napari_medcnn.preprocessing.geometry import prepare_with_geometry, to_image_grid
+from napari_medcnn.preprocessing.record import crop_pad, normalize, prepare, resize
 from napari_medcnn.saliency import (
     METHODS,
     ClassTarget,
@@ -110,7 +110,7 @@ def test_no_hook_left_mode_restored_no_param_grads(net2d, method):
     model.features[1].eval()  # a frozen BatchNorm: mixed modes come back as is
     before = {n: m.training for n, m in model.named_modules()}
     try:
-        run(explain([_img((30, 40))], net2d, method, **FAST.get(method, {})))
+        drain(explain([_img((30, 40))], net2d, method, **FAST.get(method, {})))
         after = {n: m.training for n, m in model.named_modules()}
     finally:
         model.eval()
@@ -124,11 +124,11 @@ def test_hooks_released_after_an_error_and_errors_not_swallowed(net2d):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        run(explain([_img((30, 40))], net2d, "gradcam", target=boom))
+        drain(explain([_img((30, 40))], net2d, "gradcam", target=boom))
     assert _hooks(net2d.model) == 0
     # pytorch-grad-cam swallows IndexError; here it reaches the caller
     with pytest.raises(IndexError):
-        run(explain([_img((30, 40))], net2d, "gradcam", target=lambda lg: lg[:, 7]))
+        drain(explain([_img((30, 40))], net2d, "gradcam", target=lambda lg: lg[:, 7]))
     assert _hooks(net2d.model) == 0 and not net2d.model.training
 
 
@@ -136,8 +136,8 @@ def test_hooks_released_after_an_error_and_errors_not_swallowed(net2d):
 def test_works_under_no_grad_and_inference_mode(net2d, context):
     with context():
         x = torch.from_numpy(_img((30, 40)))  # an inference tensor, even
-        res = run(explain([x.numpy()], net2d, "gradcam"))
-        res_ig = run(explain([_img((30, 40))], net2d, "integrated_gradients"))
+        res = drain(explain([x.numpy()], net2d, "gradcam"))
+        res_ig = drain(explain([_img((30, 40))], net2d, "integrated_gradients"))
         assert not torch.is_grad_enabled()
     assert res.map.max() == pytest.approx(1.0) and res_ig.map.max() > 0
 
@@ -155,7 +155,7 @@ def test_inplace_relu_model_works_and_flags_come_back():
     )
     loaded = _loaded(model)
     for method in ("gradcam", "gradcam++", "integrated_gradients", "smoothgrad"):
-        res = run(explain([_img((24, 24))], loaded, method, **FAST.get(method, {})))
+        res = drain(explain([_img((24, 24))], loaded, method, **FAST.get(method, {})))
         assert np.isfinite(res.map).all() and res.map.max() > 0
     assert model[1].inplace and model[3].inplace
     assert _hooks(model) == 0
@@ -167,8 +167,8 @@ def test_inplace_relu_model_works_and_flags_come_back():
 def test_bad_target_names_the_valid_classes(net2d):
     for bad in (5, -1, "tumour"):
         with pytest.raises(ValueError, match=r"valid classes: 0 \('a'\), 1 \('b'\)"):
-            run(explain([_img((30, 40))], net2d, "gradcam", target=bad))
-    res = run(explain([_img((30, 40))], net2d, "gradcam", target="b"))
+            drain(explain([_img((30, 40))], net2d, "gradcam", target=bad))
+    res = drain(explain([_img((30, 40))], net2d, "gradcam", target="b"))
     assert (res.target, res.target_name) == (1, "b")
 
 
@@ -179,9 +179,9 @@ def test_model_without_convolution_offers_gradient_methods():
     assert "gradcam" not in names and "integrated_gradients" in names
     for method in ("gradcam", "gradcam++"):
         with pytest.raises(ValueError, match="only gradient methods") as err:
-            run(explain([_img((24, 24))], loaded, method))
+            drain(explain([_img((24, 24))], loaded, method))
         assert "integrated_gradients" in str(err.value)
-    res = run(explain([_img((24, 24))], loaded, "integrated_gradients"))
+    res = drain(explain([_img((24, 24))], loaded, "integrated_gradients"))
     assert res.map.shape == (24, 24)
 
 
@@ -190,10 +190,10 @@ def test_auto_layer_reads_rectified_maps_and_explicit_layer_works(net2d, rnn):
     assert find_target_layer(net2d.model, x)[0] == "features.10"  # conv8-BN-ReLU
     x3 = torch.zeros(1, 1, 5, 16, 16)
     assert find_target_layer(rnn.model, x3)[0] == "encoder.net.features.10"
-    res = run(explain([_img((30, 40))], net2d, "gradcam", layer="features.4"))
+    res = drain(explain([_img((30, 40))], net2d, "gradcam", layer="features.4"))
     assert res.params["layer"] == "features.4" and res.map.max() > 0
     with pytest.raises(ValueError, match="no layer 'nope'"):
-        run(explain([_img((30, 40))], net2d, "gradcam", layer="nope"))
+        drain(explain([_img((30, 40))], net2d, "gradcam", layer="nope"))
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -215,7 +215,7 @@ def test_auto_layer_is_the_backbone_output_of_resnet_and_densenet(dims):
 
 
 def test_default_model_gradcam_hooks_its_last_stage():
-    from napari_medcnn.inference import default_model_path, resolve_model
+    from napari_medcnn.inference.predict import default_model_path, resolve_model
 
     if not default_model_path().exists():
         pytest.skip("no default model")
@@ -241,19 +241,19 @@ def test_log_prob_target_gradient_survives_certainty():
 def test_map_shapes_2d_multichannel_rgb_3d(method):
     p = FAST.get(method, {})
     two = _loaded(_seed(channels=2), channels=2)
-    res = run(explain([_img((30, 40)), _img((30, 40), 1)], two, method, **p))
+    res = drain(explain([_img((30, 40)), _img((30, 40), 1)], two, method, **p))
     assert res.map.shape == (30, 40) and res.map.dtype == np.float32
     gray = _loaded(_seed(), record={**PLAIN, "color": "luminance"})
-    res = run(explain([_img((30, 40, 3))], gray, method, rgb=True, **p))
+    res = drain(explain([_img((30, 40, 3))], gray, method, rgb=True, **p))
     assert res.map.shape == (30, 40)
     vol = _loaded(_seed(3), "volume", (12, 16, 16), dims=3)
-    res = run(explain([_img((9, 20, 18))], vol, method, spacing=(3, 1, 1), **p))
+    res = drain(explain([_img((9, 20, 18))], vol, method, spacing=(3, 1, 1), **p))
     assert res.map.shape == (9, 20, 18) and res.scope == "volume"
 
 
 @pytest.mark.parametrize("method", ALL)
 def test_cnn_rnn_map_per_slice_and_slice_importance(rnn, method):
-    res = run(explain([_img((6, 20, 18))], rnn, method, **FAST.get(method, {})))
+    res = drain(explain([_img((6, 20, 18))], rnn, method, **FAST.get(method, {})))
     assert res.map.shape == (6, 20, 18)
     assert res.slice_importance.shape == (6,)
     assert np.isfinite(res.slice_importance).all()
@@ -262,7 +262,7 @@ def test_cnn_rnn_map_per_slice_and_slice_importance(rnn, method):
 
 def test_slice_model_on_a_volume(net2d):
     vol = _img((5, 30, 40))
-    res = run(explain([vol], net2d, "gradcam", slice_index=2))
+    res = drain(explain([vol], net2d, "gradcam", slice_index=2))
     assert res.map.shape == (5, 30, 40) and res.slice_index == 2
     assert res.map[2].max() == 1.0 and not np.delete(res.map, 2, 0).any()
     events = []
@@ -279,8 +279,8 @@ def test_slice_model_on_a_volume(net2d):
 def test_volume_and_slice_normalisation(net2d):
     vol = _img((4, 30, 40))
     vol[1] *= 0.05  # a faint slice: weak gradient x input
-    vol_res = run(explain([vol], net2d, "gradient_x_input", scope="slices"))
-    per_slice = run(
+    vol_res = drain(explain([vol], net2d, "gradient_x_input", scope="slices"))
+    per_slice = drain(
         explain([vol], net2d, "gradient_x_input", scope="slices", normalize="slice")
     )
     maxima = vol_res.map.reshape(4, -1).max(1)
@@ -363,7 +363,7 @@ def test_occlusion_mm_to_voxels_through_spacing_and_resize():
     # 40 px of 0.5 mm resized to 20 px: 1 mm per input pixel
     loaded = _loaded(_seed(), size=(20, 20))
     im = _img((40, 40))
-    res = run(
+    res = drain(
         explain([im], loaded, "occlusion", spacing=(0.5, 0.5), window_mm=6, stride_mm=3)
     )
     assert res.params["window"] == (6, 6) and res.params["stride"] == (3, 3)
@@ -387,7 +387,7 @@ def test_occlusion_estimate_counts_the_passes_it_makes(net2d):
             [im], net2d, "occlusion", window_mm=4, stride_mm=2, warn_seconds=0
         )
         first = next(gen)
-        res = run(gen)
+        res = drain(gen)
     finally:
         handle.remove()
     assert first[0] == "warning" and "forward passes" in first[1]
@@ -405,13 +405,15 @@ def test_ig_internal_batch_bounds_the_forward_batch(net2d):
         lambda m, a: sizes.append(a[0].shape[0])
     )
     try:
-        small = run(
+        small = drain(
             explain([_img((24, 24))], net2d, "integrated_gradients", n_steps=10,
                     internal_batch_size=3)
         )  # fmt: skip
         assert max(sizes) == 3 and small.params["used_internal_batch_size"] == 3
         sizes.clear()
-        big = run(explain([_img((24, 24))], net2d, "integrated_gradients", n_steps=10))
+        big = drain(
+            explain([_img((24, 24))], net2d, "integrated_gradients", n_steps=10)
+        )
     finally:
         handle.remove()
     assert max(sizes) == 10  # default: all steps at once when memory allows
@@ -424,11 +426,11 @@ def test_ig_internal_batch_bounds_the_forward_batch(net2d):
 
 @pytest.mark.parametrize("baseline", ["black", "blurred", "mean"])
 def test_ig_baselines(net2d, baseline):
-    res = run(explain([_img((24, 24))], net2d, "integrated_gradients",
+    res = drain(explain([_img((24, 24))], net2d, "integrated_gradients",
                       baseline=baseline, n_steps=4))  # fmt: skip
     assert res.map.max() > 0 and res.params["baseline"] == baseline
     with pytest.raises(ValueError, match="baseline must be"):
-        run(explain([_img((24, 24))], net2d, "integrated_gradients", baseline="x"))
+        drain(explain([_img((24, 24))], net2d, "integrated_gradients", baseline="x"))
 
 
 # --- trust metrics ------------------------------------------------------------
@@ -472,7 +474,7 @@ def test_randomization_check_and_explain_metrics(net2d):
     )
     after = net2d.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # a copy changed
-    res = run(
+    res = drain(
         explain([_img((24, 24))], net2d, "gradcam", metrics=True,
                 metric_options={"steps": 8, "n_random": 1})
     )  # fmt: skip
@@ -485,6 +487,6 @@ def test_every_zoo_model_explains():
     for name in ("resnet", "densenet"):
         torch.manual_seed(0)
         model = build_model(name, spatial_dims=2, in_channels=1, num_classes=2)
-        res = run(explain([_img((40, 40))], _loaded(model, size=(32, 32)), "gradcam"))
+        res = drain(explain([_img((40, 40))], _loaded(model, size=(32, 32)), "gradcam"))
         assert res.map.shape == (40, 40) and res.map.max() > 0
         assert _hooks(model) == 0

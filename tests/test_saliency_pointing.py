@@ -15,8 +15,9 @@ import json
 import numpy as np
 import pytest
 
+from napari_medcnn._progress import drain
 from napari_medcnn.cli import main
-from napari_medcnn.inference import classify, default_model_path, resolve_model, run
+from napari_medcnn.inference.predict import classify, default_model_path, resolve_model
 from napari_medcnn.io.synth import blob_grey, blob_images, write_blob_dataset
 from napari_medcnn.saliency import DEFAULT_METHOD, explain
 
@@ -44,7 +45,7 @@ def test_the_fine_tuned_model_finds_the_blobs(blob_model):
     loaded, summary = blob_model
     assert loaded.card.classes == ["noise", "blob"]
     images, labels, _ = blob_images(40, seed=1)
-    results = [run(classify([blob_grey(im)], loaded)) for im in images]
+    results = [drain(classify([blob_grey(im)], loaded)) for im in images]
     # the parent's brain-MR domain is not inherited: no image is refused
     assert loaded.card.domain == {} and all(r.in_domain for r in results)
     probs = [r.probabilities[1] for r in results]
@@ -59,7 +60,7 @@ def test_default_explanation_points_at_the_blob(blob_model):
     for im, y, c in zip(images, labels, centres):
         if not y:
             continue
-        res = run(explain([blob_grey(im)], loaded, target="blob"))
+        res = drain(explain([blob_grey(im)], loaded, target="blob"))
         assert res.method == DEFAULT_METHOD
         resolution = res.params["map_resolution"]
         peak = np.unravel_index(np.argmax(res.map), res.map.shape)

@@ -20,12 +20,12 @@ import torch.nn as nn
 from test_classify_widget import make_checkpoint
 
 import napari_medcnn.saliency.metrics as metrics_mod
+from napari_medcnn._progress import drain
 from napari_medcnn.cli import main
-from napari_medcnn.inference import run
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import LoadedModel
-from napari_medcnn.preprocessing_geometry import Geometry, prepare_with_geometry
+from napari_medcnn.preprocessing.geometry import Geometry, prepare_with_geometry
 from napari_medcnn.saliency import (
     DEFAULT_METHOD,
     ClassTarget,
@@ -88,7 +88,7 @@ def test_default_method_resolves_16_cells_on_every_zoo_model(name, kwargs, side)
     assert stages[-1][0] == find_target_layer(model, x)[0]
     assert min(stages[-1][2]) < 16 or side == 48  # Grad-CAM alone: coarse
     image = np.random.default_rng(0).random((side + 10, side)).astype(np.float32)
-    res = run(explain([image], _loaded(model, (side, side)), target=1))
+    res = drain(explain([image], _loaded(model, (side, side)), target=1))
     assert DEFAULT_METHOD == "gradcam" and res.method == "gradcam"
     assert min(res.params["map_resolution"]) >= 16
     chosen = pick_stages(stages)
@@ -97,7 +97,7 @@ def test_default_method_resolves_16_cells_on_every_zoo_model(name, kwargs, side)
     assert res.map.shape == image.shape and np.isfinite(res.map).all()
     assert _hooks(model) == 0
     # LayerCAM fuses that stage with the deeper ones (the class evidence)
-    res = run(explain([image], _loaded(model, (side, side)), "layercam", target=1))
+    res = drain(explain([image], _loaded(model, (side, side)), "layercam", target=1))
     assert res.params["layers"] == [s[0] for s in chosen]
     assert chosen[-1][0] == stages[-1][0]
     assert min(res.params["map_resolution"]) >= 16
@@ -137,19 +137,19 @@ def test_layercam_and_hirescam_take_layers_and_hirescam_defaults_to_last():
     )
     loaded = _loaded(model, (48, 48))
     image = np.random.default_rng(1).random((48, 48)).astype(np.float32)
-    res = run(explain([image], loaded, "hirescam", target=1))
+    res = drain(explain([image], loaded, "hirescam", target=1))
     assert res.params["layers"] == ["features.10"]
     assert res.params["map_resolution"] == [12, 12]
-    res = run(explain([image], loaded, "layercam", target=1, layers="features.2"))
+    res = drain(explain([image], loaded, "layercam", target=1, layers="features.2"))
     assert res.params["layers"] == ["features.2"]
     assert res.params["map_resolution"] == [48, 48]
-    res = run(explain([image], loaded, "gradcam", target=1, layer="last"))
+    res = drain(explain([image], loaded, "gradcam", target=1, layer="last"))
     assert res.params["map_resolution"] == [12, 12]
     assert res.params["layer"] == "features.10"
-    res = run(explain([image], loaded, "gradcam", target=1))
+    res = drain(explain([image], loaded, "gradcam", target=1))
     assert res.params["map_resolution"] == [24, 24]  # the deepest >= 16
     with pytest.raises(ValueError, match="no layer 'nope'"):
-        run(explain([image], loaded, "layercam", layers="features.2, nope"))
+        drain(explain([image], loaded, "layercam", layers="features.2, nope"))
 
 
 # --- field of view --------------------------------------------------------
@@ -207,7 +207,7 @@ def test_maps_are_zero_outside_the_field_of_view(ones_method, monkeypatch):
         return {"warnings": [], "trust_checks": {}}
 
     monkeypatch.setattr(metrics_mod, "trust_metrics", spy)
-    res = run(explain([image], loaded, ones_method, target=1, metrics=True))
+    res = drain(explain([image], loaded, ones_method, target=1, metrics=True))
     _, geom = prepare_with_geometry([image], {**CROP, "size": [32, 32]})
     y0, y1, x0, x1 = geom.box
     assert y0 < 0 < x0 and y1 < 80  # padding above, image outside the box
@@ -400,7 +400,7 @@ def test_failed_checks_reach_the_result_the_cli_and_the_sidecar(
     failing_checks, tiny, tmp_path, capsys
 ):
     image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
-    res = run(explain([image], str(tiny), metrics=True))
+    res = drain(explain([image], str(tiny), metrics=True))
     assert res.metrics["trust_checks"] == {
         "deletion": "failed",
         "insertion": "failed",

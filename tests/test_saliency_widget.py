@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from test_classify_widget import make_checkpoint
 
-from napari_medcnn.inference import default_model_path
+from napari_medcnn.inference.predict import default_model_path
 from napari_medcnn.widgets._saliency_layers import overlay_name, reference_name
 
 PLUGIN = "napari-medcnn"

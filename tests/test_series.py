@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from napari_medcnn.io import ScanReadError, load
-from napari_medcnn.io.series import (
+from napari_medcnn.io.dicom.find import (
     SeriesInfo,
     iter_scan_folder,
     load_folder,
@@ -414,8 +414,8 @@ def test_folder_scan_keeps_pydicom_parse_warnings_off_the_terminal(caplog):
     import logging
     import threading
 
-    from napari_medcnn.io.dicom_headers import read_header
-    from napari_medcnn.io.pydicom_quiet import quiet_parse
+    from napari_medcnn.io.dicom.headers import read_header
+    from napari_medcnn.io.dicom.quiet import quiet_parse
 
     path = get_testdata_file("SC_rgb_jpeg.dcm", download=False)
     caplog.set_level(logging.WARNING, logger="pydicom")

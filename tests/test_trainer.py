@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_medcnn._progress import drain
 from napari_medcnn.models import build_model
-from napari_medcnn.preprocessing import default_record
+from napari_medcnn.preprocessing.record import default_record
 from napari_medcnn.training.advice import (
     OVERFITTING,
     PLATEAUED,
@@ -19,9 +20,9 @@ from napari_medcnn.training.advice import (
     recommend,
 )
 from napari_medcnn.training.control import TrainControl
-from napari_medcnn.training.dataset import LabeledSet
+from napari_medcnn.training.data.dataset import LabeledSet
+from napari_medcnn.training.data.splits import NotEnoughLabels, check_labels, plan_split
 from napari_medcnn.training.finetune import finetune, predict_logits
-from napari_medcnn.training.splits import NotEnoughLabels, check_labels, plan_split
 from napari_medcnn.training.trainer import (
     TrainConfig,
     TrainingOutOfMemory,
@@ -52,23 +53,15 @@ def record32():
     return rec
 
 
-def drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 # -- acceptance: Br35H ----------------------------------------------------------
 def _br35h_sets(tmp_path, n_train=60, n_test=120):
-    from napari_medcnn.inference import default_model_path
+    from napari_medcnn.inference.predict import default_model_path
     from napari_medcnn.io import load
     from napari_medcnn.models.checkpoint import read_card
-    from napari_medcnn.preprocessing import prepare, to_gray
-    from napari_medcnn.training import br35h
-    from napari_medcnn.training.dataset import load_labeled
-    from napari_medcnn.training.labels import LabelStore
+    from napari_medcnn.preprocessing.record import prepare, to_gray
+    from napari_medcnn.training.data import br35h
+    from napari_medcnn.training.data.dataset import load_labeled
+    from napari_medcnn.training.labels.store import LabelStore
 
     try:
         root = br35h.br35h_root()
@@ -104,7 +97,8 @@ def _br35h_sets(tmp_path, n_train=60, n_test=120):
 
 @pytest.mark.slow
 def test_br35h_finetune_beats_scratch(tmp_path):
-    from napari_medcnn.inference import classify, default_model_path, run
+    from napari_medcnn._progress import drain
+    from napari_medcnn.inference.predict import classify, default_model_path
 
     card, data, xt, yt = _br35h_sets(tmp_path)
     assert data.counts() == {"no_tumor": 30, "tumor": 30}
@@ -131,7 +125,7 @@ def test_br35h_finetune_beats_scratch(tmp_path):
     # the new checkpoint classifies at once, with the same card preprocessing
     assert tuned.card.parent == card.model_id
     assert tuned.card.provenance["label_counts"] == {"no_tumor": 30, "tumor": 30}
-    res = run(classify([np.asarray(xt[0, 0] * 255)], tuned.checkpoint))
+    res = drain(classify([np.asarray(xt[0, 0] * 255)], tuned.checkpoint))
     assert res.classes == card.classes
 
 
@@ -219,7 +213,8 @@ def test_out_of_memory_stops_with_advice():
 
 # -- training features ------------------------------------------------------------
 def test_kfold_for_few_labels_and_card_records_everything(tmp_path):
-    from napari_medcnn.inference import classify, run
+    from napari_medcnn._progress import drain
+    from napari_medcnn.inference.predict import classify
     from napari_medcnn.models.checkpoint import read_card
 
     data = disks(24, n_groups=12)
@@ -246,7 +241,7 @@ def test_kfold_for_few_labels_and_card_records_everything(tmp_path):
     assert np.array(card.metrics["validation"]["confusion_matrix"]).sum() == 24
     assert prov["advice"]["verdict"] in (STILL_IMPROVING, PLATEAUED, OVERFITTING)
     assert res.metrics["accuracy"] >= 0.7  # out-of-fold, 24 labels; chance 0.5
-    assert run(classify([data.x[1, 0]], res.checkpoint)).label == "disk"
+    assert drain(classify([data.x[1, 0]], res.checkpoint)).label == "disk"
 
 
 def test_group_split_keeps_groups_whole():
@@ -287,7 +282,7 @@ def test_new_head_keeps_known_classes():
 
 
 def test_transfer_from_checkpoint_with_new_classes(tmp_path):
-    from napari_medcnn.inference import default_model_path, resolve_model
+    from napari_medcnn.inference.predict import default_model_path, resolve_model
     from napari_medcnn.models.features import last_linear
 
     parent = resolve_model(default_model_path(), "cpu")
@@ -413,7 +408,7 @@ def test_subprocess_runner_gets_a_fast_childs_result_and_reports_a_dead_one():
 
 
 def test_histogram_augmentation_is_a_random_monotone_curve():
-    from napari_medcnn.training.augment import DEFAULTS, build_augmentation
+    from napari_medcnn.training.data.augment import DEFAULTS, build_augmentation
 
     only = {k: False for k in DEFAULTS} | {"histogram": True}
     x = np.random.default_rng(0).random((1, 24, 24)).astype(np.float32)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_medcnn.preprocessing import fov_record, prepare
+from napari_medcnn.preprocessing.record import fov_record, prepare
 from napari_medcnn.trust.domain import (
     DomainGuard,
     content_stats,

@@ -16,7 +16,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from napari_medcnn.cli import main
-from napari_medcnn.inference import (
+from napari_medcnn.inference.predict import (
     classify_scan,
     default_model_path,
     resolve_model,
@@ -77,7 +77,7 @@ def test_cli_says_outside_the_domain_for_other_images(tmp_path, capsys):
 
 
 def test_held_out_br35h_images_are_rarely_flagged(loaded):
-    from napari_medcnn.training import br35h
+    from napari_medcnn.training.data import br35h
 
     names = loaded.card.provenance["test_files"]
     root = br35h.br35h_root()

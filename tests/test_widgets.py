@@ -249,7 +249,7 @@ def test_series_browser_non_image_series_not_loadable(
 
 @pytest.mark.gui
 def test_series_browser_cancel(make_napari_viewer, qtbot, monkeypatch):
-    import napari_medcnn.io.series as series
+    import napari_medcnn.io.dicom.find as series
 
     def endless(path, *, workers=None):
         i = 0
@@ -275,7 +275,7 @@ def test_series_browser_cancel(make_napari_viewer, qtbot, monkeypatch):
 def test_series_browser_error_is_notified(make_napari_viewer, qtbot, monkeypatch):
     import napari.utils.notifications as notifications
 
-    import napari_medcnn.io.series as series
+    import napari_medcnn.io.dicom.find as series
 
     def broken(path, *, workers=None):
         yield ("scan", 0, 1)

@@ -9,9 +9,20 @@ that names the file and the reason.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from .scan import QualityIssue, QualityReport, Scan, ScanList, ScanReadError
+from napari_medcnn.io.formats import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    detect_format,
+)
+from napari_medcnn.io.scan import (
+    QualityIssue,
+    QualityReport,
+    Scan,
+    ScanList,
+    ScanReadError,
+)
 
 __all__ = [
     "QualityIssue",
@@ -19,48 +30,12 @@ __all__ = [
     "Scan",
     "ScanList",
     "ScanReadError",
+    "DICOM_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "NIFTI_SUFFIXES",
     "detect_format",
     "load",
 ]
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-
-
-def detect_format(path: str | os.PathLike) -> str | None:
-    """Cheaply guess the format of ``path``: 'dicom-dir', 'dicom', 'nifti',
-    'image' or None.  Reads at most 132 bytes; never raises."""
-    try:
-        p = Path(path)
-        name = p.name.lower()
-        if p.is_dir():
-            return "dicom-dir"
-        if not p.is_file():
-            return None
-        if name.endswith(NIFTI_SUFFIXES):
-            return "nifti"
-        if name.endswith(IMAGE_SUFFIXES):
-            return "image"
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-        if len(head) == 132 and head[128:132] == b"DICM":
-            return "dicom"
-        if name.endswith(DICOM_SUFFIXES) and _looks_like_raw_dicom(head):
-            return "dicom"
-    except OSError:
-        return None
-    return None
-
-
-def _looks_like_raw_dicom(head: bytes) -> bool:
-    """A DICOM file without preamble starts with a group 0x0002/0x0008 tag."""
-    if len(head) < 8:
-        return False
-    group_le = int.from_bytes(head[0:2], "little")
-    group_be = int.from_bytes(head[0:2], "big")
-    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
-
 
 def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanList:
     """Load every scan found at ``path``.
@@ -80,7 +55,7 @@ def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanLis
     Raises:
         ScanReadError: the path cannot be read; the message says why.
     """
-    from ..config import include_phi_default
+    from napari_medcnn.config import include_phi_default
 
     if include_phi is None:
         include_phi = include_phi_default()
@@ -92,17 +67,17 @@ def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanLis
             path, "not a DICOM, NIfTI or image file that napari-medcnn can read"
         )
     if fmt == "dicom-dir":
-        from .series import load_folder
+        from napari_medcnn.io.dicom.find import load_folder
 
         return load_folder(path, include_phi=include_phi)
     if fmt == "dicom":
-        from .dicom import load_file
+        from napari_medcnn.io.dicom.file import load_file
 
         return ScanList(load_file(path, include_phi=include_phi))
     if fmt == "nifti":
-        from .nifti import load_nifti
+        from napari_medcnn.io.nifti import load_nifti
 
         return ScanList([load_nifti(path)])
-    from .images import load_image
+    from napari_medcnn.io.images import load_image
 
     return ScanList([load_image(path)])

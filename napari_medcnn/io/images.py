@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .scan import Scan, ScanReadError
+from napari_medcnn.io.scan import Scan, ScanReadError
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

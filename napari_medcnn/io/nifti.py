@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from .scan import QualityReport, Scan, ScanReadError, geometry_from_affine
+from napari_medcnn.io.scan import (
+    QualityReport,
+    Scan,
+    ScanReadError,
+    geometry_from_affine,
+)
 
 ORIENTATION = (
     "array (z, y, x): x Right->Left, y Anterior->Posterior, "

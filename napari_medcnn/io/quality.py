@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .scan import QualityReport, Severity
+from napari_medcnn.io.scan import QualityReport, Severity
 
 #: Spacing differences up to this fraction of the median count as even.
 SPACING_RTOL = 0.05

@@ -129,7 +129,7 @@ class Scan:
 
     def redact(self, text: str) -> str:
         """``text`` (a path, a name) with this scan's PHI strings redacted."""
-        from .metadata import redact
+        from napari_medcnn.io.metadata import redact
 
         return redact(text, self.phi_tokens)
 

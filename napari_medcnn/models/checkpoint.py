@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .._atomic import atomic_write
-from .card import CardError, ModelCard
-from .registry import build_model
+from napari_medcnn._atomic import atomic_write
+from napari_medcnn.models.card import CardError, ModelCard
+from napari_medcnn.models.registry import build_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 #: names of tensors stored beside the weights that are not model weights

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .registry import build_model, register
+from napari_medcnn.models.registry import build_model, register
 
 
 @dataclass

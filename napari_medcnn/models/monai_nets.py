@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch.nn as nn
 
-from .registry import register
+from napari_medcnn.models.registry import register
 
 _ACT = ("relu", {"inplace": False})
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import adaptive_avgpool, batchnorm, conv, maxpool
-from .registry import register
+from napari_medcnn.models.layers import adaptive_avgpool, batchnorm, conv, maxpool
+from napari_medcnn.models.registry import register
 
 
 class SeedCNN(nn.Module):

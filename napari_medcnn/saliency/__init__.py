@@ -11,7 +11,7 @@ Saving maps aligned with their scan (NIfTI, PNG, ``.npy`` + JSON sidecar):
 :mod:`napari_medcnn.saliency.export`.
 """
 
-from .base import (
+from napari_medcnn.saliency.base import (
     METHODS,
     Explainer,
     available_methods,
@@ -19,15 +19,21 @@ from .base import (
     model_session,
     stage_layers,
 )
-from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, pick_stages
-from .explain import (
+from napari_medcnn.saliency.cam import (
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    pick_stages,
+)
+from napari_medcnn.saliency.explain import (
     DEFAULT_METHOD,
     SaliencyResult,
     estimate_occlusion,
     explain,
     normalize_map,
 )
-from .gradients import (
+from napari_medcnn.saliency.gradients import (
     Gradient,
     GradientXInput,
     IntegratedGradients,
@@ -36,15 +42,20 @@ from .gradients import (
     ig_batch_for_memory,
     make_baseline,
 )
-from .metrics import (
+from napari_medcnn.saliency.metrics import (
     deletion_insertion,
     near_constant,
     randomization_check,
     spearman,
     trust_warnings,
 )
-from .occlusion import Occlusion, OcclusionEstimate, count_windows, mm_to_voxels
-from .targets import ClassTarget, PredictedClass
+from napari_medcnn.saliency.occlusion import (
+    Occlusion,
+    OcclusionEstimate,
+    count_windows,
+    mm_to_voxels,
+)
+from napari_medcnn.saliency.targets import ClassTarget, PredictedClass
 
 __all__ = [
     "DEFAULT_METHOD",

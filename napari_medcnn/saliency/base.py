@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .targets import ClassTarget, PredictedClass, Target
+from napari_medcnn.saliency.targets import ClassTarget, PredictedClass, Target
 
 CONV_TYPES = (nn.Conv2d, nn.Conv3d)
 
@@ -229,13 +229,13 @@ def register_method(cls: type[Explainer]) -> type[Explainer]:
 
 def gradient_methods() -> list[str]:
     """Methods that need only input gradients or forward passes."""
-    _load_methods()
+    load_methods()
     return sorted(n for n, c in METHODS.items() if not c.needs_conv)
 
 
 def available_methods(model: nn.Module) -> list[str]:
     """Method names that work on ``model`` (CAM methods need a convolution)."""
-    _load_methods()
+    load_methods()
     has_conv = bool(conv_layers(model))
     return sorted(n for n, c in METHODS.items() if has_conv or not c.needs_conv)
 
@@ -248,8 +248,8 @@ def no_conv_error(model: nn.Module) -> ValueError:
     )
 
 
-def _load_methods() -> None:
-    from . import cam, gradients, occlusion  # noqa: F401  (registers them)
+def load_methods() -> None:
+    from napari_medcnn.saliency import cam, gradients, occlusion  # noqa: F401  (registers them)
 
 
 class Explainer:

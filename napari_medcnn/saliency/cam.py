@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import (
+from napari_medcnn.saliency.base import (
     Explainer,
     Target,
     conv_layers,

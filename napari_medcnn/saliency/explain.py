@@ -33,15 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from .base import METHODS, _load_methods
-from .inputs import (
+from napari_medcnn.saliency.base import METHODS, load_methods
+from napari_medcnn.saliency.inputs import (
     Plan,
     estimate_occlusion,
     input_fov_mask,
     make_plan,
     method_params,
 )
-from .targets import ClassTarget, check_target, resolve_target, target_index
+from napari_medcnn.saliency.targets import (
+    ClassTarget,
+    check_target,
+    resolve_target,
+    target_index,
+)
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -152,8 +157,8 @@ def _forward_probs(plan: Plan, batch_size: int):
     """Probabilities (N, K) of every item, and CNN+RNN attention (S,)."""
     import torch
 
-    from ..training.metrics import softmax
-    from .base import fresh_input, model_session
+    from napari_medcnn.saliency.base import fresh_input, model_session
+    from napari_medcnn.training.metrics import softmax
 
     net, card = plan.loaded.model, plan.loaded.card
     logits, attention = [], None
@@ -247,11 +252,11 @@ def explain(
         ValueError: unknown method, a target class that does not exist,
             Grad-CAM on a model without convolution, unfit input.
     """
-    from ..preprocessing_geometry import to_image_grid
-    from .occlusion import occlusion_cost
+    from napari_medcnn.preprocessing.geometry import to_image_grid
+    from napari_medcnn.saliency.occlusion import occlusion_cost
 
     t0 = time.perf_counter()
-    _load_methods()
+    load_methods()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     plan = make_plan(images, model, scope, spacing, slice_index, rgb, device)
@@ -325,12 +330,12 @@ def explain(
     info["probability"] = float(probs.mean(0)[idx]) if idx is not None else None
     importance = None
     if plan.scope == "volume" and hasattr(net, "forward_with_slices"):
-        from .gradients import gradient_x_input_per_slice
+        from napari_medcnn.saliency.gradients import gradient_x_input_per_slice
 
         importance = gradient_x_input_per_slice(net, plan.items[0].x[None], tgt)
     result_metrics: dict[str, Any] = {}
     if metrics:
-        from .metrics import trust_metrics
+        from napari_medcnn.saliency.metrics import trust_metrics
 
         names = ("deletion_insertion", "randomization") if metrics is True else metrics
         k = _metric_item(plan, probs, idx)

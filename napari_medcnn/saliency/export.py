@@ -94,7 +94,7 @@ def saliency_record(
         or ``inconclusive``), ``slice_importance``, ``warnings`` (a
         ``TRUST CHECK ...`` line per failed check)...
     """
-    from ..results import json_safe, scrub
+    from napari_medcnn.inference.records import json_safe, scrub
 
     rec: dict[str, Any] = {
         "kind": "napari-medcnn saliency",
@@ -124,7 +124,7 @@ def saliency_record(
 
 # -- writers --------------------------------------------------------------------
 def _write_bytes(path: Path, data: bytes) -> Path:
-    from .._atomic import atomic_write
+    from napari_medcnn._atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data)
@@ -226,7 +226,7 @@ def window_gray(
 ) -> np.ndarray:
     """A scan as [0, 1] float RGB (H, W, 3): gray through ``window``
     (center, width; default the robust 0.5-99.5 % range), RGB as is."""
-    from ..io.scan import robust_limits
+    from napari_medcnn.io.scan import robust_limits
 
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[-1] in (3, 4):
@@ -355,7 +355,7 @@ def write_map(
     Returns:
         (map path, sidecar path or None).
     """
-    from .._atomic import check_overwrite
+    from napari_medcnn._atomic import check_overwrite
 
     fmt = map_format(path)
     check_overwrite(
@@ -387,7 +387,7 @@ def write_map(
         extra.update(png_slice=k, overlay={**opts, "threshold_percentile": pct})
     side = None
     if sidecar:
-        from ..results import atomic_write_text
+        from napari_medcnn.inference.records import atomic_write_text
 
         rec = saliency_record(
             result, source_name=source_name, model_name=model_name,

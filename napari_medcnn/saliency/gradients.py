@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import (
+from napari_medcnn.saliency.base import (
     Explainer,
     Target,
     blur,

@@ -48,8 +48,8 @@ def make_plan(
     Raises:
         ValueError / CardError: input the model cannot take, before compute.
     """
-    from ..inference import resolve_model
-    from ..preprocessing_geometry import prepare_with_geometry
+    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.preprocessing.geometry import prepare_with_geometry
 
     loaded = resolve_model(model, device)
     card = loaded.card
@@ -117,7 +117,7 @@ def input_fov_mask(geometry: Any) -> np.ndarray:
     Returns:
         bool array of ``geometry.input_shape``.
     """
-    from ..preprocessing import resize
+    from napari_medcnn.preprocessing.record import resize
 
     y0, y1, x0, x1 = geometry.box
     h, w = geometry.image_shape[-2:]
@@ -133,7 +133,7 @@ def method_params(method: str, item: Item, spacing, params: dict) -> dict:
     """mm -> voxels for occlusion (per item: crops may differ by slice)."""
     if method != "occlusion":
         return params
-    from .occlusion import mm_to_voxels
+    from napari_medcnn.saliency.occlusion import mm_to_voxels
 
     p = dict(params)
     n = len(item.geometry.image_shape)
@@ -164,7 +164,7 @@ def estimate_occlusion(
     Returns:
         :class:`~napari_medcnn.saliency.occlusion.OcclusionEstimate`.
     """
-    from .occlusion import occlusion_cost
+    from napari_medcnn.saliency.occlusion import occlusion_cost
 
     plan = make_plan(images, model, scope, spacing, slice_index, rgb, device, True)
     item = plan.items[0]

@@ -39,14 +39,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import (
+from napari_medcnn.saliency.base import (
     blur,
     default_blur_sigma,
     fresh_input,
     model_device,
     model_session,
 )
-from .targets import target_index
+from napari_medcnn.saliency.targets import target_index
 
 #: correlation at or above which the randomisation check warns
 RANDOMIZATION_THRESHOLD = 0.5

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import (
+from napari_medcnn.saliency.base import (
     Explainer,
     Target,
     fresh_input,

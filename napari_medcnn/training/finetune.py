@@ -25,12 +25,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models.card import ModelCard
-from .advice import Advice, recommend
-from .control import TrainControl
-from .dataset import LabeledSet
-from .splits import MIN_PER_CLASS, check_labels, plan_split
-from .trainer import TrainConfig, TrainEvent, TrainResult, fit
+from napari_medcnn.models.card import ModelCard
+from napari_medcnn.training.advice import Advice, recommend
+from napari_medcnn.training.control import TrainControl
+from napari_medcnn.training.data.dataset import LabeledSet
+from napari_medcnn.training.data.splits import MIN_PER_CLASS, check_labels, plan_split
+from napari_medcnn.training.trainer import TrainConfig, TrainEvent, TrainResult, fit
 
 
 @dataclass
@@ -62,7 +62,7 @@ class FinetuneResult:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint (safetensors + JSON card) atomically."""
-        from ..models.checkpoint import save_checkpoint
+        from napari_medcnn.models.checkpoint import save_checkpoint
 
         self.checkpoint = save_checkpoint(self.model, self.card, path)
         return self.checkpoint
@@ -167,14 +167,14 @@ def finetune(
         NotEnoughLabels, ValueError: bad input, before any training.
         TrainingOutOfMemory: with advice; nothing is written.
     """
-    from .metrics import fit_temperature, summarize
-    from .transfer import start_model
+    from napari_medcnn.training.metrics import fit_temperature, summarize
+    from napari_medcnn.training.transfer import start_model
 
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
     cfg.validate()
     check_labels(data.counts(), min_per_class)
     if out is not None and parent is not None and not hasattr(parent, "card"):
-        from ..models.checkpoint import weights_path_for
+        from napari_medcnn.models.checkpoint import weights_path_for
 
         if weights_path_for(out).resolve() == weights_path_for(parent).resolve():
             raise ValueError("the output path is the parent model: choose another")

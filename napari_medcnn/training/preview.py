@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .augment import build_augmentation
+from napari_medcnn.training.data.augment import build_augmentation
 
 
 def augmentation_preview(

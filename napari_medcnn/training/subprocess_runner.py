@@ -21,7 +21,8 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from .control import TrainControl
+from napari_medcnn._progress import drain
+from napari_medcnn.training.control import TrainControl
 
 
 class SubprocessError(RuntimeError):
@@ -35,13 +36,8 @@ def _child(target, kwargs, q, control, threads) -> None:
 
             torch.set_num_threads(threads)
         gen = target(**kwargs, control=control)
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                q.put(("result", stop.value))
-                return
-            q.put(("event", ev))
+        result = drain(gen, lambda ev: q.put(("event", ev)))
+        q.put(("result", result))
     except BaseException as exc:  # report everything, then exit
         q.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
@@ -138,7 +134,7 @@ def finetune_job(
     returns :meth:`FinetuneResult.summary` plus ``history`` and
     ``cancelled``; the model is in the checkpoint at ``out``.
     """
-    from .finetune import finetune
+    from napari_medcnn.training.finetune import finetune
 
     res = yield from finetune(data, parent, out=out, control=control, **kwargs)
     summary = res.summary()

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from .augment import DEFAULTS, build_augmentation
-from .control import TrainControl
+from napari_medcnn.training.control import TrainControl
+from napari_medcnn.training.data.augment import DEFAULTS, build_augmentation
 
 BALANCE_MODES = ("weighted_loss", "sampler", "none")
 SCHEDULES = ("cosine", "constant")
@@ -254,8 +254,8 @@ def fit(
     Raises:
         TrainingOutOfMemory: with ``.result`` (best so far) and advice.
     """
-    from ..models.checkpoint import best_device
-    from .metrics import accuracy, macro_auc, softmax
+    from napari_medcnn.models.checkpoint import best_device
+    from napari_medcnn.training.metrics import accuracy, macro_auc, softmax
 
     cfg = config or TrainConfig()
     cfg.validate()

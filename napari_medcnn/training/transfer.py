@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models.card import ModelCard
-from .trainer import last_linear
+from napari_medcnn.models.card import ModelCard
+from napari_medcnn.training.trainer import last_linear
 
 
 def _head_name(model: nn.Module) -> str:
@@ -75,7 +75,8 @@ def start_model(
         arch, arch_kwargs: registry model for a fresh start (besides
             ``spatial_dims``, ``in_channels`` and ``num_classes``).
         record: preprocessing record for a fresh start (default: the
-            default model's, i.e. :func:`~napari_medcnn.preprocessing.default_record`).
+            default model's, i.e. :func:`~napari_medcnn.preprocessing.record.
+            default_record`).
         in_channels, channel_names: input channels for a fresh start.
 
     Returns:
@@ -90,8 +91,8 @@ def start_model(
             f"{classes}; define another class and label examples of it"
         )
     if parent is None:
-        from ..models import build_model
-        from ..preprocessing import default_record
+        from napari_medcnn.models import build_model
+        from napari_medcnn.preprocessing.record import default_record
 
         rec = copy.deepcopy(record) if record is not None else default_record()
         spatial_dims = len(rec["size"])
@@ -111,7 +112,7 @@ def start_model(
             preprocessing=rec,
         )
         return model.train(), card, {"start": "scratch", "head": "new"}
-    from ..inference import resolve_model
+    from napari_medcnn.inference.predict import resolve_model
 
     loaded = resolve_model(
         os.fspath(parent) if isinstance(parent, os.PathLike) else parent, "cpu"

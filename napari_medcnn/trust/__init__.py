@@ -9,13 +9,13 @@
 * :mod:`.uncertainty`: a 0..1 uncertainty beside every probability.
 """
 
-from .domain import (
+from napari_medcnn.trust.domain import (
     DomainGuard,
     content_stats,
     fit_domain,
     knn_novelty,
 )
-from .uncertainty import binary_entropy, predictive_uncertainty
+from napari_medcnn.trust.uncertainty import binary_entropy, predictive_uncertainty
 
 __all__ = [
     "DomainGuard",

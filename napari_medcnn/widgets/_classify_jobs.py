@@ -13,28 +13,28 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._jobs import JobError, JobHandle, guarded, guarded_call  # noqa: F401
-from ._view import current_slice_index
+from napari_medcnn.widgets._jobs import JobError, JobHandle, guarded, guarded_call  # noqa: F401
+from napari_medcnn.widgets._view import current_slice_index
 
 
 def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
-    """:func:`napari_medcnn.inference.classify` for a worker thread
+    """:func:`napari_medcnn.inference.predict.classify` for a worker thread
     (``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
-    from ..inference import classify
+    from napari_medcnn.inference.predict import classify
 
     return (yield from guarded(classify(images, model, **kwargs)))
 
 
 def load_model_job(path: str, device: Any = None) -> Any:
     """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
-    from ..models.checkpoint import load_checkpoint
+    from napari_medcnn.models.checkpoint import load_checkpoint
 
     return guarded_call(load_checkpoint, path, device)
 
 
 def default_model_file() -> Path:
     """The default model's weights path (it may not exist yet)."""
-    from ..inference import default_model_path
+    from napari_medcnn.inference.predict import default_model_path
 
     return Path(default_model_path())
 

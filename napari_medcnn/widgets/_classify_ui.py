@@ -5,14 +5,14 @@ from __future__ import annotations
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from ._model_panel import (
+from napari_medcnn.widgets._model_panel import (
     add_model_controls,
     build_model_controls,
     build_run_controls,
     build_scope_buttons,
     scrolled_layout,
 )
-from ._plots import PlotColors, ProbabilityBars, SliceCurve
+from napari_medcnn.widgets._plots import PlotColors, ProbabilityBars, SliceCurve
 
 #: scope key -> radio-button text, in display order.
 SCOPES = {"slice": "Current slice", "slices": "Every slice", "volume": "Whole volume"}

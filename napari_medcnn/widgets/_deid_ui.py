@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._jobs import build_progress_controls
+from napari_medcnn.widgets._jobs import build_progress_controls
 
 #: option field of DeidOptions -> (checkbox text, tooltip).
 OPTION_BOXES: dict[str, tuple[str, str]] = {

@@ -1,7 +1,7 @@
 """Label stores of layers and the labelling widget's worker jobs (no Qt).
 
 * :func:`scan_path_of` finds the file or DICOM folder a layer came from,
-  and :func:`open_store` opens its :class:`~napari_medcnn.training.labels.
+  and :func:`open_store` opens its :class:`~napari_medcnn.training.labels.store.
   LabelStore` (the sidecar beside the scan, reloaded when the scan is
   opened again; in memory for layers without a writable file).
 * :func:`region_job` samples patches around painted pixels, trains the
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._jobs import JobError, guarded
+from napari_medcnn.widgets._jobs import JobError, guarded
 
 #: layer metadata key holding a JSON copy of the layer's labels (no PHI), so
 #: the Fine-tune widget sees the labels of layers without a sidecar too
@@ -68,7 +68,7 @@ def open_store(layer: Any, classes: Sequence[str] = ()) -> Any:
     is in ``store.warnings``).  Layers without a writable source file are
     kept in memory (and mirrored to ``metadata[LABELS_KEY]``).
     """
-    from ..training.labels import LabelStore
+    from napari_medcnn.training.labels.store import LabelStore
 
     md = dict(layer.metadata or {})
     n = n_slices_of(layer)
@@ -99,7 +99,7 @@ def open_store(layer: Any, classes: Sequence[str] = ()) -> Any:
 def stored_labels(layer: Any, classes: Sequence[str] = ()) -> Any:
     """The labels of ``layer`` for training: the widget's mirror in the
     layer metadata, else its sidecar; None when it has none."""
-    from ..training.labels import LabelStore
+    from napari_medcnn.training.labels.store import LabelStore
 
     mirrored = (layer.metadata or {}).get(LABELS_KEY)
     if mirrored:
@@ -133,13 +133,13 @@ def region_job(
     ``("probability_map", i, n)``.  Returns ``(FinetuneResult, ProbabilityMap)``
     (the map is None when the run was cancelled).
     """
-    from ..training.regions import (
+    from napari_medcnn.training.labels.regions import (
         PATCH_AUGMENT,
         probability_map,
         sample_patches,
         train_patch_classifier,
     )
-    from ..training.trainer import TrainConfig
+    from napari_medcnn.training.trainer import TrainConfig
 
     yield ("patches", 0, 0)
     patches = sample_patches(
@@ -164,10 +164,10 @@ def region_job(
 
 def next_case_job(scans: list[dict[str, Any]], model: Any) -> Generator:
     """Rank the unlabelled slices/images of ``scans`` (see
-    :func:`~napari_medcnn.training.active.rank_candidates`); returns the
+    :func:`~napari_medcnn.training.labels.active.rank_candidates`); returns the
     ``Ranking``.  A multi-channel model is refused with a message."""
-    from ..inference import resolve_model
-    from ..training.active import rank_candidates
+    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.training.labels.active import rank_candidates
 
     loaded = resolve_model(model)
     if loaded.card.in_channels != 1 or loaded.card.input_kind != "slice":

@@ -16,8 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._jobs import JobError
-from ._label_jobs import level0, next_case_job, open_store, region_job
+from napari_medcnn.widgets._jobs import JobError
+from napari_medcnn.widgets._label_jobs import (
+    level0,
+    next_case_job,
+    open_store,
+    region_job,
+)
 
 #: layer metadata marking the plugin's result layers (not scans to label)
 RESULT_KEY = "medcnn_result"
@@ -38,7 +43,7 @@ class RegionMixin:
     # -- public API ------------------------------------------------------
     @property
     def probability_map(self) -> Any:
-        """The last :class:`~napari_medcnn.training.regions.ProbabilityMap`."""
+        """The last :class:`~napari_medcnn.training.labels.regions.ProbabilityMap`."""
         return self._map
 
     def set_model(self, model: Any) -> None:
@@ -51,7 +56,7 @@ class RegionMixin:
         its probability map (in a worker).  Returns whether a job started."""
         from napari.qt.threading import thread_worker
 
-        from ..training.control import TrainControl
+        from napari_medcnn.training.control import TrainControl
 
         if self._job.worker is not None:
             return False
@@ -107,7 +112,7 @@ class RegionMixin:
         model's uncertainty and go to the most informative (a worker)."""
         from napari.layers import Image
 
-        from ._model_events import current_model
+        from napari_medcnn.widgets._model_events import current_model
 
         if self._job.worker is not None:
             return False
@@ -275,8 +280,8 @@ class RegionMixin:
         """Classes of the current model, read from its JSON card (no torch)."""
         import json
 
-        from ..inference import default_model_path
-        from ._model_events import current_model
+        from napari_medcnn.inference.predict import default_model_path
+        from napari_medcnn.widgets._model_events import current_model
 
         model = self._model or current_model(self._viewer)
         if hasattr(model, "card"):

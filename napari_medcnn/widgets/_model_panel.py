@@ -31,9 +31,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._channels import ChannelList
-from ._classify_jobs import JobHandle, contains, default_model_file, load_model_job
-from ._jobs import WorkerPanel, build_progress_controls
+from napari_medcnn.widgets._channels import ChannelList
+from napari_medcnn.widgets._classify_jobs import (
+    JobHandle,
+    contains,
+    default_model_file,
+    load_model_job,
+)
+from napari_medcnn.widgets._jobs import WorkerPanel, build_progress_controls
 
 MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
 

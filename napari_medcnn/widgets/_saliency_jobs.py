@@ -12,8 +12,8 @@ import html
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from ._jobs import guarded
-from ._view import current_slice_index
+from napari_medcnn.widgets._jobs import guarded
+from napari_medcnn.widgets._view import current_slice_index
 
 #: core method name -> label shown in the widget
 METHOD_LABELS = {
@@ -32,8 +32,8 @@ CAM_METHODS = ("gradcam", "layercam", "gradcam++", "hirescam")
 
 def offered_methods(model: Any) -> tuple[list[str], str]:
     """(methods ``model`` allows, in display order; why some are missing)."""
-    from ..saliency import available_methods
-    from ..saliency.base import no_conv_error
+    from napari_medcnn.saliency import available_methods
+    from napari_medcnn.saliency.base import no_conv_error
 
     allowed = set(available_methods(model.model))
     methods = [m for m in METHOD_LABELS if m in allowed]
@@ -57,7 +57,7 @@ def iter_saliency_job(
     Returns:
         list of ``SaliencyResult``, one per run.
     """
-    from ..saliency import explain
+    from napari_medcnn.saliency import explain
 
     results = []
     n = len(runs)
@@ -95,7 +95,7 @@ def job_arguments(
     Raises:
         ValueError / CardError: why the input does not fit, in words.
     """
-    from ..saliency.targets import check_target
+    from napari_medcnn.saliency.targets import check_target
 
     if model is None:
         raise ValueError("No model loaded: choose a model first.")

@@ -68,7 +68,7 @@ def napari_colormap(name: str):
     """napari Colormap ``saliency <name>``: transparent at its low end."""
     from napari.utils.colormaps import Colormap
 
-    from ..saliency.export import colormap_rgba
+    from napari_medcnn.saliency.export import colormap_rgba
 
     rgba = colormap_rgba(name)
     return Colormap(colors=rgba, name=f"saliency {name}")
@@ -145,7 +145,7 @@ def _place_above(viewer: Any, layer: Any, source: Any) -> None:
 
 def apply_display(layer: Any, display: DisplayOptions) -> None:
     """Colormap, blending, opacity and threshold (as contrast limits)."""
-    from ..saliency.export import threshold_value
+    from napari_medcnn.saliency.export import threshold_value
 
     cut = threshold_value(layer.data, display.threshold_percentile)
     cut = min(cut, 0.999)
@@ -250,7 +250,7 @@ def export_overlay(
     Returns:
         (map path, sidecar path); see ``saliency.export.write_map``.
     """
-    from ..saliency.export import write_map
+    from napari_medcnn.saliency.export import write_map
 
     md = getattr(source, "metadata", None) or {}
     affine = md.get("affine")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import Signal
 
-from ._plots import FONT, PlotColors, _Canvas
+from napari_medcnn.widgets._plots import FONT, PlotColors, _Canvas
 
 
 class SliceImportance(_Canvas):

@@ -18,17 +18,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._model_panel import (
+from napari_medcnn.widgets._model_panel import (
     add_model_controls,
     build_model_controls,
     build_run_controls,
     build_scope_buttons,
     scrolled_layout,
 )
-from ._plots import PlotColors
-from ._saliency_jobs import METHOD_LABELS, offered_methods
-from ._saliency_layers import BLENDINGS, COLORMAPS
-from ._saliency_plot import SliceImportance
+from napari_medcnn.widgets._plots import PlotColors
+from napari_medcnn.widgets._saliency_jobs import METHOD_LABELS, offered_methods
+from napari_medcnn.widgets._saliency_layers import BLENDINGS, COLORMAPS
+from napari_medcnn.widgets._saliency_plot import SliceImportance
 
 SCOPES = {"slice": "Current slice", "volume": "Whole volume"}
 EXPORT_FILTERS = "NIfTI (*.nii.gz);;NumPy (*.npy);;PNG overlay (*.png)"

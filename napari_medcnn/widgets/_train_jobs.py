@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._jobs import JobError, guarded
+from napari_medcnn.widgets._jobs import JobError, guarded
 
 MODES = ("thread", "subprocess")
 #: chosen by benchmarks/finetune_stall.py on an otherwise idle 2-core machine:
@@ -35,11 +35,11 @@ def ui_threads() -> int:
 def parent_card(parent: str | None) -> Any:
     """The card whose preprocessing prepares the examples: the parent's,
     or for a fresh start a seed-CNN card with the default record."""
-    from ..models.checkpoint import read_card
+    from napari_medcnn.models.checkpoint import read_card
 
     if parent is not None:
         return read_card(parent)
-    from ..inference import default_model_path
+    from napari_medcnn.inference.predict import default_model_path
 
     return read_card(default_model_path())
 
@@ -50,8 +50,8 @@ def prepare_examples(
     """A :class:`LabeledSet` of every labelled scan, classes without labels
     dropped.  ``sources``: dicts with ``labels`` (a sidecar dict),
     ``images`` (channel arrays), ``spacing`` and ``rgb``."""
-    from ..training.dataset import LabeledSet, examples_from_scan
-    from ..training.labels import LabelStore
+    from napari_medcnn.training.data.dataset import LabeledSet, examples_from_scan
+    from napari_medcnn.training.labels.store import LabelStore
 
     parts, classes = [], []
     yield ("prepare", 0, len(sources))
@@ -96,7 +96,7 @@ def train_job(
     ``history``, ``cancelled`` and ``staging``).  Running out of memory
     raises :class:`JobError` with the advice (nothing is published).
     """
-    from ..training.trainer import TrainConfig
+    from napari_medcnn.training.trainer import TrainConfig
 
     if isinstance(config, dict):
         config = TrainConfig(**config)
@@ -118,7 +118,10 @@ def train_job(
         args["record"] = card.preprocessing
     threads = threads or ui_threads()
     if mode == "subprocess":
-        from ..training.subprocess_runner import finetune_job, run_in_subprocess
+        from napari_medcnn.training.subprocess_runner import (
+            finetune_job,
+            run_in_subprocess,
+        )
 
         gen = run_in_subprocess(finetune_job, args, control=control, threads=threads)
         try:
@@ -135,8 +138,8 @@ def train_job(
 def _in_thread(args: dict[str, Any], control: Any, threads: int) -> Generator:
     import torch
 
-    from ..training.finetune import finetune
-    from ..training.trainer import TrainingOutOfMemory
+    from napari_medcnn.training.finetune import finetune
+    from napari_medcnn.training.trainer import TrainingOutOfMemory
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -160,7 +163,7 @@ def _friendly(message: str) -> str:
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
     """The (weights, card) files that :func:`publish` writes for ``out``."""
-    from ..models.checkpoint import card_path_for
+    from napari_medcnn.models.checkpoint import card_path_for
 
     dst = Path(out)
     if dst.suffix != ".safetensors":
@@ -178,8 +181,12 @@ def publish(staging: str | Path, out: str | Path, overwrite: bool = False) -> Pa
         OverwriteError: the weights or card file exists and ``overwrite``
             is off (nothing is written).
     """
-    from .._atomic import check_overwrite
-    from ..models.checkpoint import atomic_write_bytes, card_path_for, weights_path_for
+    from napari_medcnn._atomic import check_overwrite
+    from napari_medcnn.models.checkpoint import (
+        atomic_write_bytes,
+        card_path_for,
+        weights_path_for,
+    )
 
     src = weights_path_for(staging)
     dst, card = checkpoint_paths(out)
@@ -193,7 +200,7 @@ def publish(staging: str | Path, out: str | Path, overwrite: bool = False) -> Pa
 def preview_job(source: dict[str, Any], parent: str | None, augment: dict) -> Any:
     """Nine augmented copies of the first labelled example, as a montage
     (2D float32; for volumes the middle slice of each copy)."""
-    from ..training.preview import augmentation_preview, montage
+    from napari_medcnn.training.preview import augmentation_preview, montage
 
     card = parent_card(parent)
     data = yield from prepare_examples([source], card.preprocessing, card.input_kind)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy
 
-from ._plots import FONT, PlotColors
+from napari_medcnn.widgets._plots import FONT, PlotColors
 
 
 class _Figure(FigureCanvasQTAgg):

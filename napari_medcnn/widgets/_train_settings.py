@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._label_jobs import level0, stored_labels
-from ._label_regions import RESULT_KEY
-from ._train_ui import ask_open_path, ask_save_path
+from napari_medcnn.widgets._label_jobs import level0, stored_labels
+from napari_medcnn.widgets._label_regions import RESULT_KEY
+from napari_medcnn.widgets._train_ui import ask_open_path, ask_save_path
 
 
 class SettingsMixin:
@@ -45,8 +45,8 @@ class SettingsMixin:
         return out
 
     def _parent_path(self) -> str | None:
-        from ..inference import default_model_path
-        from ._model_events import current_model
+        from napari_medcnn.inference.predict import default_model_path
+        from napari_medcnn.widgets._model_events import current_model
 
         kind = self.parent_combo.currentData()
         if kind == "scratch":
@@ -67,14 +67,14 @@ class SettingsMixin:
         return {k: c.isChecked() for k, c in self.augment_checks.items()}
 
     def _set_augment(self, modality: str | None) -> None:
-        from ..training.augment import default_config
+        from napari_medcnn.training.data.augment import default_config
 
         for key, on in default_config(modality).items():
             if key in self.augment_checks:
                 self.augment_checks[key].setChecked(on)
 
     def _settings(self, resume: bool) -> dict[str, Any]:
-        from ..training.splits import MIN_PER_CLASS
+        from napari_medcnn.training.data.splits import MIN_PER_CLASS
 
         sources = self.sources()
         counts = {c: n for c, n in self.refresh_labels().items() if n > 0}
@@ -142,8 +142,8 @@ class SettingsMixin:
     def _check_out(self, out: str) -> None:
         """Refuse, before training, a checkpoint that would replace files
         the user did not agree to replace (ValueError naming the file)."""
-        from .._atomic import OverwriteError, check_overwrite
-        from ._train_jobs import checkpoint_paths
+        from napari_medcnn._atomic import OverwriteError, check_overwrite
+        from napari_medcnn.widgets._train_jobs import checkpoint_paths
 
         try:
             check_overwrite(checkpoint_paths(out), overwrite=self._may_replace(out))

@@ -23,9 +23,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..training.augment import STRENGTH
-from ._plots import PlotColors
-from ._train_plot import ConfusionPlot, LearningCurves
+from napari_medcnn.training.data.augment import STRENGTH
+from napari_medcnn.widgets._plots import PlotColors
+from napari_medcnn.widgets._train_plot import ConfusionPlot, LearningCurves
 
 PARENTS = {
     "default": "Default model",

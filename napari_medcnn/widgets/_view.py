@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._plots import PlotColors, ProbabilityBars, SliceCurve
+from napari_medcnn.widgets._plots import PlotColors, ProbabilityBars, SliceCurve
 
 _SCOPE_TEXT = {
     "slice": "current slice",

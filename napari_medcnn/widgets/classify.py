@@ -6,12 +6,12 @@ default Br35H brain-MR model or a checkpoint file) and a scope (the current
 slice, every slice, or the whole volume for volume/sequence models), and
 presses Run.  Model loading and classification run as core functions in
 napari ``thread_worker`` threads (:func:`load_model_job`,
-:func:`iter_classify_job` over :func:`napari_medcnn.inference.classify`), so
+:func:`iter_classify_job` over :func:`napari_medcnn.inference.predict.classify`), so
 napari never freezes; Cancel calls ``worker.quit()``.
 
 The result is shown as probability bars and, for volumes, a per-slice curve
 (:mod:`._plots`) whose marker follows ``viewer.dims`` and whose clicks move
-napari to that slice.  The record (:func:`napari_medcnn.results.
+napari to that slice.  The record (:func:`napari_medcnn.inference.records.
 classification_record`, no patient data) is stored in the first channel
 layer's ``metadata["classification"]`` and can be exported to CSV or JSON.
 torch is imported only inside the worker functions.
@@ -26,17 +26,22 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QWidget
 
-from ._classify_jobs import (
+from napari_medcnn.widgets._classify_jobs import (
     contains,
     default_model_file,
     iter_classify_job,
     job_arguments,
     level0,
 )
-from ._classify_ui import ask_export_path, build_ui
-from ._model_panel import ModelPanelMixin
-from ._plots import theme_colors
-from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
+from napari_medcnn.widgets._classify_ui import ask_export_path, build_ui
+from napari_medcnn.widgets._model_panel import ModelPanelMixin
+from napari_medcnn.widgets._plots import theme_colors
+from napari_medcnn.widgets._view import (
+    ResultView,
+    current_slice_index,
+    slice_axis,
+    slice_world_position,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -159,7 +164,7 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         ``FileExistsError``) unless ``overwrite``; the export buttons pass
         True when the user confirmed replacing it in the save dialog.
         """
-        from ..results import write_records
+        from napari_medcnn.inference.records import write_records
 
         if self._record is None:
             raise ValueError("nothing to export: classify first")
@@ -182,7 +187,7 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
     def _on_classified(self, result: Any) -> None:
         from napari.utils.notifications import show_warning
 
-        from ..results import classification_record
+        from napari_medcnn.inference.records import classification_record
 
         layers = self._pending.get("layers") or []
         if not layers:

@@ -4,7 +4,7 @@ A stateful panel (a small ``QWidget``).  The scans come from an image layer
 read from DICOM (its ``metadata["source_paths"]``) or a folder.  The user
 picks the profile options, may blank rectangles drawn in a Shapes layer,
 previews the dry-run summary (tags and actions, never values) and exports
-to a folder.  Both run :func:`napari_medcnn.io.deid.iter_deidentify` in a
+to a folder.  Both run :func:`napari_medcnn.deid.run.iter_deidentify` in a
 napari ``thread_worker`` with progress and Cancel; after an export the
 de-identified series are re-read with :func:`napari_medcnn.io.load` and
 shown, which proves that they still load.  Status lines, notifications and
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from ..io.deid_options import DeidOptions
-from ._deid_ui import NO_SHAPES, build_ui, shapes_to_rects
-from ._jobs import JobHandle, WorkerPanel, guarded
+from napari_medcnn.deid.options import DeidOptions
+from napari_medcnn.widgets._deid_ui import NO_SHAPES, build_ui, shapes_to_rects
+from napari_medcnn.widgets._jobs import JobHandle, WorkerPanel, guarded
 
 if TYPE_CHECKING:
     import napari
@@ -39,7 +39,7 @@ def iter_preview_job(
     inputs: Sequence[str], options: DeidOptions, key_file: str | None
 ) -> Generator[Any, None, Any]:
     """A dry run for a worker thread (core generator, no Qt)."""
-    from ..io.deid import iter_deidentify
+    from napari_medcnn.deid.run import iter_deidentify
 
     return (
         yield from guarded(
@@ -63,8 +63,8 @@ def iter_export_job(
     ``(DeidResult, scans, n_unloadable)``: series that hold no image (SR,
     RT...) are counted, not loaded.
     """
-    from ..io import ScanReadError, load
-    from ..io.deid import iter_deidentify
+    from napari_medcnn.deid.run import iter_deidentify
+    from napari_medcnn.io import ScanReadError, load
 
     result = yield from guarded(
         iter_deidentify(

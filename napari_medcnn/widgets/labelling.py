@@ -1,7 +1,7 @@
 """Label images dock widget: image, slice, volume and region labels.
 
 A stateful panel (a small ``QWidget``) over the core label logic
-(:mod:`napari_medcnn.training.labels`).  The user defines class names (or
+(:mod:`napari_medcnn.training.labels.store`).  The user defines class names (or
 takes the current model's), then labels the scan napari shows: the current
 slice, a slice range, or the whole 2D image / 3D volume, with the class
 buttons or the keys 1–9 (0 removes the label).  Labelled items are listed
@@ -24,12 +24,16 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import QListWidgetItem, QWidget
 
-from ._jobs import JobHandle
-from ._label_jobs import LABELS_KEY, n_slices_of, open_store
-from ._label_keys import KeyBinder
-from ._label_regions import RegionMixin
-from ._label_ui import build_ui, set_class_buttons
-from ._view import current_slice_index, slice_axis, slice_world_position
+from napari_medcnn.widgets._jobs import JobHandle
+from napari_medcnn.widgets._label_jobs import LABELS_KEY, n_slices_of, open_store
+from napari_medcnn.widgets._label_keys import KeyBinder
+from napari_medcnn.widgets._label_regions import RegionMixin
+from napari_medcnn.widgets._label_ui import build_ui, set_class_buttons
+from napari_medcnn.widgets._view import (
+    current_slice_index,
+    slice_axis,
+    slice_world_position,
+)
 
 if TYPE_CHECKING:
     import napari

@@ -27,24 +27,33 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QWidget
 
-from ._classify_jobs import contains, level0
-from ._model_panel import ModelPanelMixin
-from ._plots import theme_colors
-from ._saliency_jobs import (
+from napari_medcnn.widgets._classify_jobs import contains, level0
+from napari_medcnn.widgets._model_panel import ModelPanelMixin
+from napari_medcnn.widgets._plots import theme_colors
+from napari_medcnn.widgets._saliency_jobs import (
     iter_saliency_job,
     job_arguments,
     result_html,
     trust_alerts,
 )
-from ._saliency_layers import DisplayOptions, apply_display, is_overlay
-from ._saliency_ui import (
+from napari_medcnn.widgets._saliency_layers import (
+    DisplayOptions,
+    apply_display,
+    is_overlay,
+)
+from napari_medcnn.widgets._saliency_ui import (
     ask_export_path,
     build_ui,
     fill_model_controls,
     read_params,
     show_param_rows,
 )
-from ._view import ResultView, current_slice_index, slice_axis, slice_world_position
+from napari_medcnn.widgets._view import (
+    ResultView,
+    current_slice_index,
+    slice_axis,
+    slice_world_position,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -196,7 +205,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
 
     def side_by_side(self, on: bool = True) -> bool:
         """Show the two maps of a comparison side by side (napari grid)."""
-        from ._saliency_layers import set_side_by_side
+        from napari_medcnn.widgets._saliency_layers import set_side_by_side
 
         shown = [s for s in self._shown if self._alive(s["layer"])]
         if not shown:
@@ -229,7 +238,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         Returns:
             (map path, sidecar path).
         """
-        from ._saliency_layers import export_overlay
+        from napari_medcnn.widgets._saliency_layers import export_overlay
 
         if not self._shown:
             raise ValueError("nothing to export: run first")
@@ -258,8 +267,8 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
     def _on_explained(self, results: list[Any]) -> None:
         from napari.utils.notifications import show_warning
 
-        from ..saliency.export import saliency_record
-        from ._saliency_layers import show_overlay
+        from napari_medcnn.saliency.export import saliency_record
+        from napari_medcnn.widgets._saliency_layers import show_overlay
 
         layers = [lay for lay in self._pending.get("layers") or [] if self._alive(lay)]
         if not layers:
@@ -389,7 +398,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         # the dialog confirmed the map; its sidecar is replaced with it only
         # when the map itself existed (a previous export): a new map never
         # replaces someone's <stem>.json (say, a classification export)
-        from ..saliency.export import sidecar_path
+        from napari_medcnn.saliency.export import sidecar_path
 
         side_free = Path(path).exists() or not sidecar_path(path).exists()
         try:

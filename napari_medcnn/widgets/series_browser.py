@@ -1,7 +1,7 @@
 """DICOM series browser dock widget: scan a folder, list its series, load some.
 
 A stateful panel (a small ``QWidget``).  Scanning and loading run as core
-generators (:func:`napari_medcnn.io.series.iter_scan_folder` and
+generators (:func:`napari_medcnn.io.dicom.find.iter_scan_folder` and
 :func:`iter_load_series`) in napari ``thread_worker`` threads, so napari
 never freezes; Cancel calls ``worker.quit()``.  Patient names are masked
 (``display_row(mask_names=True)``) unless "Show patient names" is ticked.
@@ -35,9 +35,9 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-    from ..io.scan import Scan
+    from napari_medcnn.io.scan import Scan
 
-from ._jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
+from napari_medcnn.widgets._jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ _MAX_COLUMN_PX = (130, 200)
 def iter_scan_job(folder: str) -> Generator[Any, None, list[Any]]:
     """:func:`iter_scan_folder` for a worker thread (core generator, no Qt;
     ``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
-    from ..io.series import iter_scan_folder
+    from napari_medcnn.io.dicom.find import iter_scan_folder
 
     return (yield from guarded(iter_scan_folder(folder)))
 
@@ -76,7 +76,7 @@ def iter_load_series(
     the :class:`Scan` or, when that series failed, the exception: one broken
     series never stops the others.
     """
-    from ..io.series import load_series
+    from napari_medcnn.io.dicom.find import load_series
 
     n = len(infos)
     for i, info in enumerate(infos):
@@ -223,7 +223,7 @@ class SeriesBrowser(WorkerPanel, QWidget):
         """Load the selected series in a worker; each becomes an image layer."""
         from napari.qt.threading import thread_worker
 
-        from ..config import include_phi_default
+        from napari_medcnn.config import include_phi_default
 
         infos = self.selected_series()
         if self._job.worker is not None or not infos:

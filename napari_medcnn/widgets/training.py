@@ -30,13 +30,18 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QEvent, QSize
 from qtpy.QtWidgets import QWidget
 
-from ._label_regions import RESULT_KEY
-from ._plots import theme_colors
-from ._train_jobs import DEFAULT_MODE, preview_job, publish, train_job
-from ._train_plot import metrics_html
-from ._train_run import TrainRun
-from ._train_settings import SettingsMixin, label_classes
-from ._train_ui import build_ui
+from napari_medcnn.widgets._label_regions import RESULT_KEY
+from napari_medcnn.widgets._plots import theme_colors
+from napari_medcnn.widgets._train_jobs import (
+    DEFAULT_MODE,
+    preview_job,
+    publish,
+    train_job,
+)
+from napari_medcnn.widgets._train_plot import metrics_html
+from napari_medcnn.widgets._train_run import TrainRun
+from napari_medcnn.widgets._train_settings import SettingsMixin, label_classes
+from napari_medcnn.widgets._train_ui import build_ui
 
 if TYPE_CHECKING:
     import napari
@@ -169,7 +174,7 @@ class TrainingWidget(SettingsMixin, QWidget):
         at once with a message.  Returns whether a run started."""
         from napari.qt.threading import thread_worker
 
-        from ..training.control import TrainControl
+        from napari_medcnn.training.control import TrainControl
 
         if self._run is not None:
             return False
@@ -293,7 +298,7 @@ class TrainingWidget(SettingsMixin, QWidget):
             self.progress.setRange(0, total)
             self.progress.setValue(done)
         if ev.kind == "epoch":
-            from ..training.advice import recommend
+            from napari_medcnn.training.advice import recommend
 
             self.curves.add_epoch(ev.metrics, run.phase or None)
             self.history.append(dict(ev.metrics))
@@ -302,7 +307,7 @@ class TrainingWidget(SettingsMixin, QWidget):
         self._say(text)
 
     def _on_done(self, summary: dict[str, Any]) -> None:
-        from ._model_events import publish_model
+        from napari_medcnn.widgets._model_events import publish_model
 
         self._summary = summary
         if summary.get("cancelled"):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label
 
-from ..io.windows import CT_PRESETS, limits_to_window, window_to_limits
+from napari_medcnn.io.windows import CT_PRESETS, limits_to_window, window_to_limits
 
 if TYPE_CHECKING:
     import napari

@@ -1,0 +1,217 @@
+"""``napari-medcnn train``: fine-tune on label sidecars or CSVs, headless.
+
+The same generator as the napari widget (:func:`~.training.finetune.finetune`)
+is drained here: one progress line per epoch on stderr, the final summary
+(metrics, confusion matrix, recommendation) as JSON on stdout.  Ctrl-C
+cancels cleanly: the parent is untouched and nothing is written unless
+``--save-cancelled``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from napari_medcnn._progress import drain
+from napari_medcnn.cli.options import (
+    EXIT_DONE,
+    EXIT_NOTHING,
+    EXIT_PARTIAL,
+    EXIT_STATUS,
+    add_overwrite_option,
+    refuse_existing,
+)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model on label sidecars or a path,label CSV",
+        description="Read labels (JSON sidecars written by the labelling widget, "
+        "folders of them, or CSV files with 'path,label[,group]' rows), "
+        "prepare the scans with the parent model card's preprocessing, "
+        "fine-tune (or train from scratch), and write a checkpoint whose card "
+        "records label counts, augmentation, split, metrics, parent and seed.",
+        epilog="The checkpoint (CKPT.safetensors and its CKPT.json card) and "
+        "--json are new files: existing ones are refused before training "
+        "unless --overwrite. " + EXIT_STATUS + " (Labels that cannot be "
+        "used, a parent that cannot be loaded or a failed training: 2. A "
+        "cancelled run: 1 when --save-cancelled wrote its checkpoint, else "
+        "2.)",
+    )
+    p.add_argument("--labels", nargs="+", required=True, metavar="SIDECAR_OR_CSV")
+    p.add_argument(
+        "--model",
+        metavar="PARENT",
+        help="checkpoint to start from (default: the shipped Br35H model)",
+    )
+    p.add_argument(
+        "--scratch",
+        action="store_true",
+        help="train --arch from scratch (with the parent card's preprocessing)",
+    )
+    p.add_argument("--arch", default="seed_cnn", help="architecture for --scratch")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=6, help="early stopping (0: off)")
+    p.add_argument("--freeze-epochs", type=int, default=0, help="backbone frozen")
+    p.add_argument(
+        "--balance",
+        choices=("weighted_loss", "sampler", "none"),
+        default="weighted_loss",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--kfold", default="auto", help="folds, 0 for a hold-out split, or auto"
+    )
+    p.add_argument("--min-per-class", type=int, default=5)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
+    p.add_argument("--save-cancelled", action="store_true")
+    p.add_argument("--json", metavar="OUT", help="also write the summary here")
+    add_overwrite_option(p)
+    p.set_defaults(func=_run_train)
+
+
+def _progress(ev: Any) -> str:
+    m = ev.metrics
+    fold = f"fold {int(m['fold'])}/{int(m['n_folds'])} " if m.get("n_folds") else ""
+    if fold and m["fold"] == 0:
+        fold = "all labels "
+    return (
+        f"{fold}epoch {ev.epoch}/{ev.n_epochs}  train {m['train_loss']:.4f}  "
+        f"val {m['val_loss']:.4f}  acc {m['val_accuracy']:.3f}  "
+        f"{m['elapsed_s']:.0f}s (eta {m['eta_s']:.0f}s)"
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from napari_medcnn.inference.predict import default_model_path, resolve_model
+    from napari_medcnn.models.checkpoint import (
+        CheckpointError,
+        card_path_for,
+        weights_path_for,
+    )
+    from napari_medcnn.training.control import TrainControl
+    from napari_medcnn.training.data.augment import DEFAULTS
+    from napari_medcnn.training.data.dataset import load_labeled
+    from napari_medcnn.training.finetune import finetune
+    from napari_medcnn.training.labels.store import LabelsError
+    from napari_medcnn.training.trainer import TrainConfig, TrainingOutOfMemory
+
+    try:
+        weights = weights_path_for(args.out)
+    except CheckpointError as exc:
+        print(f"error: --out: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    outputs = (weights, card_path_for(weights), args.json)
+    if not refuse_existing(outputs, args.overwrite):
+        return EXIT_NOTHING
+    try:
+        parent = resolve_model(args.model or default_model_path(), "cpu")
+    except (CheckpointError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    card = parent.card
+    kfold: Any = args.kfold
+    if kfold != "auto":
+        kfold = int(kfold) or None
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=None if args.no_augment else dict(DEFAULTS),
+        balance=args.balance,
+        patience=args.patience,
+        freeze_backbone_epochs=args.freeze_epochs,
+        seed=args.seed,
+        device=args.device,
+    )
+    ctl = TrainControl()
+    try:
+        gen = load_labeled(args.labels, card.preprocessing, input_kind=card.input_kind)
+        data = _drain(gen)
+        print(f"{len(data)} labelled examples: {data.counts()}", file=sys.stderr)
+        gen = finetune(
+            data,
+            None if args.scratch else parent,
+            out=args.out,
+            config=cfg,
+            control=ctl,
+            arch=args.arch,
+            record=card.preprocessing,
+            val_fraction=args.val_fraction,
+            kfold=kfold,
+            min_per_class=args.min_per_class,
+            save_cancelled=args.save_cancelled,
+            provenance={"tool": "napari-medcnn train (CLI)"},
+        )
+        with _cancel_on_sigint(ctl):
+            result = _drain(gen, lambda ev: ev.kind == "epoch")
+    except TrainingOutOfMemory as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    except (LabelsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    summary = result.summary()
+    text = json.dumps(summary, indent=2, default=str)
+    print(text)
+    if args.json:
+        from pathlib import Path
+
+        from napari_medcnn._atomic import atomic_write
+
+        atomic_write(Path(args.json), text.encode("utf-8"), overwrite=args.overwrite)
+    if result.cancelled:
+        saved = f"; wrote {result.checkpoint}" if result.checkpoint else ""
+        print(f"cancelled: the parent is unchanged{saved}", file=sys.stderr)
+        return EXIT_PARTIAL if result.checkpoint else EXIT_NOTHING
+    print(f"wrote {result.checkpoint}: {result.advice.verdict}", file=sys.stderr)
+    return EXIT_DONE
+
+
+class _cancel_on_sigint:
+    """Ctrl-C cancels the run (after the current batch) instead of killing
+    it; a second Ctrl-C interrupts as usual."""
+
+    def __init__(self, control):
+        self.control = control
+        self.old = None
+
+    def _handler(self, signum, frame):
+        import signal
+
+        print("cancelling after this batch (Ctrl-C again to abort)", file=sys.stderr)
+        self.control.cancel()
+        signal.signal(signal.SIGINT, self.old)
+
+    def __enter__(self):
+        import signal
+
+        try:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self.old = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _drain(gen, show=None):
+    """Drain a generator, printing the events that ``show`` picks."""
+
+    def report(ev) -> None:
+        if show is not None and show(ev):
+            print(_progress(ev), file=sys.stderr, flush=True)
+
+    return drain(gen, report)

@@ -1,0 +1,291 @@
+"""From labels and scans to training arrays, through the card's preprocessing.
+
+Every example is prepared with the *model card's* preprocessing record
+(:func:`~napari_medcnn.preprocessing.record.prepare`), the same path classify and
+saliency take, so a fine-tuned model works in them at once.
+
+:func:`examples_from_scan` turns one :class:`~.labels.LabelStore` plus the
+scan's arrays (what a widget has in its layers) into a :class:`LabeledSet`;
+:func:`load_labeled` does the same for sidecar and CSV files (the CLI),
+as a generator yielding ``("load", i, n)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medcnn.training.labels.store import (
+    CsvLabel,
+    LabelsError,
+    LabelStore,
+    read_label_csv,
+    scan_key,
+)
+
+
+@dataclass
+class LabeledSet:
+    """Prepared examples.
+
+    Attributes:
+        x: float32 (N, C, H, W) or (N, C, D, H, W) in [0, 1].
+        y: int64 (N,) class indices into ``classes``.
+        classes: class names.
+        groups: (N,) group keys (hashed patient, else hashed study, else
+            the scan key): whole groups stay on one side of a split.
+        items: (N,) item keys ``<scan key>#slice:<i>`` / ``#image`` /
+            ``#volume`` (no patient data).
+        warnings: labels that were skipped, and why.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    groups: np.ndarray
+    items: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def counts(self) -> dict[str, int]:
+        """Examples per class name (zeros included)."""
+        n = np.bincount(self.y, minlength=len(self.classes))
+        return {c: int(k) for c, k in zip(self.classes, n)}
+
+    def without_empty_classes(self) -> LabeledSet:
+        """The same examples with classes that have no example dropped
+        (e.g. model classes the user did not label), labels re-indexed."""
+        keep = [c for c, n in self.counts().items() if n > 0]
+        remap = np.full(len(self.classes), -1, np.int64)
+        for j, c in enumerate(keep):
+            remap[self.classes.index(c)] = j
+        return LabeledSet(
+            self.x, remap[self.y], keep, self.groups, self.items, self.warnings
+        )
+
+    def subset(self, idx: np.ndarray) -> LabeledSet:
+        idx = np.asarray(idx)
+        return LabeledSet(
+            self.x[idx],
+            self.y[idx],
+            list(self.classes),
+            self.groups[idx],
+            [self.items[i] for i in idx],
+            list(self.warnings),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[LabeledSet], classes: Sequence[str]) -> LabeledSet:
+        """Join sets, re-indexing labels to ``classes`` (a superset)."""
+        classes = list(classes)
+        xs, ys, gs, items, warns = [], [], [], [], []
+        for p in parts:
+            if len(p):
+                remap = np.array([classes.index(c) for c in p.classes])
+                xs.append(p.x)
+                ys.append(remap[p.y])
+                gs.append(p.groups)
+                items += p.items
+            warns += p.warnings
+        if not xs:
+            raise LabelsError("no labelled examples found")
+        shapes = {x.shape[1:] for x in xs}
+        if len(shapes) > 1:
+            raise LabelsError(f"examples differ in prepared shape: {sorted(shapes)}")
+        return cls(
+            np.concatenate(xs),
+            np.concatenate(ys).astype(np.int64),
+            classes,
+            np.concatenate(gs),
+            items,
+            warns,
+        )
+
+
+def _inplane(spacing: Sequence[float] | None) -> tuple[float, float]:
+    return tuple(spacing[-2:]) if spacing is not None else (1.0, 1.0)
+
+
+def examples_from_scan(
+    store: LabelStore,
+    images: Sequence[np.ndarray],
+    record: dict[str, Any],
+    spacing: Sequence[float] | None = None,
+    *,
+    rgb: bool = False,
+    input_kind: str = "slice",
+    classes: Sequence[str] | None = None,
+) -> LabeledSet:
+    """The labelled examples of one scan, prepared as the card says.
+
+    Args:
+        store: the scan's labels.
+        images: one array per channel (the card's channel order): (H, W)
+            or (H, W, 3) with ``rgb`` for 2D images, (S, H, W) for volumes.
+        record: the card's preprocessing record.
+        spacing: mm per array axis (the layer's scale).
+        input_kind: the card's ``input_kind``: slice models use image and
+            slice labels; volume/sequence models use volume labels.
+        classes: class order (default the store's).
+    """
+    from napari_medcnn.preprocessing.batch import prepare_slices
+    from napari_medcnn.preprocessing.record import prepare
+
+    classes = list(classes or store.classes)
+    images = [np.asarray(im) for im in images]
+    nd = images[0].ndim - (1 if rgb else 0)
+    group = store.group or store.key
+    xs, ys, items, warnings = [], [], [], []
+    if input_kind == "slice":
+        if store.image_label is not None and nd == 2:
+            xs.append(prepare(images, record, _inplane(spacing))[None])
+            ys.append(classes.index(store.image_label))
+            items.append(f"{store.key}#image")
+        if store.slices and nd == 3:
+            idx = sorted(store.slices)
+            bad = [i for i in idx if i >= images[0].shape[0]]
+            if bad:
+                raise LabelsError(
+                    f"slice labels {bad[:5]} outside the scan's "
+                    f"{images[0].shape[0]} slices: labels and image do not match"
+                )
+            xs.append(
+                prepare_slices(
+                    [im[idx] for im in images], record, _inplane(spacing), rgb
+                )
+            )
+            ys += [classes.index(store.slices[i]) for i in idx]
+            items += [f"{store.key}#slice:{i}" for i in idx]
+        if store.volume_label is not None:
+            warnings.append(
+                f"{store.key}: volume label skipped (a slice model needs image "
+                "or slice labels)"
+            )
+    else:
+        if store.volume_label is not None and nd == 3:
+            xs.append(prepare(images, record, _inplane(spacing))[None])
+            ys.append(classes.index(store.volume_label))
+            items.append(f"{store.key}#volume")
+        if store.slices or store.image_label is not None:
+            warnings.append(
+                f"{store.key}: slice/image labels skipped (a volume model needs "
+                "volume labels)"
+            )
+    if xs:
+        x = np.concatenate(xs).astype(np.float32, copy=False)
+    else:
+        x = np.zeros((0, len(images), *record["size"]), np.float32)
+    y = np.asarray(ys, dtype=np.int64)
+    groups = np.array([group] * len(y), dtype=object)
+    return LabeledSet(x, y, classes, groups, items, warnings)
+
+
+def _load_scan(path: Path, key: str | None = None):
+    from napari_medcnn.io import load
+
+    scans = load(path, include_phi=False)
+    if key is None or len(scans) == 1:
+        return scans[0]
+    for s in scans:
+        if scan_key(path, s.metadata, None) == key:
+            return s
+    raise LabelsError(f"{path}: no series with the labelled key {key}")
+
+
+def _csv_set(row: CsvLabel, record, input_kind: str) -> LabeledSet:
+    scan = _load_scan(row.path)
+    nd = scan.ndim_spatial
+    key = scan_key(row.path, scan.metadata, None)
+    store = LabelStore(key, [row.label], None if nd == 2 else scan.data.shape[0])
+    store.group = row.group or store.group
+    store.autosave = False
+    if nd == 2:
+        store.image_label = row.label
+    else:
+        store.volume_label = row.label
+    return examples_from_scan(
+        store, [scan.data], record, scan.spacing, rgb=scan.rgb, input_kind=input_kind
+    )
+
+
+def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """Sidecars and CSVs; a folder is searched for ``*.medcnn-labels.json``."""
+    from napari_medcnn.training.labels.store import LABELS_DIR, SIDECAR_SUFFIX
+
+    out: list[Path] = []
+    for s in map(Path, sources):
+        if s.is_dir():
+            found = sorted(s.rglob(f"*{SIDECAR_SUFFIX}"))
+            found += sorted(s.rglob(f"{LABELS_DIR}/*.json"))
+            if not found:
+                raise LabelsError(f"{s}: no label sidecars in this folder")
+            out += found
+        elif not s.exists():
+            raise LabelsError(f"{s}: no such label file")
+        else:
+            out.append(s)
+    return out
+
+
+def load_labeled(
+    sources: Sequence[str | os.PathLike],
+    record: dict[str, Any],
+    *,
+    input_kind: str = "slice",
+    classes: Sequence[str] | None = None,
+) -> Generator[tuple[str, int, int], None, LabeledSet]:
+    """Read label sidecars and/or ``path,label`` CSVs and prepare the scans.
+
+    Args:
+        sources: sidecar JSON files, CSV files or folders of sidecars.
+        record: the card's preprocessing record.
+        input_kind: the card's input kind (see :func:`examples_from_scan`).
+        classes: class order; default: classes in order of appearance.
+
+    Yields:
+        ``("load", done, total)`` per scan.
+    """
+    from napari_medcnn.training.labels.store import scan_path_for
+
+    jobs: list[Any] = []
+    for src in expand_sources(sources):
+        if src.suffix.lower() == ".csv":
+            jobs += read_label_csv(src)
+        else:
+            jobs.append(LabelStore.load(src))
+    order: list[str] = list(classes or [])
+    for job in jobs:
+        names = [job.label] if isinstance(job, CsvLabel) else job.classes
+        order += [c for c in names if c not in order]
+    parts = []
+    yield ("load", 0, len(jobs))
+    for i, job in enumerate(jobs, 1):
+        if isinstance(job, CsvLabel):
+            parts.append(_csv_set(job, record, input_kind))
+        else:
+            scan_path = scan_path_for(job.path)
+            scan = _load_scan(scan_path, job.key)
+            if scan_key(scan_path, scan.metadata, None) != job.key:
+                raise LabelsError(
+                    f"{job.path}: the scan {scan_path.name} changed since it was "
+                    "labelled (its key differs)"
+                )
+            parts.append(
+                examples_from_scan(
+                    job,
+                    [scan.data],
+                    record,
+                    scan.spacing,
+                    rgb=scan.rgb,
+                    input_kind=input_kind,
+                )
+            )
+        yield ("load", i, len(jobs))
+    return LabeledSet.concat(parts, order)
