@@ -37,6 +37,7 @@ __all__ = [
     "load",
 ]
 
+
 def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanList:
     """Load every scan found at ``path``.
 

@@ -198,9 +198,7 @@ def foreground_box(
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         return box_around((0, h, 0, w), spacing, margin)
-    return box_around(
-        (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1), spacing, margin
-    )
+    return box_around((ys.min(), ys.max() + 1, xs.min(), xs.max() + 1), spacing, margin)
 
 
 def box_around(
