@@ -24,7 +24,7 @@ In the same run, interleaved round by round (best of ``--repeat``):
 * ``naive, 1 intra-op thread``: the same loop with ``torch.set_num_threads
   (1)``, printed as a reference: on a loaded machine two OpenMP threads at
   batch 1 wait on each other, and this shows what is left without that;
-* ``ours``: ``run(classify([vol], path, scope="slices", spacing=...))``,
+* ``ours``: ``drain(classify([vol], path, scope="slices", spacing=...))``,
   after one warm-up call (which loads the model and builds its inference
   copy, as the first classification in a session does; that one-off cost
   is printed separately);
@@ -83,13 +83,13 @@ import numpy as np
 import torch
 from _memory import reset_peak, status_bytes
 
+from napari_medcnn._progress import drain
 from napari_medcnn.inference.predict import (
     CPU_BATCH,
     GPU_BATCH,
     classify,
     default_model_path,
     optimized_model,
-    run,
 )
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
@@ -230,7 +230,7 @@ def naive_slices_1thread(vol, path, spacing):
 
 
 def ours_slices(vol, path, spacing):
-    res = run(classify([vol], path, scope="slices", spacing=spacing, device=DEVICE))
+    res = drain(classify([vol], path, scope="slices", spacing=spacing, device=DEVICE))
     return res.slice_probabilities
 
 
@@ -244,7 +244,7 @@ def naive_rnn(vol, path, spacing):
 
 
 def ours_rnn(vol, path, spacing):
-    res = run(classify([vol], path, scope="volume", spacing=spacing, device=DEVICE))
+    res = drain(classify([vol], path, scope="volume", spacing=spacing, device=DEVICE))
     return res.slice_probabilities
 
 

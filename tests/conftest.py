@@ -19,7 +19,7 @@ import pytest
 
 #: Patient names written into the synthetic series: PHI stand-ins that must
 #: never appear in a log line, a masked table cell or the CLI's output.
-PATIENT_NAMES = ("Doe^Jane", "Roe^Richard")
+from _helpers import PATIENT_NAMES
 
 
 def _has_display() -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _helpers import KEY, PHI, grep_phi, phi_series
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -29,51 +30,6 @@ from napari_medcnn.deid.run import (
     iter_deidentify,
 )
 from napari_medcnn.io import load
-from napari_medcnn.io.synth import write_series
-
-KEY = ProjectKey(b"export tests key, thirty-two b!!")
-#: PHI strings written into the synthetic series; none may leave unmasked.
-PHI = (
-    "Doe^Jane", "PID-0042", "ACC-77812", "19600214", "St Elsewhere Hospital",
-    "House^Gregory", "12 Privet Drive",
-)  # fmt: skip
-
-
-def phi_series(
-    root: Path,
-    *,
-    patient=("Doe^Jane", "PID-0042"),
-    study_date="20210304",
-    n=5,
-    seed="s1",
-    modality="CT",
-    accession="ACC-77812",
-) -> list[Path]:
-    """A synthetic series with PHI in the header: names, IDs, dates,
-    institution, address, a private tag, a reference to its first slice."""
-    rng = np.random.default_rng(abs(hash(seed)) % 2**32)
-    vol = rng.integers(-1000, 1000, size=(n, 12, 10)).astype(float)
-    paths = write_series(vol, root, spacing=(2.0, 0.7, 0.8), origin=(-5.0, 3.0, 40.0),
-                         modality=modality, patient_name=patient[0],
-                         patient_id=patient[1], seed=seed,
-                         series_description=f"{modality} for {patient[0]}")  # fmt: skip
-    first = pydicom.dcmread(paths[0]).SOPInstanceUID
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        ds.StudyDate, ds.StudyTime = study_date, "093000"
-        ds.AcquisitionDateTime = study_date + "093512.25"
-        ds.PatientBirthDate, ds.PatientSex, ds.PatientAge = PHI[3], "F", "061Y"
-        ds.AccessionNumber, ds.InstitutionName = accession, PHI[4]
-        ds.ReferringPhysicianName, ds.PatientAddress = PHI[5], PHI[6]
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = ds.SOPClassUID
-        ref.ReferencedSOPInstanceUID = first
-        ds.ReferencedImageSequence = Sequence([ref])
-        ds.private_block(0x0029, "ACME 1.0", create=True).add_new(
-            0x01, "LO", patient[0]
-        )
-        ds.save_as(p, enforce_file_format=True)
-    return paths
 
 
 def hashes(root: Path) -> dict[str, str]:
@@ -82,19 +38,6 @@ def hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def grep_phi(root: Path, strings=PHI) -> list[str]:
-    """Every (file, string) where a PHI string (or a name part) occurs."""
-    needles = set(strings) | {part for s in strings for part in s.split("^")}
-    hits = []
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        data = p.read_bytes() if p.is_file() else b""
-        for s in needles:
-            if s.encode() in data or s in rel:
-                hits.append(f"{rel}: {s}")
-    return hits
 
 
 @pytest.fixture

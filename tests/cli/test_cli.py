@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import PATIENT_NAMES
+from _helpers import PATIENT_NAMES
 
 from napari_medcnn.cli import main
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import make_checkpoint
 
 from napari_medcnn.inference.predict import ClassificationResult
 from napari_medcnn.inference.records import (
@@ -32,48 +33,6 @@ PLUGIN = "napari-medcnn"
 WIDGET = "Classify"
 WAIT_MS = 120_000
 PHI = ("Doe", "Jane", "PID-7788")
-
-
-def make_checkpoint(
-    path, *, in_channels=1, kind="slice", classes=("no_tumor", "tumor")
-):
-    """A tiny untrained checkpoint: seed CNN (slices) or CNN+RNN (sequence)."""
-    import torch
-
-    from napari_medcnn.models import build_model
-    from napari_medcnn.models.card import ModelCard
-    from napari_medcnn.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    record = {
-        "intensity": {"mode": "percentile", "low": 1.0, "high": 99.0},
-        "foreground_crop": None,
-        "size": [32, 32],
-    }
-    if kind == "slice":
-        arch, dims = "seed_cnn", 2
-        kw = {"spatial_dims": 2, "in_channels": in_channels, "widths": (8, 16, 16)}
-    else:
-        arch, dims = "cnn_rnn", 3
-        kw = {
-            "in_channels": in_channels,
-            "encoder_kwargs": {"widths": (4, 8, 8), "pooled_size": 2},
-            "hidden_size": 8,
-        }
-    kw["num_classes"] = len(classes)
-    card = ModelCard(
-        arch=arch,
-        arch_kwargs=kw,
-        classes=list(classes),
-        spatial_dims=dims,
-        in_channels=in_channels,
-        channel_names=["MR", "T2"][:in_channels] if in_channels <= 2 else [],
-        input_size=[32, 32],
-        input_kind=kind,
-        preprocessing=record,
-        name=f"tiny {kind} x{in_channels}",
-    )
-    return save_checkpoint(build_model(arch, **kw).eval(), card, path)
 
 
 @pytest.fixture(scope="module")
@@ -568,7 +527,7 @@ def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tm
 
     viewer.layers.clear()
     (head,) = viewer.open(
-        str(Path(__file__).parents[1] / "napari_medcnn" / "data" / "colin27_t1.nii.gz"),
+        str(Path(__file__).parents[2] / "napari_medcnn" / "data" / "colin27_t1.nii.gz"),
         plugin=PLUGIN,
     )
     widget.set_channels([head])

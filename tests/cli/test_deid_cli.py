@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _helpers import KEY, phi_series
 from pydicom.data import get_testdata_file
-from test_deid_export import KEY, phi_series
 
 from napari_medcnn.cli import main
 from napari_medcnn.deid.run import DeidOptions, deidentify

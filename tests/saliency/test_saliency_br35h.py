@@ -11,7 +11,7 @@ import pytest
 
 from napari_medcnn.inference.predict import default_model_path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_saliency_br35h.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_saliency_br35h.py"
 
 
 def _script():

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_classify_widget import make_checkpoint
+from _helpers import make_checkpoint
 
 from napari_medcnn._sample_data import MR_SLICE
 from napari_medcnn.cli import main

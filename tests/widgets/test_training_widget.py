@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_classify_widget import make_checkpoint
+from _helpers import make_checkpoint
 
 pytestmark = pytest.mark.gui
 

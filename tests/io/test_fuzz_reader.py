@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_reader.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz_reader.py"
 
 
 def _fuzz(tmp_path, *args: str, timeout: float = 240) -> tuple[int, dict]:

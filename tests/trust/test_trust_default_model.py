@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
+from napari_medcnn._progress import drain
 from napari_medcnn.cli import main
 from napari_medcnn.inference.predict import (
     classify_scan,
     default_model_path,
     resolve_model,
-    run,
 )
 from napari_medcnn.io import load
 
 pytestmark = pytest.mark.skipif(
     not default_model_path().exists(), reason="no default model"
 )
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
 OUTSIDE = ("CT_small.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "JPEG2000.dcm", "MR_small.dcm")
 
@@ -38,7 +38,7 @@ def loaded():
 
 
 def _classify(path, loaded):
-    return run(classify_scan(load(path)[0], loaded))
+    return drain(classify_scan(load(path)[0], loaded))
 
 
 def test_the_card_records_a_fitted_domain(loaded):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pydicom
 import pytest
-from test_deid_export import PHI, grep_phi, phi_series
+from _helpers import PHI, grep_phi, phi_series
 
 from napari_medcnn.io import load
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_classify_widget import make_checkpoint
+from _helpers import make_checkpoint
 
 from napari_medcnn.inference.predict import default_model_path
 from napari_medcnn.widgets._saliency_layers import overlay_name, reference_name

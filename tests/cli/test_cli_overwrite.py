@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import make_checkpoint
 from pydicom.data import get_testdata_file
-from test_classify_widget import make_checkpoint
 
 from napari_medcnn._atomic import OverwriteError, atomic_write, check_overwrite
 from napari_medcnn.cli import main
 from napari_medcnn.cli.demo import no_display_reason
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm", download=False))
-DATA = Path(__file__).resolve().parents[1] / "napari_medcnn" / "data"
+DATA = Path(__file__).resolve().parents[2] / "napari_medcnn" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PATIENT_NAMES
+from _helpers import PATIENT_NAMES
 
 from napari_medcnn.io.windows import CT_PRESETS, limits_to_window, window_to_limits
 

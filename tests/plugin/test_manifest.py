@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 PLUGIN = "napari-medcnn"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

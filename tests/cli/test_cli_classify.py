@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_classify_widget import make_checkpoint
+from _helpers import make_checkpoint
 
 from napari_medcnn.cli import main
 
-DATA = Path(__file__).resolve().parents[1] / "napari_medcnn" / "data"
+DATA = Path(__file__).resolve().parents[2] / "napari_medcnn" / "data"
 PHI = ("Doe", "Jane", "PID-7788", "19700101")
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 
-from test_classify_widget import make_checkpoint
-from test_deid_export import PHI, phi_series
+from _helpers import PHI, make_checkpoint, phi_series
 
 from napari_medcnn.cli import main
 

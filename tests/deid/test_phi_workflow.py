@@ -16,8 +16,7 @@ import json
 import logging
 
 import pytest
-from test_classify_widget import make_checkpoint
-from test_deid_export import PHI, phi_series
+from _helpers import PHI, make_checkpoint, phi_series
 
 from napari_medcnn.cli import main
 from napari_medcnn.io import load

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_classify_widget import make_checkpoint
+from _helpers import make_checkpoint
 
 import napari_medcnn.saliency.metrics as metrics_mod
 from napari_medcnn._progress import drain
