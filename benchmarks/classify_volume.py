@@ -8,7 +8,7 @@ Volume: the Colin27 T1 template (``/usr/share/mricron/templates/ch2.nii.gz``,
 read with :func:`napari_medcnn.io.load`), resampled to 300 slices and
 256 rows (isotropic in-plane) and zero-padded to 256 columns; a synthetic
 head phantom when the template is absent.  Model: the default model
-(:func:`napari_medcnn.inference.predict.default_model_path`) when its weights exist,
+(:func:`napari_medcnn.models.checkpoint.default_model_path`) when its weights exist,
 otherwise (or with ``--untrained``) an untrained seed CNN with the default
 card's settings (``seed_cnn``, BatchNorm, dropout 0.3, 1 x 128 x 128,
 ``default_record((128, 128))``) saved to a temporary checkpoint.
@@ -88,12 +88,15 @@ from napari_medcnn.inference.predict import (
     CPU_BATCH,
     GPU_BATCH,
     classify,
-    default_model_path,
     optimized_model,
 )
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
-from napari_medcnn.models.checkpoint import load_checkpoint, save_checkpoint
+from napari_medcnn.models.checkpoint import (
+    default_model_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from napari_medcnn.preprocessing.batch import prepare_slices
 from napari_medcnn.preprocessing.record import default_record, prepare
 

@@ -47,9 +47,8 @@ TARGET_S = 120.0
 
 def prepare_sets(n: int, n_test: int, seed: int = 0):
     """(card, LabeledSet of n train-list images, test x, test y, seconds)."""
-    from napari_medcnn.inference.predict import default_model_path
     from napari_medcnn.io import load
-    from napari_medcnn.models.checkpoint import read_card
+    from napari_medcnn.models.checkpoint import default_model_path, read_card
     from napari_medcnn.preprocessing.record import prepare, to_gray
     from napari_medcnn.training.data import br35h
     from napari_medcnn.training.data.dataset import LabeledSet
@@ -166,7 +165,7 @@ def _tick_probe(job, period_s: float = 0.01) -> dict:
 
 def measure_tick_stall(data, card, threads: int) -> dict:
     """Ticker-thread stall while 2 epochs train in a thread vs a subprocess."""
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
     from napari_medcnn.training.finetune import finetune
     from napari_medcnn.training.subprocess_runner import finetune_job, run_in_subprocess
     from napari_medcnn.training.trainer import TrainConfig
@@ -220,7 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
 
     card, data, xt, yt, prep_s = prepare_sets(args.n, args.n_test)
     print(f"prepared {len(data)} + {len(yt)} images in {prep_s:.1f} s; "

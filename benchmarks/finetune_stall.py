@@ -136,7 +136,7 @@ def main(argv=None) -> int:
 
     import napari
 
-    from napari_medcnn.widgets._train_jobs import ui_threads
+    from napari_medcnn.widgets.training.jobs import ui_threads
 
     tmp = Path(tempfile.mkdtemp(prefix="medcnn-stall-"))
     viewer = napari.Viewer(show=True)

@@ -105,7 +105,7 @@ def worker(method: str, folder: str, repeat: int) -> dict:
     import pydicom  # noqa: F401
     import SimpleITK  # noqa: F401
 
-    import napari_medcnn.io.dicom.find  # noqa: F401
+    import napari_medcnn.io.dicom.load  # noqa: F401
 
     func = METHODS[method]
     if method == "sitk_read":  # file discovery is not part of this variant

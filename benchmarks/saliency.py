@@ -10,7 +10,7 @@ Two inputs, each timed against its own forward pass in the same run:
   preprocessing) on the seed CNN 2D of the default card (BatchNorm,
   dropout 0.3): ``napari_medcnn/weights/br35h_seed_cnn.safetensors`` when
   it exists, else untrained; and on the shipped default model
-  (``inference.default_model_path()``) when that is another network;
+  (``models.checkpoint.default_model_path()``) when that is another network;
 * a 64^3 volume on a seed CNN 3D (untrained, default widths).
 
 What is timed: ``Explainer.attribute`` on the prepared model input (the
@@ -43,11 +43,14 @@ import torch
 from _memory import reset_peak, status_bytes
 
 from napari_medcnn._progress import drain
-from napari_medcnn.inference.predict import default_model_path
 from napari_medcnn.io import load
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
-from napari_medcnn.models.checkpoint import LoadedModel, load_checkpoint
+from napari_medcnn.models.checkpoint import (
+    LoadedModel,
+    default_model_path,
+    load_checkpoint,
+)
 from napari_medcnn.preprocessing.record import default_record, prepare
 from napari_medcnn.saliency import METHODS, ClassTarget, explain
 from napari_medcnn.saliency.gradients import estimate_ig_memory

@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.models.checkpoint import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

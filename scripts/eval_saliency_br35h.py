@@ -86,8 +86,8 @@ def evaluate(
     import torch
 
     from napari_medcnn._progress import drain
-    from napari_medcnn.inference.predict import resolve_model
     from napari_medcnn.io import load
+    from napari_medcnn.models.checkpoint import resolve_model
     from napari_medcnn.saliency import DEFAULT_METHOD, explain
     from napari_medcnn.training.data.br35h import br35h_root
 

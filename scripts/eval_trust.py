@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.models.checkpoint import resolve_model
 
     loaded = resolve_model(args.model)
     out: dict[str, Any] = {"model_id": loaded.card.model_id}

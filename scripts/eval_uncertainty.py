@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from napari_medcnn.inference.predict import resolve_model
     from napari_medcnn.io import load
+    from napari_medcnn.models.checkpoint import resolve_model
     from napari_medcnn.models.features import last_linear, penultimate
     from napari_medcnn.preprocessing.record import prepare, to_gray
     from napari_medcnn.training.data import br35h

@@ -30,7 +30,8 @@ def uncertainty_summary(logits: np.ndarray, y: np.ndarray, temperature: float):
     """What ``classify`` reports as uncertainty (normalised entropy of the
     calibrated probabilities) on held-out images: its mean on right and
     wrong answers and how well it ranks the errors (AUROC)."""
-    from napari_medcnn.training.metrics import roc_auc, softmax
+    from napari_medcnn.models.calibration import softmax
+    from napari_medcnn.training.metrics import roc_auc
     from napari_medcnn.trust.uncertainty import predictive_uncertainty
 
     p = softmax(logits, temperature)

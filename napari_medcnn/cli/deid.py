@@ -26,7 +26,7 @@ from napari_medcnn.cli.options import (
     refuse_existing,
 )
 
-__all__ = ["_add_deidentify", "parse_rect", "run_deidentify"]
+__all__ = ["add_deidentify", "parse_rect", "run_deidentify"]
 
 
 def parse_rect(text: str) -> tuple[int, int, int, int]:
@@ -42,7 +42,7 @@ def parse_rect(text: str) -> tuple[int, int, int, int]:
     return (x, y, w, h)
 
 
-def _add_deidentify(sub: argparse._SubParsersAction) -> None:
+def add_deidentify(sub: argparse._SubParsersAction) -> None:
     """Register the ``deidentify`` subcommand."""
     p = sub.add_parser(
         "deidentify",

@@ -43,7 +43,7 @@ METHOD_ALIASES = {
 }
 
 
-def _add_explain(sub: argparse._SubParsersAction) -> None:
+def add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
         help="write a saliency map aligned with a scan and print trust metrics",
@@ -174,6 +174,7 @@ def _fail(message: str, code: int) -> int:
 
 def _run_explain(args: argparse.Namespace) -> int:
     from napari_medcnn._progress import drain
+    from napari_medcnn.inference.request import default_scope
     from napari_medcnn.io import ScanReadError, load
     from napari_medcnn.saliency import available_methods, explain
     from napari_medcnn.saliency.export import map_format, sidecar_path, write_map
@@ -211,11 +212,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     scan = scans[args.series]
-    scope = None
-    if card.input_kind != "slice":
-        scope = "volume"
-    elif scan.ndim_spatial == 3:
-        scope = "slice" if args.slice_index is not None else "slices"
+    scope = default_scope(card, scan.ndim_spatial, args.slice_index)
     try:
         result = drain(
             explain(

@@ -56,6 +56,15 @@ def refuse_existing(paths: Iterable[str | os.PathLike | None], overwrite: bool) 
     return True
 
 
+#: how the command line names the scopes (for :func:`check_request`'s
+#: messages): ``--scope slice`` is one 2D image or every slice of a volume
+SCOPE_OPTIONS = {
+    "slice": "--scope slice",
+    "slices": "--scope slice",
+    "volume": "--scope volume",
+}
+
+
 class ModelArgError(Exception):
     """The model named on the command line cannot be used (exit status 2)."""
 
@@ -79,8 +88,11 @@ def load_model_arg(args: argparse.Namespace) -> Any:
         ModelArgError: the default model is missing, or the checkpoint is
             corrupt or its card incomplete (the message says which).
     """
-    from napari_medcnn.inference.predict import default_model_path
-    from napari_medcnn.models.checkpoint import CheckpointError, load_checkpoint
+    from napari_medcnn.models.checkpoint import (
+        CheckpointError,
+        default_model_path,
+        load_checkpoint,
+    )
 
     path = args.model or default_model_path()
     if args.model is None and not default_model_path().exists():

@@ -25,7 +25,7 @@ from napari_medcnn.cli.options import (
 )
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="fine-tune a model on label sidecars or a path,label CSV",
@@ -91,10 +91,11 @@ def _progress(ev: Any) -> str:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from napari_medcnn.inference.predict import default_model_path, resolve_model
     from napari_medcnn.models.checkpoint import (
         CheckpointError,
         card_path_for,
+        default_model_path,
+        resolve_model,
         weights_path_for,
     )
     from napari_medcnn.training.control import TrainControl

@@ -22,24 +22,21 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_medcnn.inference.fast import (  # noqa: F401  (re-exported)
-    CPU_BATCH,
-    FUSE_TOLERANCE,
-    GPU_BATCH,
+from napari_medcnn.inference.fast import (
     forward_numpy,
     optimized_model,
     per_slice_logits,
 )
+from napari_medcnn.inference.request import check_request
+from napari_medcnn.models.checkpoint import resolve_model
 from napari_medcnn.trust.domain import DomainGuard, content_stats, is_colour, summarise
 from napari_medcnn.trust.uncertainty import predictive_uncertainty
 
 Progress = tuple[str, int, int]
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "br35h_default.safetensors"
 
 
 @dataclass
@@ -125,21 +122,6 @@ class ClassificationResult:
         return d
 
 
-def default_model_path() -> Path:
-    """The Br35H brain-MR model shipped in the package."""
-    return DEFAULT_MODEL
-
-
-def resolve_model(model=None, device=None):
-    """A :class:`LoadedModel` from None (default), a path, or a LoadedModel."""
-    from napari_medcnn.models.checkpoint import LoadedModel, load_checkpoint
-
-    if isinstance(model, LoadedModel):
-        return model
-    path = default_model_path() if model is None else model
-    return load_checkpoint(os.fspath(path), device)
-
-
 def _spatial_ndim(images: Sequence[np.ndarray], rgb: bool) -> int:
     return images[0].ndim - (1 if rgb else 0)
 
@@ -170,7 +152,7 @@ def _check_images(images: Sequence[np.ndarray], rgb: bool) -> list[str]:
 
 
 def _probs(logits: np.ndarray, temperature: float) -> np.ndarray:
-    from napari_medcnn.training.metrics import softmax
+    from napari_medcnn.models.calibration import softmax
 
     return softmax(logits, temperature).astype(np.float32)
 
@@ -218,7 +200,6 @@ def classify(
         CardError / ValueError: input the model cannot take; raised before
             any compute with a message saying what was expected.
     """
-    from napari_medcnn.models.card import CardError
     from napari_medcnn.preprocessing.record import prepare
 
     t0 = time.perf_counter()
@@ -228,34 +209,18 @@ def classify(
     warnings = _check_images(images, rgb)
     nd = _spatial_ndim(images, rgb)
     inplane = tuple(spacing[-2:]) if spacing is not None else (1.0, 1.0)
-    if scope not in ("slice", "slices", "volume"):
-        raise ValueError(f"scope must be slice, slices or volume, not {scope!r}")
-    if scope == "volume":
-        card.check_input(len(images), 3 if nd == 3 else nd)
-        if card.input_kind == "slice":
-            raise CardError(
-                f"model '{card.name or card.arch}' classifies 2D slices; use "
-                "scope 'slice' or 'slices', not 'volume'"
-            )
-    else:
-        if card.input_kind != "slice":
-            raise ValueError(
-                f"model '{card.name or card.arch}' reads whole volumes; use "
-                "scope 'volume'"
-            )
-        card.check_input(len(images), 2)
-        if nd == 3 and scope == "slice":
-            if slice_index is None:
-                raise ValueError("slice scope on a volume needs slice_index")
-            if not 0 <= slice_index < images[0].shape[0]:
-                raise ValueError(
-                    f"slice {slice_index} outside the volume's "
-                    f"{images[0].shape[0]} slices"
-                )
-            images = [im[slice_index] for im in images]
-            nd = 2
-        elif nd == 2 and scope == "slices":
-            scope = "slice"
+    req = check_request(
+        card,
+        scope=scope,
+        n_channels=len(images),
+        ndim=nd,
+        slice_index=slice_index,
+        n_slices=images[0].shape[0] if nd == 3 else None,
+    )
+    scope, slice_index = req.scope, req.slice_index
+    if slice_index is not None:
+        images = [im[slice_index] for im in images]
+        nd = 2
     dev = loaded.device
     guard = _guard(loaded)
     colour = bool(rgb) and is_colour(images[0])

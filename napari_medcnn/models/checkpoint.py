@@ -216,3 +216,21 @@ def _load_cached(weights: str, stamp: tuple[int, int], device: str) -> LoadedMod
 def clear_cache() -> None:
     """Forget cached models (e.g. after overwriting a checkpoint in tests)."""
     _load_cached.cache_clear()
+
+
+#: the Br35H brain-MR model shipped in the package
+DEFAULT_MODEL = Path(__file__).parents[1] / "weights" / "br35h_default.safetensors"
+
+
+def default_model_path() -> Path:
+    """The Br35H brain-MR model shipped in the package (safetensors path)."""
+    return DEFAULT_MODEL
+
+
+def resolve_model(model=None, device=None) -> LoadedModel:
+    """A :class:`LoadedModel` from None (the default model), a checkpoint
+    path, or a LoadedModel (returned as is)."""
+    if isinstance(model, LoadedModel):
+        return model
+    path = default_model_path() if model is None else model
+    return load_checkpoint(os.fspath(path), device)

@@ -157,8 +157,8 @@ def _forward_probs(plan: Plan, batch_size: int):
     """Probabilities (N, K) of every item, and CNN+RNN attention (S,)."""
     import torch
 
+    from napari_medcnn.models.calibration import softmax
     from napari_medcnn.saliency.base import fresh_input, model_session
-    from napari_medcnn.training.metrics import softmax
 
     net, card = plan.loaded.model, plan.loaded.card
     logits, attention = [], None

@@ -48,7 +48,8 @@ def make_plan(
     Raises:
         ValueError / CardError: input the model cannot take, before compute.
     """
-    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.inference.request import check_request
+    from napari_medcnn.models.checkpoint import resolve_model
     from napari_medcnn.preprocessing.geometry import prepare_with_geometry
 
     loaded = resolve_model(model, device)
@@ -65,37 +66,24 @@ def make_plan(
     nd = len(out_shape)
     if nd not in (2, 3):
         raise ValueError(f"expected a 2D image or a 3D volume, got shape {out_shape}")
-    volume_model = card.input_kind in ("volume", "sequence")
-    if scope is None:
-        scope = (
-            "volume"
-            if volume_model
-            else ("slice" if nd == 2 or slice_index is not None else "slices")
-        )
-    if scope not in ("slice", "slices", "volume"):
-        raise ValueError(f"scope must be slice, slices or volume, not {scope!r}")
-    if (scope == "volume") != volume_model:
-        want = "volume" if volume_model else "slice' or 'slices"
-        raise ValueError(
-            f"model '{card.name or card.arch}' ({card.input_kind}) needs scope '{want}'"
-        )
-    card.check_input(len(images), nd if scope == "volume" else 2)
+    req = check_request(
+        card,
+        scope=scope,
+        n_channels=len(images),
+        ndim=nd,
+        slice_index=slice_index,
+        n_slices=out_shape[0] if nd == 3 else None,
+    )
+    scope, slice_index = req.scope, req.slice_index
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * nd
     sp = ((1.0,) * nd + sp)[-nd:]
     record, inplane = card.preprocessing, sp[-2:]
     if scope == "slice" and nd == 3:
-        if slice_index is None:
-            raise ValueError("slice scope on a volume needs slice_index")
-        if not 0 <= slice_index < out_shape[0]:
-            raise ValueError(
-                f"slice {slice_index} outside the volume's {out_shape[0]} slices"
-            )
         dests = [slice_index]
     elif scope == "slices" and nd == 3:
         dests = list(range(out_shape[0]))[: 1 if first_only else None]
     else:
         dests = [None]
-        scope = "slice" if scope == "slices" else scope
     items = []
     for k in dests:
         chans = images if k is None else [im[k] for im in images]

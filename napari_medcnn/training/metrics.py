@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_medcnn.models.calibration import softmax
+
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of argmax predictions equal to ``labels``."""
@@ -85,13 +87,6 @@ def per_class_metrics(cm: np.ndarray) -> list[dict[str, float]]:
             }
         )
     return out
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

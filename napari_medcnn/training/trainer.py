@@ -254,8 +254,9 @@ def fit(
     Raises:
         TrainingOutOfMemory: with ``.result`` (best so far) and advice.
     """
+    from napari_medcnn.models.calibration import softmax
     from napari_medcnn.models.checkpoint import best_device
-    from napari_medcnn.training.metrics import accuracy, macro_auc, softmax
+    from napari_medcnn.training.metrics import accuracy, macro_auc
 
     cfg = config or TrainConfig()
     cfg.validate()

@@ -112,7 +112,7 @@ def start_model(
             preprocessing=rec,
         )
         return model.train(), card, {"start": "scratch", "head": "new"}
-    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.models.checkpoint import resolve_model
 
     loaded = resolve_model(
         os.fspath(parent) if isinstance(parent, os.PathLike) else parent, "cpu"

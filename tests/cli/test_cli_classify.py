@@ -135,7 +135,7 @@ def test_bad_input_is_reported_and_others_go_on(capsys, tmp_path, models):
 
 
 def test_model_problems_stop_before_any_input(capsys, tmp_path, models, monkeypatch):
-    import napari_medcnn.inference.predict as inference
+    import napari_medcnn.models.checkpoint as checkpoint
 
     good = str(DATA / "colin27_t1_axial.dcm")
     assert (
@@ -150,6 +150,6 @@ def test_model_problems_stop_before_any_input(capsys, tmp_path, models, monkeypa
     )
     assert main(["classify", good, "--model", str(bad)]) == 2
     assert "cannot read weights" in capsys.readouterr().err
-    monkeypatch.setattr(inference, "DEFAULT_MODEL", tmp_path / "none.safetensors")
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL", tmp_path / "none.safetensors")
     assert main(["classify", good]) == 2
     assert "default model not found" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from scipy import ndimage
 
 from napari_medcnn._progress import drain
 from napari_medcnn.inference import fast as inference_fast
-from napari_medcnn.inference.predict import classify, optimized_model
+from napari_medcnn.inference.fast import optimized_model
+from napari_medcnn.inference.predict import classify
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import (

@@ -151,7 +151,7 @@ def test_default_model_classifies_held_out_br35h_images(tmp_path, capsys):
     import random
 
     from napari_medcnn.cli import main
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
     from napari_medcnn.training.data.br35h import DatasetMissing, br35h_root
 
     path = default_model_path()

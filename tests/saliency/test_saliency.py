@@ -215,7 +215,7 @@ def test_auto_layer_is_the_backbone_output_of_resnet_and_densenet(dims):
 
 
 def test_default_model_gradcam_hooks_its_last_stage():
-    from napari_medcnn.inference.predict import default_model_path, resolve_model
+    from napari_medcnn.models.checkpoint import default_model_path, resolve_model
 
     if not default_model_path().exists():
         pytest.skip("no default model")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_medcnn.inference.predict import default_model_path
+from napari_medcnn.models.checkpoint import default_model_path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_saliency_br35h.py"
 

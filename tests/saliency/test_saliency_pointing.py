@@ -17,8 +17,9 @@ import pytest
 
 from napari_medcnn._progress import drain
 from napari_medcnn.cli import main
-from napari_medcnn.inference.predict import classify, default_model_path, resolve_model
+from napari_medcnn.inference.predict import classify
 from napari_medcnn.io.synth import blob_grey, blob_images, write_blob_dataset
+from napari_medcnn.models.checkpoint import default_model_path, resolve_model
 from napari_medcnn.saliency import DEFAULT_METHOD, explain
 
 pytestmark = pytest.mark.skipif(

@@ -55,9 +55,8 @@ def record32():
 
 # -- acceptance: Br35H ----------------------------------------------------------
 def _br35h_sets(tmp_path, n_train=60, n_test=120):
-    from napari_medcnn.inference.predict import default_model_path
     from napari_medcnn.io import load
-    from napari_medcnn.models.checkpoint import read_card
+    from napari_medcnn.models.checkpoint import default_model_path, read_card
     from napari_medcnn.preprocessing.record import prepare, to_gray
     from napari_medcnn.training.data import br35h
     from napari_medcnn.training.data.dataset import load_labeled
@@ -98,7 +97,8 @@ def _br35h_sets(tmp_path, n_train=60, n_test=120):
 @pytest.mark.slow
 def test_br35h_finetune_beats_scratch(tmp_path):
     from napari_medcnn._progress import drain
-    from napari_medcnn.inference.predict import classify, default_model_path
+    from napari_medcnn.inference.predict import classify
+    from napari_medcnn.models.checkpoint import default_model_path
 
     card, data, xt, yt = _br35h_sets(tmp_path)
     assert data.counts() == {"no_tumor": 30, "tumor": 30}
@@ -282,7 +282,7 @@ def test_new_head_keeps_known_classes():
 
 
 def test_transfer_from_checkpoint_with_new_classes(tmp_path):
-    from napari_medcnn.inference.predict import default_model_path, resolve_model
+    from napari_medcnn.models.checkpoint import default_model_path, resolve_model
     from napari_medcnn.models.features import last_linear
 
     parent = resolve_model(default_model_path(), "cpu")

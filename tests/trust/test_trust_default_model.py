@@ -17,12 +17,9 @@ from pydicom.data import get_testdata_file
 
 from napari_medcnn._progress import drain
 from napari_medcnn.cli import main
-from napari_medcnn.inference.predict import (
-    classify_scan,
-    default_model_path,
-    resolve_model,
-)
+from napari_medcnn.inference.predict import classify_scan
 from napari_medcnn.io import load
+from napari_medcnn.models.checkpoint import default_model_path, resolve_model
 
 pytestmark = pytest.mark.skipif(
     not default_model_path().exists(), reason="no default model"

@@ -94,7 +94,7 @@ def rank_uncertainty(
     Yields:
         ``("rank", done, total)`` per forward pass.
     """
-    from napari_medcnn.training.metrics import softmax
+    from napari_medcnn.models.calibration import softmax
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
@@ -156,7 +156,7 @@ def rank_candidates(
     Returns:
         A :class:`Ranking` whose ``candidates`` are :class:`Candidate`.
     """
-    from napari_medcnn.inference.predict import resolve_model
+    from napari_medcnn.models.checkpoint import resolve_model
     from napari_medcnn.preprocessing.batch import prepare_slices
     from napari_medcnn.preprocessing.record import prepare
 

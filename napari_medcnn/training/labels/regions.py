@@ -306,14 +306,14 @@ def probability_map(
     import torch
     from scipy import ndimage
 
+    from napari_medcnn.models.calibration import softmax
     from napari_medcnn.training.finetune import predict_logits
-    from napari_medcnn.training.metrics import softmax
 
     if card is None:
         if hasattr(model, "card") and hasattr(model, "model"):
             model, card = model.model, model.card
         else:
-            from napari_medcnn.inference.predict import resolve_model
+            from napari_medcnn.models.checkpoint import resolve_model
 
             loaded = resolve_model(model, device)
             model, card = loaded.model, loaded.card

@@ -1,0 +1,151 @@
+"""``napari-medcnn classify PATH...``: classify each scan with a checkpoint
+and write one record per scan (no patient data) to JSON and/or CSV; one
+summary line per scan on standard output (label and probability, or why
+the input is outside the model's domain, with the uncertainty)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from napari_medcnn.cli.options import (
+    EXIT_NOTHING,
+    EXIT_STATUS,
+    SCOPE_OPTIONS,
+    ModelArgError,
+    add_model_options,
+    add_overwrite_option,
+    exit_status,
+    load_model_arg,
+    refuse_existing,
+)
+
+
+def add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="classify scans with a CNN checkpoint (no PHI in the output)",
+        description="Load each PATH (DICOM file or folder, NIfTI, image) and "
+        "classify every scan in it: one record per scan (input path, series "
+        "name and UID, label, class probabilities, per-slice probabilities). "
+        "Scope 'slice' runs a 2D model on every slice of a volume (the scan's "
+        "probabilities are the mean over slices) or on a 2D image; scope "
+        "'volume' runs a whole-volume (3D or CNN+RNN) model. A scan that "
+        "fails is reported and the others go on; a model that cannot be "
+        "loaded, or an output file that exists, stops everything before "
+        "any scan is read.",
+        epilog="CSV: one row per scan with a p_<class> column per class; the "
+        "per-slice probabilities are a JSON list of per-slice lists in the "
+        "'slice_probabilities' column. No patient name, ID or birth date is "
+        "ever written. " + EXIT_STATUS,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    add_model_options(p)
+    p.add_argument(
+        "--scope",
+        choices=("slice", "volume"),
+        help="slice: 2D model, every slice; volume: whole-volume model "
+        "(default: what the model's card says)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
+    p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
+    add_overwrite_option(p)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="slices per batch (default: 4 per CPU thread, 32 on a GPU)",
+    )
+    p.set_defaults(func=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from napari_medcnn.inference import records as results
+    from napari_medcnn.inference.request import check_request
+    from napari_medcnn.io import ScanReadError, load
+
+    if not refuse_existing((args.json, args.csv), args.overwrite):
+        return EXIT_NOTHING
+    try:
+        loaded = load_model_arg(args)
+    except ModelArgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        req = check_request(loaded.card, scope=args.scope, names=SCOPE_OPTIONS)
+    except ValueError as exc:  # the scope does not fit the model
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scope = "volume" if req.scope == "volume" else "slice"  # as --scope
+    records: list[dict[str, Any]] = []
+    for path in args.paths:
+        try:
+            scans = load(path, include_phi=False)
+        except ScanReadError as exc:
+            records.append(results.error_record(path, exc.reason))
+            continue
+        except Exception as exc:  # report and go on with the other paths
+            records.append(results.error_record(path, f"{type(exc).__name__}: {exc}"))
+            continue
+        for scan in scans:
+            try:
+                records.append(_classify_scan(scan, path, loaded, scope, args))
+            except Exception as exc:  # CardError, ValueError, torch errors
+                msg = f"{type(exc).__name__}: {exc}"
+                records.append(results.error_record(path, msg, scan.name))
+    for rec in records:
+        print(_summary_line(rec))
+    failed = sum(1 for rec in records if rec.get("error"))
+    rc = exit_status(len(records) - failed, failed)
+    for out, write in ((args.json, results.write_json), (args.csv, results.write_csv)):
+        if not out:
+            continue
+        try:
+            write(records, out, overwrite=args.overwrite)
+        except OSError as exc:  # e.g. the file appeared meanwhile, disk full
+            print(f"error: cannot write {out}: {exc}", file=sys.stderr)
+            rc = max(rc, 1)
+            continue
+        print(f"wrote {len(records)} record(s) to {out}")
+    return rc
+
+
+def _classify_scan(
+    scan: Any, path: str, loaded: Any, scope: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Classify one :class:`Scan`; the record (no PHI) for ``path``."""
+    from napari_medcnn._progress import drain
+    from napari_medcnn.inference.predict import classify_scan
+    from napari_medcnn.inference.records import classification_record
+
+    result = drain(
+        classify_scan(
+            scan, loaded, scope, batch_size=args.batch_size, device=args.device
+        )
+    )
+    return classification_record(
+        result,
+        name=scan.name,
+        channel_layers=[scan.name],
+        metadata=scan.metadata,
+        path=scan.redact(path),  # a folder may be named after the patient
+        channel_names=loaded.card.channel_names,
+    )
+
+
+def _summary_line(rec: dict[str, Any]) -> str:
+    where = f"{rec.get('path')} [{rec.get('name')}]" if rec.get("name") else rec["path"]
+    if rec.get("error"):
+        return f"{where}: ERROR {rec['error']}"
+    p = rec["probabilities"][rec["index"]]
+    n = f", {rec['n_slices']} slices" if rec.get("n_slices") else ""
+    pct = "n/a" if p is None else f"{100 * p:.1f}%"
+    scope = "slice" if rec["scope"] == "slices" else rec["scope"]  # as --scope
+    domain = rec.get("domain") or {}
+    if not domain.get("in_domain", True):
+        why = "; ".join(domain.get("reasons") or []) or "unlike the training images"
+        return f"{where}: outside the model's domain: {why} ({scope}{n})"
+    u = rec.get("uncertainty")
+    unc = "" if u is None else f", uncertainty {u:.2f}"
+    return f"{where}: {rec['label']} {pct} ({scope}{n}{unc})"
