@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_medcnn.training.labels.keys import LabelsError, short_sha
+from napari_medcnn.training.labels.errors import LabelsError
+from napari_medcnn.training.labels.keys import short_sha
 
 
 @dataclass(frozen=True)

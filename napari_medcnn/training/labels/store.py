@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from napari_medcnn.training.labels.csv import CsvLabel, read_label_csv
+from napari_medcnn.training.labels.errors import LabelsError, SidecarCorrupt
 from napari_medcnn.training.labels.keys import (
     LABELS_DIR,
     SIDECAR_SUFFIX,
-    LabelsError,
-    SidecarCorrupt,
     file_sha256,
     group_key,
     scan_key,
