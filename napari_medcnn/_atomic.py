@@ -144,3 +144,18 @@ def _rename_no_replace(tmp: str, path: Path) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, overwrite: bool = True
+) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename.
+
+    The file keeps the mode of the file it replaces (new files: 0o644).
+    ``overwrite=False`` refuses an existing file
+    (:class:`OverwriteError`).  Returns the path
+    written.
+    """
+    return atomic_write(
+        path, text.encode("utf-8"), mode=0o644, keep_mode=True, overwrite=overwrite
+    )

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from napari_medcnn.inference.records import atomic_write_text
+        from napari_medcnn._atomic import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"layer": args.layer} if args.layer else {}),
     )
     if args.out:
-        from napari_medcnn.inference.records import atomic_write_text
+        from napari_medcnn._atomic import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
     rows = summary.pop("rows")

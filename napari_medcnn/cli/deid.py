@@ -187,7 +187,7 @@ def run_deidentify(args: argparse.Namespace) -> int:
         why = "every DICOM file failed" if result.failed else "no DICOM file"
         print(f"error: nothing to de-identify ({why})", file=sys.stderr)
     if args.report:
-        from napari_medcnn.inference.records import atomic_write_text
+        from napari_medcnn._atomic import atomic_write_text
 
         text = json.dumps(result.report.to_dict(), indent=2)
         try:

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_medcnn._atomic import atomic_write
+from napari_medcnn._atomic import atomic_write_text
 
 RECORD_VERSION = 1
 
@@ -183,21 +183,6 @@ def json_safe(value: Any) -> Any:
 
 
 # -- writing --------------------------------------------------------------------
-def atomic_write_text(
-    path: str | os.PathLike, text: str, *, overwrite: bool = True
-) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename.
-
-    The file keeps the mode of the file it replaces (new files: 0o644).
-    ``overwrite=False`` refuses an existing file
-    (:class:`~napari_medcnn._atomic.OverwriteError`).  Returns the path
-    written.
-    """
-    return atomic_write(
-        path, text.encode("utf-8"), mode=0o644, keep_mode=True, overwrite=overwrite
-    )
-
-
 def to_json(records: Iterable[Mapping[str, Any]]) -> str:
     """Records as a JSON list (indented, strict: no NaN)."""
     safe = [scrub(json_safe(dict(r))) for r in records]

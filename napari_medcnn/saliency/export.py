@@ -387,7 +387,7 @@ def write_map(
         extra.update(png_slice=k, overlay={**opts, "threshold_percentile": pct})
     side = None
     if sidecar:
-        from napari_medcnn.inference.records import atomic_write_text
+        from napari_medcnn._atomic import atomic_write_text
 
         rec = saliency_record(
             result, source_name=source_name, model_name=model_name,
