@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_medcnn._progress import drain
 from napari_medcnn.io import load
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
@@ -247,12 +248,8 @@ def recipe(args: argparse.Namespace) -> tuple[dict, torch.nn.Module, TrainConfig
 def train(model, train_set, val_set, cfg: TrainConfig, tag: str = "") -> TrainResult:
     """Run :func:`fit` to its end, printing one line per epoch (``tag``
     first); returns its result."""
-    gen = fit(model, train_set, val_set, cfg)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def report(ev) -> None:
         if ev.kind == "epoch":
             m = ev.metrics
             print(
@@ -261,6 +258,8 @@ def train(model, train_set, val_set, cfg: TrainConfig, tag: str = "") -> TrainRe
                 f"{m['elapsed_s']:.0f}s",
                 flush=True,
             )
+
+    return drain(fit(model, train_set, val_set, cfg), report)
 
 
 def main(argv: list[str] | None = None) -> int:
