@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from napari_medcnn.io.dicom.pixels import decode
+from napari_medcnn.io.dicom.decoders import decode
 
 __all__ = ["blank_rectangles", "burned_in_reasons", "tag_text"]
 

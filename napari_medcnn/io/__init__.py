@@ -68,11 +68,11 @@ def load(path: str | os.PathLike, *, include_phi: bool | None = None) -> ScanLis
             path, "not a DICOM, NIfTI or image file that napari-medcnn can read"
         )
     if fmt == "dicom-dir":
-        from napari_medcnn.io.dicom.find import load_folder
+        from napari_medcnn.io.dicom.load import load_folder
 
         return load_folder(path, include_phi=include_phi)
     if fmt == "dicom":
-        from napari_medcnn.io.dicom.file import load_file
+        from napari_medcnn.io.dicom.load import load_file
 
         return ScanList(load_file(path, include_phi=include_phi))
     if fmt == "nifti":

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from napari_medcnn._reader import napari_get_reader
 from napari_medcnn.io import ScanReadError, load
-from napari_medcnn.io.dicom.file import load_file
+from napari_medcnn.io.dicom.load import load_file
 
 DATA_STORE = Path(__import__("data_store").__file__).parent / "data"
 

@@ -22,13 +22,13 @@ from napari_medcnn._reader import napari_get_reader
 from napari_medcnn.cli import main
 from napari_medcnn.deid.pixels import blank_rectangles
 from napari_medcnn.io import ScanReadError, load
+from napari_medcnn.io.dicom.decoders import decode
 from napari_medcnn.io.dicom.native import (
     NativeDecoderPanic,
     is_native_panic,
     native_decoder,
     summarise_output,
 )
-from napari_medcnn.io.dicom.pixels import decode
 
 #: The mutation that makes pylibjpeg-rle panic (found by a search over
 #: single-byte changes of the frame): byte 1948 of the RLE frame of
@@ -136,7 +136,7 @@ def test_gdcm_is_never_handed_a_frame_that_pillow_rejected(tmp_path):
     path = _sof_precision_157(tmp_path)
     # the precondition, in a child process: python-gdcm dies on this frame
     gdcm = _python(
-        "import sys, pydicom, napari_medcnn.io.dicom.pixels\n"
+        "import sys, pydicom, napari_medcnn.io.dicom.decoders\n"
         "from pydicom.pixels import get_decoder\n"
         "from pydicom.pixels.utils import as_pixel_options\n"
         "ds = pydicom.dcmread(sys.argv[1])\n"
@@ -169,7 +169,7 @@ def test_plugin_order_leaves_out_crash_prone_plugins():
         JPEGLosslessSV1,
     )
 
-    from napari_medcnn.io.dicom.pixels import plugin_order
+    from napari_medcnn.io.dicom.decoders import plugin_order
 
     assert plugin_order(JPEGBaseline8Bit, ("gdcm", "pillow", "imagecodecs")) == [
         "pillow",

@@ -10,12 +10,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from napari_medcnn.io import ScanReadError, load
-from napari_medcnn.io.dicom.find import (
-    SeriesInfo,
-    iter_scan_folder,
-    load_folder,
-    load_series,
-)
+from napari_medcnn.io.dicom.find import SeriesInfo, iter_scan_folder
+from napari_medcnn.io.dicom.load import load_folder, load_series
 from napari_medcnn.io.synth import write_series
 
 

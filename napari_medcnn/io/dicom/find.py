@@ -1,26 +1,29 @@
-"""DICOM folders: find the series (header-only), then load them as volumes.
+"""DICOM folders: find the series (header-only); nothing here reads pixels.
 
 ``iter_scan_folder`` walks a folder, parses every DICOM header once (in a
-thread pool), groups files by SeriesInstanceUID and splits groups whose
-orientation, image size or pixel spacing differ, or whose slices repeat
-positions for a reason the headers give (echo, acquisition).  It is a
-generator: it yields ``("scan", i, n)`` progress and *returns* the
-:class:`SeriesInfo` list.  ``load_series`` turns one into a :class:`Scan`;
-``load_folder`` (what ``io.load`` calls for a folder) does both.
+thread pool), groups files by SeriesInstanceUID and splits groups that
+cannot make one stack (:func:`split_stacks`: orientation, image size or
+pixel spacing differ, or slices repeat positions for a reason the headers
+give: echo, acquisition).  It is a generator: it yields ``("scan", i, n)``
+progress and *returns* the :class:`SeriesInfo` list.  The frames of one
+multi-frame file are split by the same :func:`split_stacks`.  Loading is in
+``load.py`` (``load_series`` turns a :class:`SeriesInfo` into a
+:class:`Scan`; ``load_folder``, what ``io.load`` calls for a folder, does
+both).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from pydicom.uid import UID
 
-from napari_medcnn.io import quality
 from napari_medcnn.io.dicom.geometry import (
     cluster,
     group_by,
@@ -32,15 +35,12 @@ from napari_medcnn.io.dicom.geometry import (
     sort_positions,
     split_duplicates,
 )
-from napari_medcnn.io.dicom.headers import (
-    DICOMDIR_SOP,
-    SliceHeader,
-    non_image_reason,
-    read_header,
-)
-from napari_medcnn.io.scan import QualityReport, Scan, ScanList, ScanReadError
+from napari_medcnn.io.dicom.headers import DICOMDIR_SOP, SliceHeader, read_header
+from napari_medcnn.io.scan import ScanReadError
 
-__all__ = ["SeriesInfo", "iter_scan_folder", "load_folder", "load_series"]
+__all__ = ["FolderScan", "SeriesInfo", "iter_folder", "iter_scan_folder"]
+
+T = TypeVar("T")
 
 
 def default_workers() -> int:
@@ -162,9 +162,11 @@ def _safe_header(path: str) -> SliceHeader | str | None:
         return str(exc)
 
 
-def _scan_folder(
-    path: str | os.PathLike, workers: int | None = None
+def iter_folder(
+    path: str | os.PathLike, *, workers: int | None = None
 ) -> Generator[tuple[str, int, int], None, FolderScan]:
+    """:func:`iter_scan_folder`, returning the whole :class:`FolderScan`
+    (file counts and unreadable headers too, for ``load_folder``'s report)."""
     root = os.fspath(path)
     if not os.path.isdir(root):
         raise ScanReadError(root, "not a folder")
@@ -209,7 +211,7 @@ def iter_scan_folder(
     Raises:
         ScanReadError: ``path`` is not a folder.
     """
-    result = yield from _scan_folder(path, workers)
+    result = yield from iter_folder(path, workers=workers)
     return result.series
 
 
@@ -252,6 +254,60 @@ def _differences(a: SliceHeader, b: SliceHeader) -> list[str]:
     return out
 
 
+def _split_keys(h: SliceHeader) -> dict[str, Any]:
+    return {
+        "echo number": h.echo_number,
+        "acquisition number": h.acquisition_number,
+        "temporal position": h.temporal_position,
+    }
+
+
+def split_stacks(
+    items: Sequence[T],
+    differences: Callable[[T, T], list[str]],
+    keys: Callable[[T], Mapping[str, Any]],
+) -> list[tuple[list[int], str | None]]:
+    """Split slices (files of a series, or frames of one file) into stacks.
+
+    Slices with no ``differences`` (orientation, size, spacing...) go
+    together; then a group whose slices all have a position and orientation
+    and repeat positions is split by the first of ``keys`` (echo,
+    acquisition...) that explains the repeats (see
+    :func:`~napari_medcnn.io.dicom.geometry.split_duplicates`).
+
+    Args:
+        items: records with ``ipp`` and ``iop`` (``SliceHeader``,
+            ``FrameInfo``).
+        differences: the names of what differs between two records, empty
+            when they can share a stack.
+        keys: a record's candidate split keys, name -> value, in the order
+            to try them.
+
+    Returns:
+        ``(indices, reason)`` per stack; ``reason`` names what split it, or
+        None when nothing did.
+    """
+    if not items:
+        return []
+    groups = group_by(cluster(items, lambda a, b: not differences(a, b)))
+    first = items[groups[0][0]]
+    reasons = {r for g in groups[1:] for r in differences(items[g[0]], first)}
+    reason = " and ".join(sorted(reasons)) or None
+    out: list[tuple[list[int], str | None]] = []
+    for g in groups:
+        part = [items[i] for i in g]
+        if len(g) > 1 and all(h.ipp is not None and h.iop is not None for h in part):
+            normal = plane_axes(part[0].iop)[2]
+            dists = np.array([h.ipp @ normal for h in part])
+            values = [keys(h) for h in part]
+            named = [(k, [v.get(k) for v in values]) for k in values[0]]
+            subs, why = split_duplicates(dists, named)
+            out.extend(([g[i] for i in sub], why or reason) for sub in subs)
+        else:
+            out.append((g, reason))
+    return out
+
+
 def _split_images(
     images: list[SliceHeader],
 ) -> list[tuple[list[SliceHeader], str | None]]:
@@ -264,26 +320,10 @@ def _split_images(
             parts.append(([h], "multi-frame file" if len(images) > 1 else None))
     if not single:
         return parts
-    labels = cluster(single, lambda a, b: not _differences(a, b))
-    groups = [[single[i] for i in g] for g in group_by(labels)]
-    reasons = sorted({r for g in groups[1:] for r in _differences(g[0], groups[0][0])})
-    reason = " and ".join(reasons) or None
-    if len(groups) == 1 and len(parts):
-        reason = "multi-frame file"
-    for g in groups:
-        if len(g) > 1 and all(h.ipp is not None and h.iop is not None for h in g):
-            normal = plane_axes(g[0].iop)[2]
-            dists = np.array([h.ipp @ normal for h in g])
-            keys = [
-                ("echo number", [h.echo_number for h in g]),
-                ("acquisition number", [h.acquisition_number for h in g]),
-                ("temporal position", [h.temporal_position for h in g]),
-            ]
-            subs, why = split_duplicates(dists, keys)
-            for s in subs:
-                parts.append(([g[i] for i in s], why or reason))
-        else:
-            parts.append((g, reason))
+    stacks = split_stacks(single, _differences, _split_keys)
+    if parts and all(why is None for _, why in stacks):
+        stacks = [(g, "multi-frame file") for g, _ in stacks]
+    parts.extend(([single[i] for i in g], why) for g, why in stacks)
     return parts
 
 
@@ -324,79 +364,3 @@ def _info(hs: list[SliceHeader], kind: str, split_reason: str | None) -> SeriesI
         split_reason=split_reason,
         headers=list(hs),
     )
-
-
-def load_series(
-    info: SeriesInfo, *, include_phi: bool = False, workers: int | None = None
-) -> Scan:
-    """Load one image series as a :class:`Scan` (volume, 2D image or stack).
-
-    Slices are sorted by position along the normal; the slice spacing comes
-    from the positions.  A single multi-frame file holding several stacks
-    returns the first (``io.load`` on the file gives them all).
-
-    Raises:
-        ScanReadError: a non-image series, or unreadable/corrupt files.
-    """
-    from napari_medcnn.io.dicom.series import load_series_scans
-
-    return load_series_scans(info, include_phi=include_phi, workers=workers)[0]
-
-
-def load_folder(path: str | os.PathLike, *, include_phi: bool = False) -> ScanList:
-    """Load every image series under ``path`` (``io.load`` for folders).
-
-    Returns:
-        The scans, as a :class:`ScanList` whose ``folder_quality`` lists,
-        once for the folder, the non-image series (SR, RT plan, SEG...)
-        that were skipped (``skipped_non_image``) and the files or series
-        that failed to load (``skipped_unreadable``).  Each scan's own
-        report holds only findings about that scan.
-
-    Raises:
-        ScanReadError: no readable image series; the message says what the
-            folder holds.
-    """
-    from napari_medcnn._progress import drain
-    from napari_medcnn.io.dicom.series import load_series_scans
-
-    found: FolderScan = drain(_scan_folder(path))
-    images = [s for s in found.series if s.kind == "image"]
-    others = [s for s in found.series if s.kind != "image"]
-    scans: list[Scan] = []
-    failures = list(found.errors)
-    for info in images:
-        try:
-            scans.extend(load_series_scans(info, include_phi=include_phi))
-        except ScanReadError as exc:
-            failures.append(str(exc))
-    if not scans:
-        raise ScanReadError(path, _describe(found, others, failures))
-    folder = QualityReport()
-    quality.note_skipped_non_image(folder, [_non_image_name(s) for s in others])
-    quality.note_unreadable(folder, failures)
-    return ScanList(scans, folder)
-
-
-def _non_image_name(info: SeriesInfo) -> str:
-    what = info.sop_class_name or info.modality or "unknown object"
-    if info.headers:
-        h = info.headers[0]
-        why = non_image_reason(h.sop_class, h.has_pixels, h.rows > 0, in_folder=True)
-        what = why or what
-    return f"{what} ({info.n_files} file{'s' if info.n_files != 1 else ''})"
-
-
-def _describe(found: FolderScan, others: list[SeriesInfo], failures: list[str]) -> str:
-    if found.n_files == 0:
-        return "the folder holds no files"
-    if found.n_dicom == 0:
-        return f"no DICOM files among {found.n_files} file(s)"
-    parts = [
-        f"no readable image series ({found.n_dicom} DICOM of {found.n_files} files)"
-    ]
-    if others:
-        parts.append("non-image: " + ", ".join(_non_image_name(s) for s in others[:5]))
-    if failures:
-        parts.append("unreadable: " + "; ".join(failures[:3]))
-    return "; ".join(parts)

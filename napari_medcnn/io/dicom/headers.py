@@ -1,16 +1,22 @@
-"""Reading DICOM files: whole datasets, cheap per-slice headers, raw pixels.
+"""Reading DICOM files: whole datasets, cheap per-slice headers, per-frame
+headers of multi-frame files, raw pixels.
 
 :func:`read_header` parses a file up to its pixel data (``dcmread(...,
 stop_before_pixels=True)``), keeps the few values that series grouping,
 sorting and fast loading need in a small :class:`SliceHeader`, and notes
 where the pixel bytes start so that :func:`read_native_into` can read them
-straight into a preallocated volume.
+straight into a preallocated volume.  :func:`frame_infos` gives the same
+geometry and rescale for each frame of a multi-frame dataset
+(:class:`FrameInfo`): enhanced IODs from their functional groups
+(PlanePosition/PlaneOrientation/PixelMeasures/PixelValueTransformation/
+FrameVOILUT, per-frame or shared), RT Dose from GridFrameOffsetVector.
+Both are :class:`~napari_medcnn.io.dicom.stack.Plane` records for the stack.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +31,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from napari_medcnn.io.dicom.geometry import floats
+from napari_medcnn.io.dicom.geometry import floats, plane_axes
+from napari_medcnn.io.dicom.pixels import window_of
 from napari_medcnn.io.dicom.quiet import quiet_parse
 from napari_medcnn.io.formats import DICOM_SUFFIXES, looks_like_raw_dicom
 from napari_medcnn.io.scan import ScanReadError
@@ -200,7 +207,8 @@ def _first_float(value: Any) -> float:
     return v
 
 
-def _spacing(value: Any) -> tuple[float, float] | None:
+def parse_spacing(value: Any) -> tuple[float, float] | None:
+    """A (row, column) spacing from a DICOM pair, positive and finite, else None."""
     arr = floats(value, 2)
     if arr is None or np.any(arr <= 0):
         return None
@@ -293,8 +301,8 @@ def read_header(path: str) -> SliceHeader | None:
     h.pixel_representation = _get(ds, "PixelRepresentation", int, 0)
     h.iop = _multi(ds, "ImageOrientationPatient", 6)
     h.ipp = _multi(ds, "ImagePositionPatient", 3)
-    h.pixel_spacing = _spacing(_multi(ds, "PixelSpacing", 2))
-    h.imager_pixel_spacing = _spacing(_multi(ds, "ImagerPixelSpacing", 2))
+    h.pixel_spacing = parse_spacing(_multi(ds, "PixelSpacing", 2))
+    h.imager_pixel_spacing = parse_spacing(_multi(ds, "ImagerPixelSpacing", 2))
     h.slope = _get(ds, "RescaleSlope", _first_float, 1.0) or 1.0
     h.intercept = _get(ds, "RescaleIntercept", _first_float, 0.0)
     h.has_luts = "ModalityLUTSequence" in ds or "VOILUTSequence" in ds
@@ -387,3 +395,101 @@ def read_native_into(h: SliceHeader, out: np.ndarray) -> None:
     if 0 < shift < h.bits_allocated:
         np.left_shift(out, shift, out=out)
         np.right_shift(out, shift, out=out)
+
+
+def finite_float(value: Any, allow_zero: bool = False) -> float | None:
+    """A finite float from a DICOM value (first of many); 0 -> None unless
+    ``allow_zero``."""
+    try:
+        v = float(value[0] if isinstance(value, list | tuple) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return v if np.isfinite(v) and (v != 0 or allow_zero) else None
+
+
+@dataclass
+class FrameInfo:
+    """Geometry and value transform of one frame (mm, modality units)."""
+
+    ipp: np.ndarray | None = None
+    iop: np.ndarray | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    slope: float = 1.0
+    intercept: float = 0.0
+    window: tuple[float, float] | None = None
+    keys: dict[str, Any] = field(default_factory=dict)
+
+
+def _first(groups: Dataset | None, keyword: str) -> Dataset | None:
+    if groups is None:
+        return None
+    seq = groups.get(keyword)
+    return seq[0] if seq else None
+
+
+def _rescale_of(
+    item: Dataset | None, default: tuple[float, float]
+) -> tuple[float, float]:
+    if item is None:
+        return default
+    try:
+        slope = float(item.get("RescaleSlope", default[0]))
+        intercept = float(item.get("RescaleIntercept", default[1]))
+    except (TypeError, ValueError):
+        return default
+    return (slope, intercept) if slope != 0 else default
+
+
+def frame_infos(ds: Dataset, n: int) -> list[FrameInfo]:
+    """Per-frame geometry/rescale of a (multi-frame) dataset with ``n`` frames."""
+    top_iop = floats(ds.get("ImageOrientationPatient"), 6)
+    top_ipp = floats(ds.get("ImagePositionPatient"), 3)
+    top_sp = parse_spacing(ds.get("PixelSpacing"))
+    rescale = _rescale_of(ds, (1.0, 0.0))
+    if "RescaleSlope" not in ds and (dose := finite_float(ds.get("DoseGridScaling"))):
+        rescale = (dose, 0.0)  # RT Dose: stored value x scaling = Gy
+    top_window = window_of(ds)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+    if per_frame is not None or shared is not None:
+        out = []
+        for i in range(n):
+            pf = per_frame[i] if per_frame is not None and i < len(per_frame) else None
+
+            def item(kw: str, pf: Dataset | None = pf) -> Dataset | None:
+                return _first(pf, kw) or _first(shared, kw)
+
+            pos, ori = item("PlanePositionSequence"), item("PlaneOrientationSequence")
+            meas, content = item("PixelMeasuresSequence"), item("FrameContentSequence")
+            seg, echo = item("SegmentIdentificationSequence"), item("MREchoSequence")
+            f = FrameInfo(
+                ipp=floats(pos.get("ImagePositionPatient"), 3) if pos else None,
+                iop=floats(ori.get("ImageOrientationPatient"), 6) if ori else top_iop,
+                pixel_spacing=parse_spacing(meas.get("PixelSpacing"))
+                if meas
+                else top_sp,
+                window=window_of(item("FrameVOILUTSequence")) or top_window,
+            )
+            if f.ipp is None and n == 1:
+                f.ipp = top_ipp
+            f.slope, f.intercept = _rescale_of(
+                item("PixelValueTransformationSequence"), rescale
+            )
+            f.keys = {
+                "stack": content.get("StackID") if content else None,
+                "temporal position": content.get("TemporalPositionIndex")
+                if content
+                else None,
+                "segment": seg.get("ReferencedSegmentNumber") if seg else None,
+                "echo time": echo.get("EffectiveEchoTime") if echo else None,
+            }
+            out.append(f)
+        return out
+    ipps: list[np.ndarray | None] = [top_ipp if n == 1 else None] * n
+    offsets = floats(ds.get("GridFrameOffsetVector"), n) if n > 1 else None
+    if offsets is not None and top_ipp is not None:
+        normal = plane_axes(top_iop)[2]
+        ipps = [top_ipp + (o - offsets[0]) * normal for o in offsets]
+    s, b = rescale
+    return [FrameInfo(p, top_iop, top_sp, s, b, top_window) for p in ipps]
