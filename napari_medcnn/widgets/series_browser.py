@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from napari_medcnn.io.scan import Scan
 
-from napari_medcnn.widgets._jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
+from napari_medcnn.widgets._common.jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ _MAX_COLUMN_PX = (130, 200)
 
 def iter_scan_job(folder: str) -> Generator[Any, None, list[Any]]:
     """:func:`iter_scan_folder` for a worker thread (core generator, no Qt;
-    ``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
+    ``RuntimeError`` re-raised as :class:`JobError`, see ``_common.jobs``)."""
     from napari_medcnn.io.dicom.find import iter_scan_folder
 
     return (yield from guarded(iter_scan_folder(folder)))
@@ -76,7 +76,7 @@ def iter_load_series(
     the :class:`Scan` or, when that series failed, the exception: one broken
     series never stops the others.
     """
-    from napari_medcnn.io.dicom.find import load_series
+    from napari_medcnn.io.dicom.load import load_series
 
     n = len(infos)
     for i, info in enumerate(infos):
@@ -236,7 +236,7 @@ class SeriesBrowser(WorkerPanel, QWidget):
         self._start(worker, f"Loading {n} series…")
         self.progress.setRange(0, n)
 
-    # -- worker plumbing (the rest in _jobs.WorkerPanel) -------------------
+    # -- worker plumbing (the rest in _common.jobs.WorkerPanel) ------------
     def _on_progress(self, event: Any) -> None:
         step = self._show_step(event)
         if step is not None:

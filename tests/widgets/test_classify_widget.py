@@ -322,7 +322,7 @@ def test_bad_checkpoint_keeps_previous_model(
 def test_missing_default_model_is_said(make_napari_viewer, tmp_path, monkeypatch):
     import napari.utils.notifications as notifications
 
-    import napari_medcnn.widgets.classify as classify_widget
+    import napari_medcnn.widgets.classify.widget as classify_widget
 
     missing = tmp_path / "weights" / "br35h_default.safetensors"
     monkeypatch.setattr(classify_widget, "default_model_file", lambda: missing)
@@ -372,7 +372,7 @@ def test_phi_stays_out_and_warnings_are_shown(
 @pytest.mark.gui
 def test_screenshots_mr_slice_and_volume(make_napari_viewer, qtbot, tiny, tmp_path):
     """What the user sees: the dock after classifying a slice and a volume."""
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
 
     model = default_model_path() if default_model_path().exists() else tiny
     viewer = make_napari_viewer(show=True)
@@ -400,7 +400,7 @@ def _export_refuses_unconfirmed_replacing(widget, out, monkeypatch):
     """A programmatic export never replaces a file unless asked; the Export
     buttons replace one only when the save dialog itself chose it (Qt asked
     the user), not when the suffix was added after the dialog."""
-    import napari_medcnn.widgets._classify_ui as ui
+    import napari_medcnn.widgets.classify.dialogs as ui
 
     mine = "a file the user keeps"
     out.write_text(mine)
@@ -488,7 +488,7 @@ def test_domain_banner_grey_bars_and_marked_slices(make_napari_viewer, qtbot, tm
     marked on the curve and the label comes from the others."""
     from pydicom.data import get_testdata_file
 
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
 
     if not default_model_path().exists():
         pytest.skip("no default model")

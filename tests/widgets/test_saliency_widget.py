@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from _helpers import make_checkpoint
 
-from napari_medcnn.inference.predict import default_model_path
-from napari_medcnn.widgets._saliency_layers import overlay_name, reference_name
+from napari_medcnn.models.checkpoint import default_model_path
+from napari_medcnn.widgets.saliency.layers import overlay_name, reference_name
 
 PLUGIN = "napari-medcnn"
 WAIT_MS = 120_000
@@ -196,7 +196,7 @@ def _export_never_replaces_unasked(widget, tmp_path, monkeypatch):
     """Programmatic exports refuse existing files; through the dialog, the
     confirmed map may be replaced with its own sidecar, but a new map never
     replaces someone's ``<stem>.json`` (a classification export, say)."""
-    import napari_medcnn.widgets._saliency_ui as ui
+    import napari_medcnn.widgets.saliency.dialogs as ui
 
     ct_json = tmp_path / "ct.json"
     ct_json.write_text("[]")  # classify --json ct.json

@@ -1,4 +1,5 @@
-"""The Classify widget's list of image layers: ticked layers are the channels.
+"""The Classify and Saliency widgets' list of image layers: ticked layers are
+the channels.
 
 The order of the ticked layers in the list is the channel order the model
 receives; the user reorders them by dragging or with the Up / Down buttons
@@ -14,6 +15,8 @@ from typing import Any
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem
+
+from napari_medcnn.widgets._common.layers import contains
 
 _LAYER_ROLE = Qt.ItemDataRole.UserRole
 
@@ -59,16 +62,16 @@ class ChannelList(QListWidget):
         """Show ``layers`` (image layers of the viewer): keep the order and
         ticks of those already listed, drop removed ones, append new ones
         unticked, and refresh names."""
-        kept = [(lay, chk) for lay, chk in self._entries() if _contains(layers, lay)]
+        kept = [(lay, chk) for lay, chk in self._entries() if contains(layers, lay)]
         new = [
-            (lay, False) for lay in layers if not _contains([k for k, _ in kept], lay)
+            (lay, False) for lay in layers if not contains([k for k, _ in kept], lay)
         ]
         self._fill(kept + new)
 
     def set_checked(self, layers: Sequence[Any]) -> None:
         """Tick exactly ``layers``, moved to the top in the given order."""
-        rest = [lay for lay in self.layers() if not _contains(layers, lay)]
-        listed = [lay for lay in layers if _contains(self.layers(), lay)]
+        rest = [lay for lay in self.layers() if not contains(layers, lay)]
+        listed = [lay for lay in layers if contains(self.layers(), lay)]
         self._fill([(lay, True) for lay in listed] + [(lay, False) for lay in rest])
 
     def move_current(self, delta: int) -> None:
@@ -117,7 +120,3 @@ class ChannelList(QListWidget):
 
     def _emit(self, *_args) -> None:
         self.channels_changed.emit()
-
-
-def _contains(layers: Sequence[Any], layer: Any) -> bool:
-    return any(layer == other for other in layers)

@@ -1,5 +1,9 @@
 """Shared plumbing for the widgets' worker jobs (no Qt widgets).
 
+:class:`WorkerPanel` runs one napari ``thread_worker`` at a time for a
+panel; :func:`load_model_job` loads a checkpoint in one (the Classify and
+Saliency panels), :func:`default_model_file` names the default model.
+
 superqt, which napari's ``thread_worker`` uses, treats a ``RuntimeError``
 raised in a worker as "the worker was deleted" and emits neither
 ``errored`` nor ``finished``, which would leave a panel busy for ever.
@@ -10,6 +14,7 @@ ones, so every job re-raises them as :class:`JobError`.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 
@@ -33,6 +38,21 @@ def guarded_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise JobError(str(exc)) from exc
 
 
+def load_model_job(path: str, device: Any = None) -> Any:
+    """Load a checkpoint (``LoadedModel``) in a worker thread; torch is
+    imported there, not when a widget docks."""
+    from napari_medcnn.models.checkpoint import load_checkpoint
+
+    return guarded_call(load_checkpoint, path, device)
+
+
+def default_model_file() -> Path:
+    """The default model's weights path (it may not exist yet)."""
+    from napari_medcnn.models.checkpoint import default_model_path
+
+    return Path(default_model_path())
+
+
 class JobHandle:
     """The running worker, reachable after the panel itself is gone."""
 
@@ -47,7 +67,9 @@ class WorkerPanel:
     """Mixin for a panel that runs one worker at a time (no Qt import here).
 
     The panel provides ``self._job`` (a :class:`JobHandle`), ``self.progress``
-    (a progress bar), ``self.status`` (a label) and ``_update_buttons()``;
+    (a progress bar) and ``self.status`` (a label), usually those of a
+    :class:`~napari_medcnn.widgets._common.controls.RunControls`, and
+    ``_update_buttons()``;
     it may override :meth:`_say`, :meth:`_on_errored` and :meth:`_on_aborted`.
     Workers are made with ``ignore_errors=True``: an error ends the job with
     :meth:`_on_errored`, never a re-raise into Qt's event loop.
@@ -98,17 +120,3 @@ class WorkerPanel:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
         self._update_buttons()
-
-
-def build_progress_controls(w: Any, status: str = "") -> None:
-    """Create the controls :class:`WorkerPanel` drives as attributes of
-    ``w``: ``cancel_button`` (disabled until a job runs), ``progress`` (at 0)
-    and a word-wrapped ``status`` label showing ``status``."""
-    from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
-
-    w.cancel_button = QPushButton("Cancel")
-    w.cancel_button.setEnabled(False)
-    w.progress = QProgressBar()
-    w.progress.setValue(0)
-    w.status = QLabel(status)
-    w.status.setWordWrap(True)

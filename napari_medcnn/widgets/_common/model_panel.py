@@ -5,51 +5,127 @@ stays when that fails), keeps one worker at a time in a :class:`JobHandle`
 (model load or the panel's own job), disables Run and the model buttons
 while it runs, quits it on Cancel, shows ``errored`` as a notification and
 keeps the status line and progress bar.  It also offers the image layers
-as ticked channels.  The ``build_*`` functions create the child widgets
-both panels lay out alike: the layer list with its channel order and the
-model row, the run row with status, and the scroll area around it all.
+as ticked channels.  Both panels lay out the same child widgets, made by
+the classes here: :class:`ModelControls` (the layer list with its channel
+order, and the model row) and :class:`ScopeButtons`; the run row is a
+:class:`~napari_medcnn.widgets._common.controls.RunControls`.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QFileDialog,
-    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_medcnn.widgets._channels import ChannelList
-from napari_medcnn.widgets._classify_jobs import (
+from napari_medcnn.widgets._common.channels import ChannelList
+from napari_medcnn.widgets._common.jobs import (
     JobHandle,
-    contains,
+    WorkerPanel,
     default_model_file,
     load_model_job,
 )
-from napari_medcnn.widgets._jobs import WorkerPanel, build_progress_controls
+from napari_medcnn.widgets._common.layers import contains
 
 MODEL_FILTER = "Model checkpoints (*.safetensors *.pt *.pth *.json)"
+
+
+class ModelControls(QWidget):
+    """The image layers ticked as channels, in order, and the model row.
+
+    Attributes:
+        channels: the :class:`ChannelList`; ``up_button`` / ``down_button``
+            move its selected layer.
+        channel_label: the chosen channels and what the model expects.
+        model_label: the loaded model.
+        default_button, browse_button: load the default model, or a file.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.channels = ChannelList()
+        self.up_button, self.down_button = QPushButton("Up"), QPushButton("Down")
+        self.channel_label = QLabel()
+        self.channel_label.setWordWrap(True)
+        self.model_label = QLabel("No model loaded.")
+        self.model_label.setWordWrap(True)
+        self.default_button = QPushButton("Default model")
+        self.browse_button = QPushButton("Model file…")
+
+        grid = QGridLayout()
+        grid.addWidget(QLabel("<b>Image layers</b> (ticked, in channel order)"), 0, 0)
+        grid.addWidget(self.channels, 1, 0, 2, 1)
+        grid.addWidget(self.up_button, 1, 1)
+        grid.addWidget(self.down_button, 2, 1)
+        self.channels.setMaximumHeight(3 * self.fontMetrics().height() + 16)
+        model_row = QHBoxLayout()
+        model_row.addWidget(QLabel("<b>Model</b>"))
+        model_row.addStretch(1)
+        model_row.addWidget(self.default_button)
+        model_row.addWidget(self.browse_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(grid)
+        layout.addWidget(self.channel_label)
+        layout.addLayout(model_row)
+        layout.addWidget(self.model_label)
+
+        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
+        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
+
+
+class ScopeButtons(QWidget):
+    """A row of radio buttons, one per scope, ``slice`` checked.
+
+    Args:
+        scopes: scope key -> button text, in display order.
+        title: a label before the buttons ("" for none).
+
+    Attributes:
+        group: the ``QButtonGroup`` (exclusive).
+        buttons: scope key -> ``QRadioButton``.
+    """
+
+    def __init__(
+        self, scopes: dict[str, str], title: str = "", parent: QWidget | None = None
+    ):
+        super().__init__(parent)
+        self.group = QButtonGroup(self)
+        self.buttons = {k: QRadioButton(t) for k, t in scopes.items()}
+        for i, button in enumerate(self.buttons.values()):
+            self.group.addButton(button, i)
+        self.buttons["slice"].setChecked(True)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        if title:
+            row.addWidget(QLabel(title))
+        for button in self.buttons.values():
+            row.addWidget(button)
+        row.addStretch(1)
 
 
 class ModelPanelMixin(WorkerPanel):
     """Model and job plumbing of a panel (mixed into a ``QWidget``).
 
-    The panel calls :meth:`_init_panel` first, then builds the widgets of
-    :func:`build_model_controls`, :func:`build_run_controls` and
-    :func:`build_scope_buttons`, sets ``_view`` (a ``ResultView``: colours
-    and the model / channel texts) and calls
+    The panel calls :meth:`_init_panel` first, then makes its child widgets:
+    a :class:`ModelControls`, a :class:`ScopeButtons` and a ``RunControls``,
+    whose children it keeps as its own attributes (``channels``,
+    ``up_button``, ``down_button``, ``channel_label``, ``model_label``,
+    ``default_button``, ``browse_button``, ``scope_group``,
+    ``scope_buttons``, ``run_button``, ``cancel_button``, ``progress``,
+    ``status``), sets ``_colors`` (``PlotColors``) and calls
     :meth:`_connect_model_controls`.  It has ``run``, ``_update_buttons``,
     ``_on_layers_changed`` and ``_on_model_loaded``.
     """
@@ -66,8 +142,6 @@ class ModelPanelMixin(WorkerPanel):
 
     def _connect_model_controls(self) -> None:
         self.channels.channels_changed.connect(self._update_channel_label)
-        self.up_button.clicked.connect(lambda: self.channels.move_current(-1))
-        self.down_button.clicked.connect(lambda: self.channels.move_current(1))
         self.default_button.clicked.connect(lambda: self.load_model(None))
         self.browse_button.clicked.connect(self._browse_model)
         self.run_button.clicked.connect(self.run)
@@ -160,16 +234,16 @@ class ModelPanelMixin(WorkerPanel):
     def _update_channel_label(self) -> None:
         names = [str(lay.name) for lay in self.selected_layers()]
         card = self._model.card if self._model is not None else None
-        self.channel_label.setText(self._view.channel_text(names, card))
+        self.channel_label.setText(channel_text(names, card, self._colors.marker))
 
     def _show_model_text(self) -> None:
-        text, tip = self._view.model_text(self._model)
+        text, tip = model_text(self._model)
         self.model_label.setText(text)
         self.model_label.setToolTip(tip)
 
     def _say(self, message: str, warn: bool = False) -> None:
         self.status.setText(message)
-        self.status.setStyleSheet(f"color: {self._view.colors.marker};" if warn else "")
+        self.status.setStyleSheet(f"color: {self._colors.marker};" if warn else "")
 
     def _error(self, message: str) -> None:
         from napari.utils.notifications import show_error
@@ -183,88 +257,46 @@ class ModelPanelMixin(WorkerPanel):
             self.load_model(path)
 
 
-def build_model_controls(w: QWidget) -> tuple[QGridLayout, QHBoxLayout]:
-    """Create the layer list (``channels``, ``up_button``, ``down_button``,
-    ``channel_label``) and the model row (``model_label``,
-    ``default_button``, ``browse_button``) as attributes of ``w``.
-
-    Returns:
-        (layer grid, model row) to lay out.
-    """
-    w.channels = ChannelList()
-    w.up_button, w.down_button = QPushButton("Up"), QPushButton("Down")
-    w.channel_label = QLabel()
-    w.channel_label.setWordWrap(True)
-    w.model_label = QLabel("No model loaded.")
-    w.model_label.setWordWrap(True)
-    w.default_button = QPushButton("Default model")
-    w.browse_button = QPushButton("Model file…")
-    grid = QGridLayout()
-    grid.addWidget(QLabel("<b>Image layers</b> (ticked, in channel order)"), 0, 0)
-    grid.addWidget(w.channels, 1, 0, 2, 1)
-    grid.addWidget(w.up_button, 1, 1)
-    grid.addWidget(w.down_button, 2, 1)
-    w.channels.setMaximumHeight(3 * w.fontMetrics().height() + 16)
-    model_row = QHBoxLayout()
-    model_row.addWidget(QLabel("<b>Model</b>"))
-    model_row.addStretch(1)
-    model_row.addWidget(w.default_button)
-    model_row.addWidget(w.browse_button)
-    return grid, model_row
+def model_text(loaded: Any) -> tuple[str, str]:
+    """(label text, tooltip) describing a ``LoadedModel`` (or None)."""
+    if loaded is None:
+        return "No model loaded.", ""
+    card = loaded.card
+    kind = {
+        "slice": "2D slices",
+        "volume": "3D volumes",
+        "sequence": "slice series",
+    }
+    classes = ", ".join(card.classes)
+    text = (
+        f"<b>{html.escape(card.name or card.arch)}</b> ({html.escape(card.arch)}, "
+        f"{kind.get(card.input_kind, card.input_kind)})<br>"
+        f"classes: {html.escape(classes)}"
+    )
+    tip = f"{loaded.path}\nmodel id {card.model_id or 'n/a'}\ndevice {loaded.device}"
+    return text, tip
 
 
-def add_model_controls(layout: QVBoxLayout, w: QWidget, grid, model_row) -> None:
-    """Lay out what :func:`build_model_controls` made, top to bottom."""
-    layout.addLayout(grid)
-    layout.addWidget(w.channel_label)
-    layout.addLayout(model_row)
-    layout.addWidget(w.model_label)
-
-
-def build_run_controls(w: QWidget) -> QHBoxLayout:
-    """Create ``run_button``, ``cancel_button``, ``progress`` and ``status``
-    as attributes of ``w``; returns the run row (status goes below it)."""
-    w.run_button = QPushButton("Run")
-    build_progress_controls(w)
-    run_row = QHBoxLayout()
-    run_row.addWidget(w.run_button)
-    run_row.addWidget(w.cancel_button)
-    run_row.addWidget(w.progress, 1)
-    return run_row
-
-
-def scrolled_layout(w: QWidget) -> QVBoxLayout:
-    """Put a vertical scroll area in ``w`` and return its content's layout.
-
-    On a short screen the panel scrolls instead of making napari's window
-    taller than the screen or squashing the plots.
-    """
-    inner = QWidget()
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setWidget(inner)
-    outer = QVBoxLayout(w)
-    outer.setContentsMargins(0, 0, 0, 0)
-    outer.addWidget(scroll)
-    return QVBoxLayout(inner)
-
-
-def build_scope_buttons(w: QWidget, scopes: dict[str, str]) -> QHBoxLayout:
-    """Create ``scope_group`` and ``scope_buttons`` (key -> radio button,
-    ``slice`` checked) on ``w`` from ``scopes`` (key -> text); returns
-    a row of the buttons."""
-    w.scope_group = QButtonGroup(w)
-    w.scope_buttons = {k: QRadioButton(t) for k, t in scopes.items()}
-    for i, button in enumerate(w.scope_buttons.values()):
-        w.scope_group.addButton(button, i)
-    w.scope_buttons["slice"].setChecked(True)
-    scope_row = QHBoxLayout()
-    for button in w.scope_buttons.values():
-        scope_row.addWidget(button)
-    scope_row.addStretch(1)
-    return scope_row
+def channel_text(names: Sequence[str], card: Any, warn_color: str) -> str:
+    """Chosen channel layers in order, the model's expectation, mismatch
+    (in ``warn_color``)."""
+    esc = html.escape
+    chosen = (
+        "  ".join(f"{i + 1}. {esc(n)}" for i, n in enumerate(names))
+        if names
+        else "none"
+    )
+    text = f"Channels: {chosen}"
+    if card is None:
+        return text
+    expected = ", ".join(card.channel_names) or "unnamed"
+    text += f"<br>Model expects {card.in_channels}: {esc(expected)}"
+    if names and len(names) != card.in_channels:
+        text += (
+            f'<br><span style="color:{warn_color}">'
+            f"tick {card.in_channels} layer(s): {len(names)} ticked</span>"
+        )
+    return text
 
 
 def ask_model_path(parent: QWidget, start: str) -> str | None:

@@ -10,33 +10,18 @@ arguments.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from pathlib import Path
 from typing import Any
 
-from napari_medcnn.widgets._jobs import JobError, JobHandle, guarded, guarded_call  # noqa: F401
-from napari_medcnn.widgets._view import current_slice_index
+from napari_medcnn.widgets._common.jobs import guarded
+from napari_medcnn.widgets._common.layers import current_slice_index
 
 
 def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
     """:func:`napari_medcnn.inference.predict.classify` for a worker thread
-    (``RuntimeError`` re-raised as :class:`JobError`, see ``_jobs``)."""
+    (``RuntimeError`` re-raised as ``JobError``, see ``_common.jobs``)."""
     from napari_medcnn.inference.predict import classify
 
     return (yield from guarded(classify(images, model, **kwargs)))
-
-
-def load_model_job(path: str, device: Any = None) -> Any:
-    """Load a checkpoint (``LoadedModel``) in a worker thread (see above)."""
-    from napari_medcnn.models.checkpoint import load_checkpoint
-
-    return guarded_call(load_checkpoint, path, device)
-
-
-def default_model_file() -> Path:
-    """The default model's weights path (it may not exist yet)."""
-    from napari_medcnn.inference.predict import default_model_path
-
-    return Path(default_model_path())
 
 
 def job_arguments(
@@ -81,13 +66,3 @@ def job_arguments(
         # modality, orientation...: what the domain guard's rules read
         "context": dict(getattr(first, "metadata", None) or {}),
     }
-
-
-def level0(layer: Any) -> Any:
-    """The full-resolution data of a (possibly multiscale) layer."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-
-
-def contains(layers: Any, layer: Any) -> bool:
-    """``layer in layers`` by ``==`` (napari may hand out proxies)."""
-    return layer is not None and any(layer == other for other in layers)

@@ -1,25 +1,21 @@
-"""Display helpers of the Classify widget: texts, plots and slice geometry.
+"""How the Classify widget shows a result: summary text and plots.
 
-* :class:`ResultView` fills the summary label, the probability bars and the
-  per-slice curve from a classification record.
-* :func:`current_slice_index` and :func:`slice_world_position` convert
-  between napari's world coordinates (``viewer.dims.point``, mm) and a
-  layer's slice index along its first data axis, with the layer's own
-  transforms (``world_to_data`` / ``data_to_world``: scale, translate and
-  any affine), so layers of any spacing and origin map correctly.
+:class:`ResultView` fills the summary label, the probability bars and the
+per-slice curve from a classification record (no patient data);
+:func:`in_domain` and :func:`uncertainty_text` read its trust fields.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from napari_medcnn.widgets._plots import PlotColors, ProbabilityBars, SliceCurve
+from napari_medcnn.widgets._common.plots import PlotColors
+from napari_medcnn.widgets.classify.plots import ProbabilityBars, SliceCurve
 
-_SCOPE_TEXT = {
+SCOPE_TEXT = {
     "slice": "current slice",
     "slices": "every slice (mean)",
     "volume": "whole volume",
@@ -50,36 +46,6 @@ def uncertainty_text(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-# -- slice geometry ------------------------------------------------------------
-def slice_axis(viewer_ndim: int, layer: Any) -> int:
-    """The viewer (world) axis of ``layer``'s first data axis (its slices).
-
-    napari aligns a layer's axes with the *last* ``layer.ndim`` world axes.
-    """
-    return int(viewer_ndim) - int(layer.ndim)
-
-
-def current_slice_index(layer: Any, world_point: Sequence[float]) -> int:
-    """The slice of ``layer`` (index along data axis 0) at ``world_point``.
-
-    ``world_point`` is ``viewer.dims.point`` (world units, e.g. mm); the
-    result is clipped to the layer's slices.  2D layers give 0.
-    """
-    if layer.ndim < 3:
-        return 0
-    data = np.asarray(layer.world_to_data(np.asarray(world_point, dtype=float)))
-    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[0])
-    return int(np.clip(np.round(data[0]), 0, n - 1))
-
-
-def slice_world_position(layer: Any, index: int) -> float:
-    """World coordinate, on :func:`slice_axis`, of slice ``index`` of ``layer``."""
-    pos = np.zeros(layer.ndim)
-    pos[0] = index
-    return float(layer.data_to_world(pos)[0])
-
-
-# -- texts and plots -----------------------------------------------------------
 class ResultView:
     """Shows a classification record in a label and two canvases."""
 
@@ -127,7 +93,7 @@ class ResultView:
         """Predicted class and probability, then what was classified and how."""
         esc = html.escape
         p = rec["probabilities"][rec["index"]]
-        what = _SCOPE_TEXT.get(rec.get("scope"), rec.get("scope") or "")
+        what = SCOPE_TEXT.get(rec.get("scope"), rec.get("scope") or "")
         if rec.get("slice_index") is not None:
             what = f"slice {rec['slice_index']}"
         if rec.get("n_slices"):
@@ -168,44 +134,3 @@ class ResultView:
                 f"{esc('; '.join(warnings))}</span>"
             )
         return "<br>".join(lines)
-
-    def model_text(self, loaded: Any) -> tuple[str, str]:
-        """(label text, tooltip) describing a ``LoadedModel`` (or None)."""
-        if loaded is None:
-            return "No model loaded.", ""
-        card = loaded.card
-        kind = {
-            "slice": "2D slices",
-            "volume": "3D volumes",
-            "sequence": "slice series",
-        }
-        classes = ", ".join(card.classes)
-        text = (
-            f"<b>{html.escape(card.name or card.arch)}</b> ({html.escape(card.arch)}, "
-            f"{kind.get(card.input_kind, card.input_kind)})<br>"
-            f"classes: {html.escape(classes)}"
-        )
-        tip = (
-            f"{loaded.path}\nmodel id {card.model_id or 'n/a'}\ndevice {loaded.device}"
-        )
-        return text, tip
-
-    def channel_text(self, names: Sequence[str], card: Any) -> str:
-        """Chosen channel layers in order, the model's expectation, mismatch."""
-        esc = html.escape
-        chosen = (
-            "  ".join(f"{i + 1}. {esc(n)}" for i, n in enumerate(names))
-            if names
-            else "none"
-        )
-        text = f"Channels: {chosen}"
-        if card is None:
-            return text
-        expected = ", ".join(card.channel_names) or "unnamed"
-        text += f"<br>Model expects {card.in_channels}: {esc(expected)}"
-        if names and len(names) != card.in_channels:
-            text += (
-                f'<br><span style="color:{self.colors.marker}">'
-                f"tick {card.in_channels} layer(s): {len(names)} ticked</span>"
-            )
-        return text

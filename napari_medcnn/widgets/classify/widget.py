@@ -1,16 +1,16 @@
 """Classify dock widget: run a CNN checkpoint on image layers, show the result.
 
 A stateful panel (a small ``QWidget``).  The user ticks the image layer(s)
-whose order is the channel order (:mod:`._channels`), picks a model (the
+whose order is the channel order (``_common.channels``), picks a model (the
 default Br35H brain-MR model or a checkpoint file) and a scope (the current
 slice, every slice, or the whole volume for volume/sequence models), and
 presses Run.  Model loading and classification run as core functions in
-napari ``thread_worker`` threads (:func:`load_model_job`,
+napari ``thread_worker`` threads (``_common.jobs.load_model_job``,
 :func:`iter_classify_job` over :func:`napari_medcnn.inference.predict.classify`), so
 napari never freezes; Cancel calls ``worker.quit()``.
 
 The result is shown as probability bars and, for volumes, a per-slice curve
-(:mod:`._plots`) whose marker follows ``viewer.dims`` and whose clicks move
+(:mod:`.plots`) whose marker follows ``viewer.dims`` and whose clicks move
 napari to that slice.  The record (:func:`napari_medcnn.inference.records.
 classification_record`, no patient data) is stored in the first channel
 layer's ``metadata["classification"]`` and can be exported to CSV or JSON.
@@ -23,28 +23,34 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QSize
-from qtpy.QtWidgets import QWidget
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from napari_medcnn.widgets._classify_jobs import (
+from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
+from napari_medcnn.widgets._common.jobs import default_model_file
+from napari_medcnn.widgets._common.layers import (
     contains,
-    default_model_file,
-    iter_classify_job,
-    job_arguments,
-    level0,
-)
-from napari_medcnn.widgets._classify_ui import ask_export_path, build_ui
-from napari_medcnn.widgets._model_panel import ModelPanelMixin
-from napari_medcnn.widgets._plots import theme_colors
-from napari_medcnn.widgets._view import (
-    ResultView,
     current_slice_index,
+    level0,
     slice_axis,
     slice_world_position,
 )
+from napari_medcnn.widgets._common.model_panel import (
+    ModelControls,
+    ModelPanelMixin,
+    ScopeButtons,
+)
+from napari_medcnn.widgets._common.plots import theme_colors
+from napari_medcnn.widgets.classify.dialogs import ask_export_path
+from napari_medcnn.widgets.classify.jobs import iter_classify_job, job_arguments
+from napari_medcnn.widgets.classify.plots import ProbabilityBars, SliceCurve
+from napari_medcnn.widgets.classify.view import ResultView
 
 if TYPE_CHECKING:
     import napari
+
+#: scope key -> radio-button text, in display order.
+SCOPES = {"slice": "Current slice", "slices": "Every slice", "volume": "Whole volume"}
 
 
 class ClassifyWidget(ModelPanelMixin, QWidget):
@@ -70,9 +76,45 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._record: dict[str, Any] | None = None
         self._result_layer: Any = None
 
-        colors = theme_colors(getattr(viewer, "theme", "dark"))
-        build_ui(self, colors)
-        self._view = ResultView(self.summary, self.bars, self.curve, colors)
+        self._colors = theme_colors(getattr(viewer, "theme", "dark"))
+
+        # -- child widgets: layers and model, scope, run, result, export -----
+        self.model_controls = mc = ModelControls()
+        self.channels, self.up_button, self.down_button = (
+            mc.channels, mc.up_button, mc.down_button,
+        )  # fmt: skip
+        self.channel_label, self.model_label = mc.channel_label, mc.model_label
+        self.default_button, self.browse_button = mc.default_button, mc.browse_button
+        self.scope_box = ScopeButtons(SCOPES, "Scope:")
+        self.scope_group, self.scope_buttons = (
+            self.scope_box.group,
+            self.scope_box.buttons,
+        )
+        self.run_controls = rc = RunControls()
+        self.run_button, self.cancel_button = rc.run_button, rc.cancel_button
+        self.progress, self.status = rc.progress, rc.status
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.bars = ProbabilityBars(self._colors)
+        self.curve = SliceCurve(self._colors)
+        self.curve.setVisible(False)
+        self.csv_button = QPushButton("Export CSV…")
+        self.json_button = QPushButton("Export JSON…")
+        export_row = QHBoxLayout()
+        export_row.addStretch(1)
+        export_row.addWidget(self.csv_button)
+        export_row.addWidget(self.json_button)
+        layout = scrolled_layout(self)
+        layout.addWidget(self.model_controls)
+        layout.addWidget(self.scope_box)
+        layout.addWidget(self.run_controls)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.bars)
+        layout.addWidget(self.curve, 10)
+        layout.addLayout(export_row)
+        layout.addStretch(1)  # takes the room the hidden curve leaves
+        self._view = ResultView(self.summary, self.bars, self.curve, self._colors)
 
         self._connect_model_controls()
         self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
@@ -236,7 +278,8 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
             self.curve.set_current(current_slice_index(layer, self._viewer.dims.point))
 
     def _on_theme(self, _event=None) -> None:
-        self._view.set_colors(theme_colors(self._viewer.theme))
+        self._colors = theme_colors(self._viewer.theme)
+        self._view.set_colors(self._colors)
 
     # -- display ---------------------------------------------------------
     def _update_model_info(self) -> None:

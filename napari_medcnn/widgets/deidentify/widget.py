@@ -14,73 +14,35 @@ log lines carry counts only: no names, values or input paths.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QSize
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_medcnn.deid.options import DeidOptions
-from napari_medcnn.widgets._deid_ui import NO_SHAPES, build_ui, shapes_to_rects
-from napari_medcnn.widgets._jobs import JobHandle, WorkerPanel, guarded
+from napari_medcnn.widgets._common.controls import RunControls
+from napari_medcnn.widgets._common.jobs import JobHandle, WorkerPanel
+from napari_medcnn.widgets.deidentify.boxes import NO_SHAPES, ProfileBox, ScansBox
+from napari_medcnn.widgets.deidentify.jobs import iter_export_job, iter_preview_job
+from napari_medcnn.widgets.deidentify.shapes import shapes_to_rects
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["DeidentifyWidget", "iter_export_job", "iter_preview_job"]
-
 log = logging.getLogger(__name__)
 
 SUFFIX = " (de-identified)"
-
-
-def iter_preview_job(
-    inputs: Sequence[str], options: DeidOptions, key_file: str | None
-) -> Generator[Any, None, Any]:
-    """A dry run for a worker thread (core generator, no Qt)."""
-    from napari_medcnn.deid.run import iter_deidentify
-
-    return (
-        yield from guarded(
-            iter_deidentify(
-                inputs, None, options=options, key_file=key_file, dry_run=True
-            )  # fmt: skip
-        )
-    )
-
-
-def iter_export_job(
-    inputs: Sequence[str],
-    out_dir: str,
-    options: DeidOptions,
-    key_file: str | None,
-    manifest: str | None,
-) -> Generator[Any, None, tuple[Any, list[Any], int]]:
-    """Export, then re-read every written series (core generator, no Qt).
-
-    Yields ``("deidentify", i, n)`` then ``("load", i, n)``; returns
-    ``(DeidResult, scans, n_unloadable)``: series that hold no image (SR,
-    RT...) are counted, not loaded.
-    """
-    from napari_medcnn.deid.run import iter_deidentify
-    from napari_medcnn.io import ScanReadError, load
-
-    result = yield from guarded(
-        iter_deidentify(
-            inputs, out_dir, options=options, key_file=key_file, manifest=manifest
-        )  # fmt: skip
-    )
-    scans: list[Any] = []
-    unloadable = 0
-    folders = result.series_dirs
-    for i, folder in enumerate(folders, 1):
-        try:
-            scans.extend(load(folder, include_phi=False))
-        except ScanReadError:
-            unloadable += 1
-        yield ("load", i, len(folders))
-    return result, scans, unloadable
 
 
 class DeidentifyWidget(WorkerPanel, QWidget):
@@ -99,7 +61,65 @@ class DeidentifyWidget(WorkerPanel, QWidget):
         self.destroyed.connect(self._job.quit)
         self.result: Any = None
         self.added_layers: list[Any] = []
-        build_ui(self)
+
+        # -- child widgets: scans, profile, blanking / key / manifest, run,
+        # summary
+        self.scans_box = sb = ScansBox()
+        self.source_group, self.layer_radio = sb.source_group, sb.layer_radio
+        self.folder_radio, self.layer_combo = sb.folder_radio, sb.layer_combo
+        self.folder_edit, self.folder_browse = sb.folder_edit, sb.folder_browse
+        self.out_edit, self.out_browse = sb.out_edit, sb.out_browse
+        self.profile_box = ProfileBox()
+        self.option_boxes = self.profile_box.option_boxes
+        self.shapes_combo = QComboBox()
+        self.shapes_combo.setToolTip(
+            "Rectangles of this Shapes layer (drawn over the image) are set to "
+            "black in every frame: Clean Pixel Data."
+        )
+        self.key_edit = QLineEdit()
+        self.key_edit.setPlaceholderText("none: one-off key, new UIDs every export")
+        self.key_edit.setToolTip(
+            "Project key file: the same key gives the same UIDs, pseudonyms and "
+            "date shifts in every export. Created if missing. Keep it private."
+        )
+        self.key_browse = QPushButton("Browse…")
+        self.manifest_edit = QLineEdit()
+        self.manifest_edit.setPlaceholderText("none: no original -> new mapping")
+        self.manifest_edit.setToolTip(
+            "Where to write the mapping from original to new identifiers (JSON, "
+            "or CSV for .csv). It re-identifies the export: keep it apart."
+        )
+        self.manifest_browse = QPushButton("Browse…")
+        self.run_controls = rc = RunControls(
+            ("Preview (dry run)", "Export"),
+            "Choose the scans and an export folder.",
+            progress_below=True,
+        )
+        self.preview_button, self.export_button = rc.buttons
+        self.cancel_button, self.progress, self.status = (
+            rc.cancel_button, rc.progress, rc.status,
+        )  # fmt: skip
+        self.summary = QPlainTextEdit()
+        self.summary.setReadOnly(True)
+        self.summary.setPlaceholderText(
+            "The dry-run summary (tags and actions) appears here."
+        )
+        extra = QGridLayout()
+        extra.addWidget(QLabel("Blank"), 0, 0)
+        extra.addWidget(self.shapes_combo, 0, 1, 1, 2)
+        extra.addWidget(QLabel("Key file"), 1, 0)
+        extra.addWidget(self.key_edit, 1, 1)
+        extra.addWidget(self.key_browse, 1, 2)
+        extra.addWidget(QLabel("Manifest"), 2, 0)
+        extra.addWidget(self.manifest_edit, 2, 1)
+        extra.addWidget(self.manifest_browse, 2, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.scans_box)
+        layout.addWidget(self.profile_box)
+        layout.addLayout(extra)
+        layout.addWidget(self.run_controls)
+        layout.addWidget(self.summary, 1)
+
         self.layer_radio.setChecked(True)
         self.folder_browse.clicked.connect(lambda: self._pick_dir(self.folder_edit))
         self.out_browse.clicked.connect(lambda: self._pick_dir(self.out_edit))
@@ -206,7 +226,7 @@ class DeidentifyWidget(WorkerPanel, QWidget):
         worker.returned.connect(self._on_exported)
         self._start(worker, "Exporting…")
 
-    # -- worker plumbing (the rest in _jobs.WorkerPanel) -------------------
+    # -- worker plumbing (the rest in _common.jobs.WorkerPanel) ------------
     def _start(self, worker, message: str) -> None:
         worker.yielded.connect(self._on_progress)
         super()._start(worker, message)

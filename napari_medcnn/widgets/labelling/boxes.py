@@ -1,10 +1,22 @@
-"""Qt layout of the labelling widget (widgets only, no behaviour)."""
+"""Group boxes of the labelling widget: classes, target, region labels.
+
+Each box makes and lays out its own fields; the panel keeps them as its
+attributes and wires them to its behaviour.
+
+* :class:`ClassBox`: the class names and one button per class
+  (:meth:`ClassBox.show_classes`), emitting ``label_clicked(name)``.
+* :class:`TargetBox`: what a class button or key labels (the current
+  slice, a slice range, the whole image / volume) and "Remove label".
+* :class:`RegionBox`: the painted Labels layer, patch settings and the
+  "Train & map" / "Map → Labels" buttons.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -13,8 +25,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -28,146 +38,161 @@ TARGETS = {
 }
 
 
-def _row(*widgets: QWidget) -> QHBoxLayout:
+def hbox(*widgets: QWidget) -> QHBoxLayout:
+    """A row of ``widgets``."""
     row = QHBoxLayout()
     for w in widgets:
         row.addWidget(w)
     return row
 
 
-def build_ui(panel: Any) -> None:
-    """Create the labelling panel's child widgets as attributes of ``panel``."""
-    layout = QVBoxLayout(panel)
+class ClassBox(QGroupBox):
+    """Class names (comma separated, "Set", "From model") and class buttons.
 
-    panel.scan_combo = QComboBox()
-    panel.scan_combo.setToolTip("The image layer (scan) being labelled.")
-    layout.addLayout(_row(QLabel("Scan:"), panel.scan_combo))
+    Signals:
+        label_clicked: the name of the class whose button was clicked.
 
-    # -- classes -------------------------------------------------------------
-    box = QGroupBox("Classes (keys 1–9)")
-    v = QVBoxLayout(box)
-    panel.classes_edit = QLineEdit()
-    panel.classes_edit.setPlaceholderText("e.g. normal, lesion")
-    panel.classes_edit.setToolTip(
-        "Class names separated by commas; the first is key 1, the second key 2…"
-    )
-    panel.classes_button = QPushButton("Set")
-    panel.from_model_button = QPushButton("From model")
-    panel.from_model_button.setToolTip(
-        "Use the classes of the current model (Classify widget, else the default)."
-    )
-    v.addLayout(_row(panel.classes_edit, panel.classes_button, panel.from_model_button))
-    panel.class_grid = QGridLayout()
-    v.addLayout(panel.class_grid)
-    panel.class_buttons = []
-    layout.addWidget(box)
+    Attributes:
+        classes_edit, classes_button, from_model_button: the names, and
+            the buttons that apply them or take the model's.
+        buttons: ``k. name`` buttons for the first nine classes (keys 1–9),
+            the name alone after those.
+    """
 
-    # -- what a class button / key labels ------------------------------------
-    box = QGroupBox("Label")
-    g = QGridLayout(box)
-    panel.target_combo = QComboBox()
-    for key, text in TARGETS.items():
-        panel.target_combo.addItem(text, key)
-    panel.target_combo.setToolTip(
-        "What a class button or key 1–9 labels: the slice napari shows, the "
-        "slice range below, or the whole 2D image / 3D volume."
-    )
-    g.addWidget(QLabel("Apply to:"), 0, 0)
-    g.addWidget(panel.target_combo, 0, 1, 1, 3)
-    panel.range_from = QSpinBox()
-    panel.range_to = QSpinBox()
-    panel.from_here_button = QPushButton("From here")
-    panel.to_here_button = QPushButton("To here")
-    g.addWidget(QLabel("Slices:"), 1, 0)
-    g.addWidget(panel.range_from, 1, 1)
-    g.addWidget(panel.from_here_button, 1, 2)
-    g.addWidget(panel.range_to, 2, 1)
-    g.addWidget(panel.to_here_button, 2, 2)
-    panel.unlabel_button = QPushButton("Remove label")
-    panel.unlabel_button.setToolTip("Remove the label of the current target (0 key).")
-    g.addWidget(panel.unlabel_button, 1, 3, 2, 1)
-    layout.addWidget(box)
+    label_clicked = Signal(str)
 
-    # -- labelled items ------------------------------------------------------
-    panel.counts_label = QLabel("No labels yet.")
-    panel.counts_label.setWordWrap(True)
-    layout.addWidget(panel.counts_label)
-    panel.items_list = QListWidget()
-    panel.items_list.setToolTip("Labelled items; click one to go to it.")
-    panel.items_list.setMinimumHeight(90)
-    layout.addWidget(panel.items_list)
-    panel.next_button = QPushButton("Next case")
-    panel.next_button.setToolTip(
-        "Go to the most informative unlabelled slice or image of the open "
-        "layers (highest model uncertainty: entropy, or MC-dropout mutual "
-        "information for models with dropout)."
-    )
-    layout.addWidget(panel.next_button)
-
-    # -- region labels -------------------------------------------------------
-    box = QGroupBox("Region labels → probability map")
-    g = QGridLayout(box)
-    panel.labels_combo = QComboBox()
-    panel.labels_combo.setToolTip(
-        "A Labels layer painted on the scan: value 1 is the first class, 2 the "
-        "second… (0 = unlabelled)."
-    )
-    g.addWidget(QLabel("Labels layer:"), 0, 0)
-    g.addWidget(panel.labels_combo, 0, 1, 1, 3)
-    panel.patch_spin = QDoubleSpinBox()
-    panel.patch_spin.setRange(1.0, 500.0)
-    panel.patch_spin.setValue(16.0)
-    panel.patch_spin.setSuffix(" mm")
-    panel.patch_dims_combo = QComboBox()
-    panel.patch_dims_combo.addItem("2D patches", 2)
-    panel.patch_dims_combo.addItem("3D patches", 3)
-    panel.region_epochs = QSpinBox()
-    panel.region_epochs.setRange(1, 200)
-    panel.region_epochs.setValue(10)
-    panel.region_epochs.setToolTip("Epochs of patch-classifier training.")
-    g.addWidget(QLabel("Patch:"), 1, 0)
-    g.addWidget(panel.patch_spin, 1, 1)
-    g.addWidget(panel.patch_dims_combo, 1, 2, 1, 2)
-    g.addWidget(QLabel("Epochs:"), 2, 0)
-    g.addWidget(panel.region_epochs, 2, 1)
-    panel.region_button = QPushButton("Train && map")
-    panel.region_button.setToolTip(
-        "Train the patch classifier on the painted regions (continuing from "
-        "the previous one) and show its class-probability map."
-    )
-    panel.to_labels_button = QPushButton("Map → Labels")
-    panel.to_labels_button.setToolTip(
-        "Copy the predicted classes into a Labels layer to correct and retrain."
-    )
-    g.addWidget(panel.region_button, 3, 0, 1, 2)
-    g.addWidget(panel.to_labels_button, 3, 2, 1, 2)
-    layout.addWidget(box)
-
-    # -- job status ----------------------------------------------------------
-    panel.progress = QProgressBar()
-    panel.progress.setRange(0, 1)
-    panel.progress.setValue(0)
-    panel.cancel_button = QPushButton("Cancel")
-    layout.addLayout(_row(panel.progress, panel.cancel_button))
-    panel.status = QLabel("")
-    panel.status.setWordWrap(True)
-    layout.addWidget(panel.status)
-    layout.addStretch(1)
-
-
-def set_class_buttons(panel: Any, classes: Sequence[str], on_click) -> None:
-    """Rebuild the class buttons: ``k. name`` for the first nine classes."""
-    for b in panel.class_buttons:
-        panel.class_grid.removeWidget(b)
-        b.deleteLater()
-    panel.class_buttons = []
-    for i, name in enumerate(classes):
-        text = f"{i + 1}. {name}" if i < 9 else name
-        b = QPushButton(text)
-        b.setToolTip(
-            f"Label the chosen target as '{name}'"
-            + (f" (key {i + 1})" if i < 9 else "")
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Classes (keys 1–9)", parent)
+        self.classes_edit = QLineEdit()
+        self.classes_edit.setPlaceholderText("e.g. normal, lesion")
+        self.classes_edit.setToolTip(
+            "Class names separated by commas; the first is key 1, the second key 2…"
         )
-        b.clicked.connect(lambda _=False, n=name: on_click(n))
-        panel.class_grid.addWidget(b, i // 3, i % 3)
-        panel.class_buttons.append(b)
+        self.classes_button = QPushButton("Set")
+        self.from_model_button = QPushButton("From model")
+        self.from_model_button.setToolTip(
+            "Use the classes of the current model (Classify widget, else the default)."
+        )
+        self.grid = QGridLayout()
+        self.buttons: list[QPushButton] = []
+        v = QVBoxLayout(self)
+        v.addLayout(
+            hbox(self.classes_edit, self.classes_button, self.from_model_button)
+        )
+        v.addLayout(self.grid)
+
+    def show_classes(self, classes: Sequence[str]) -> None:
+        """Rebuild the class buttons: ``k. name`` for the first nine classes."""
+        for b in self.buttons:
+            self.grid.removeWidget(b)
+            b.deleteLater()
+        self.buttons = []
+        for i, name in enumerate(classes):
+            text = f"{i + 1}. {name}" if i < 9 else name
+            b = QPushButton(text)
+            b.setToolTip(
+                f"Label the chosen target as '{name}'"
+                + (f" (key {i + 1})" if i < 9 else "")
+            )
+            b.clicked.connect(lambda _=False, n=name: self.label_clicked.emit(n))
+            self.grid.addWidget(b, i // 3, i % 3)
+            self.buttons.append(b)
+
+
+class TargetBox(QGroupBox):
+    """What a class button or key 1–9 labels, and "Remove label".
+
+    Attributes:
+        target_combo: ``slice``, ``range`` or ``whole`` (item data).
+        range_from, range_to, from_here_button, to_here_button: the slice
+            range and the buttons that set its ends to the current slice.
+        unlabel_button: remove the label of the current target.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Label", parent)
+        self.target_combo = QComboBox()
+        for key, text in TARGETS.items():
+            self.target_combo.addItem(text, key)
+        self.target_combo.setToolTip(
+            "What a class button or key 1–9 labels: the slice napari shows, the "
+            "slice range below, or the whole 2D image / 3D volume."
+        )
+        self.range_from = QSpinBox()
+        self.range_to = QSpinBox()
+        self.from_here_button = QPushButton("From here")
+        self.to_here_button = QPushButton("To here")
+        self.unlabel_button = QPushButton("Remove label")
+        self.unlabel_button.setToolTip(
+            "Remove the label of the current target (0 key)."
+        )
+        g = QGridLayout(self)
+        g.addWidget(QLabel("Apply to:"), 0, 0)
+        g.addWidget(self.target_combo, 0, 1, 1, 3)
+        g.addWidget(QLabel("Slices:"), 1, 0)
+        g.addWidget(self.range_from, 1, 1)
+        g.addWidget(self.from_here_button, 1, 2)
+        g.addWidget(self.range_to, 2, 1)
+        g.addWidget(self.to_here_button, 2, 2)
+        g.addWidget(self.unlabel_button, 1, 3, 2, 1)
+
+
+class RegionBox(QGroupBox):
+    """Region labels: a painted Labels layer -> a probability map.
+
+    Attributes:
+        labels_combo: the Labels layers (value 1 = first class...).
+        patch_spin, patch_dims_combo, region_epochs: patch size (mm), 2D or
+            3D patches, training epochs.
+        region_button, to_labels_button: "Train & map" and "Map → Labels".
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Region labels → probability map", parent)
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip(
+            "A Labels layer painted on the scan: value 1 is the first class, 2 "
+            "the second… (0 = unlabelled)."
+        )
+        self.patch_spin = QDoubleSpinBox()
+        self.patch_spin.setRange(1.0, 500.0)
+        self.patch_spin.setValue(16.0)
+        self.patch_spin.setSuffix(" mm")
+        self.patch_dims_combo = QComboBox()
+        self.patch_dims_combo.addItem("2D patches", 2)
+        self.patch_dims_combo.addItem("3D patches", 3)
+        self.region_epochs = QSpinBox()
+        self.region_epochs.setRange(1, 200)
+        self.region_epochs.setValue(10)
+        self.region_epochs.setToolTip("Epochs of patch-classifier training.")
+        self.region_button = QPushButton("Train && map")
+        self.region_button.setToolTip(
+            "Train the patch classifier on the painted regions (continuing from "
+            "the previous one) and show its class-probability map."
+        )
+        self.to_labels_button = QPushButton("Map → Labels")
+        self.to_labels_button.setToolTip(
+            "Copy the predicted classes into a Labels layer to correct and retrain."
+        )
+        g = QGridLayout(self)
+        g.addWidget(QLabel("Labels layer:"), 0, 0)
+        g.addWidget(self.labels_combo, 0, 1, 1, 3)
+        g.addWidget(QLabel("Patch:"), 1, 0)
+        g.addWidget(self.patch_spin, 1, 1)
+        g.addWidget(self.patch_dims_combo, 1, 2, 1, 2)
+        g.addWidget(QLabel("Epochs:"), 2, 0)
+        g.addWidget(self.region_epochs, 2, 1)
+        g.addWidget(self.region_button, 3, 0, 1, 2)
+        g.addWidget(self.to_labels_button, 3, 2, 1, 2)
+
+    def fill_labels(self, labels: list[Any]) -> None:
+        """Offer the Labels layers ``labels``, keeping the chosen one."""
+        current = self.labels_combo.currentData()
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        for lay in labels:  # "Map → Labels" output included: correct, retrain
+            self.labels_combo.addItem(str(lay.name), lay)
+        for i in range(self.labels_combo.count()):
+            if self.labels_combo.itemData(i) == current:
+                self.labels_combo.setCurrentIndex(i)
+        self.labels_combo.blockSignals(False)

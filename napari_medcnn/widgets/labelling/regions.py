@@ -1,6 +1,7 @@
 """Region labels, the probability map and "Next case" for the labelling panel.
 
-A mixin for :class:`~.labelling.LabellingWidget`: the worker plumbing
+A mixin for :class:`~napari_medcnn.widgets.labelling.widget.LabellingWidget`
+(its fields are those of a ``RegionBox``): the worker plumbing
 (progress bar, Cancel, errors) and the result layers.  The probability of
 class ``c`` is an Image layer ``<scan> · p(<c>)`` with the scan's scale and
 translate, updated by name on every retraining; "Map → Labels" copies the
@@ -16,22 +17,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from napari_medcnn.widgets._jobs import JobError
-from napari_medcnn.widgets._label_jobs import (
-    level0,
-    next_case_job,
-    open_store,
-    region_job,
-)
+from napari_medcnn.widgets._common.jobs import JobError
+from napari_medcnn.widgets._common.labels import open_store
+from napari_medcnn.widgets._common.layers import RESULT_KEY, is_result, level0
+from napari_medcnn.widgets._common.model_events import current_model
+from napari_medcnn.widgets.labelling.jobs import next_case_job, region_job
 
-#: layer metadata marking the plugin's result layers (not scans to label)
-RESULT_KEY = "medcnn_result"
 _COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 
 
 class RegionMixin:
     """Needs ``_viewer``, ``_job``, ``_stores``, ``_model``, ``layer``,
-    ``classes``, ``go_to``, ``_say``, ``_error`` and the UI attributes."""
+    ``classes``, ``go_to``, ``_say``, ``_error``, ``progress``,
+    ``cancel_button``, ``next_button`` and the fields of a ``RegionBox``."""
 
     def _init_regions(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="medcnn-patches-")
@@ -112,16 +110,12 @@ class RegionMixin:
         model's uncertainty and go to the most informative (a worker)."""
         from napari.layers import Image
 
-        from napari_medcnn.widgets._model_events import current_model
-
         if self._job.worker is not None:
             return False
         layers = [
             lay
             for lay in self._viewer.layers
-            if isinstance(lay, Image)
-            and not self._is_result(lay)
-            and lay.ndim in (2, 3)
+            if isinstance(lay, Image) and not is_result(lay) and lay.ndim in (2, 3)
         ]
         if not layers:
             self._error("Open an image layer first.")
@@ -261,27 +255,11 @@ class RegionMixin:
         )
 
     # -- helpers ---------------------------------------------------------
-    def _fill_labels_combo(self, labels: list[Any]) -> None:
-        current = self.labels_combo.currentData()
-        self.labels_combo.blockSignals(True)
-        self.labels_combo.clear()
-        for lay in labels:  # "Map → Labels" output included: correct, retrain
-            self.labels_combo.addItem(str(lay.name), lay)
-        for i in range(self.labels_combo.count()):
-            if self.labels_combo.itemData(i) == current:
-                self.labels_combo.setCurrentIndex(i)
-        self.labels_combo.blockSignals(False)
-
-    @staticmethod
-    def _is_result(layer: Any) -> bool:
-        return bool((layer.metadata or {}).get(RESULT_KEY))
-
     def _model_classes(self) -> list[str]:
         """Classes of the current model, read from its JSON card (no torch)."""
         import json
 
-        from napari_medcnn.inference.predict import default_model_path
-        from napari_medcnn.widgets._model_events import current_model
+        from napari_medcnn.models.checkpoint import default_model_path
 
         model = self._model or current_model(self._viewer)
         if hasattr(model, "card"):

@@ -11,7 +11,7 @@ reloaded when the same scan is opened again.
 
 Region labels: in a napari Labels layer, value 1 is the first class, 2 the
 second…; "Train & map" trains a patch classifier on patches around the
-painted pixels in a worker (:mod:`._label_regions`) and shows the
+painted pixels in a worker (:mod:`.regions`) and shows the
 class-probability map as Image layers aligned with the scan.  "Next case"
 ranks the unlabelled slices/images of the open layers by model uncertainty
 and goes to the most informative one.  torch is imported only in workers.
@@ -22,18 +22,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QSize, Qt
-from qtpy.QtWidgets import QListWidgetItem, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from napari_medcnn.widgets._jobs import JobHandle
-from napari_medcnn.widgets._label_jobs import LABELS_KEY, n_slices_of, open_store
-from napari_medcnn.widgets._label_keys import KeyBinder
-from napari_medcnn.widgets._label_regions import RegionMixin
-from napari_medcnn.widgets._label_ui import build_ui, set_class_buttons
-from napari_medcnn.widgets._view import (
+from napari_medcnn.widgets._common.controls import RunControls
+from napari_medcnn.widgets._common.jobs import JobHandle
+from napari_medcnn.widgets._common.labels import LABELS_KEY, n_slices_of, open_store
+from napari_medcnn.widgets._common.layers import (
     current_slice_index,
+    is_result,
     slice_axis,
     slice_world_position,
 )
+from napari_medcnn.widgets.labelling.boxes import (
+    ClassBox,
+    RegionBox,
+    TargetBox,
+    hbox,
+)
+from napari_medcnn.widgets.labelling.regions import RegionMixin
+from napari_medcnn.widgets.labelling.shortcuts import KeyBinder
 
 if TYPE_CHECKING:
     import napari
@@ -63,7 +78,49 @@ class LabellingWidget(RegionMixin, QWidget):
         self._stores: dict[str, Any] = {}  # layer.unique_id -> LabelStore
         self._model: Any = None  # explicit model for "Next case"
         self._init_regions()
-        build_ui(self)
+
+        # -- child widgets: scan, classes, target, labelled items, regions, job
+        self.scan_combo = QComboBox()
+        self.scan_combo.setToolTip("The image layer (scan) being labelled.")
+        self.class_box = cb = ClassBox()
+        self.classes_edit, self.classes_button = cb.classes_edit, cb.classes_button
+        self.from_model_button = cb.from_model_button
+        self.target_box = tb = TargetBox()
+        self.target_combo, self.unlabel_button = tb.target_combo, tb.unlabel_button
+        self.range_from, self.range_to = tb.range_from, tb.range_to
+        self.from_here_button, self.to_here_button = (
+            tb.from_here_button, tb.to_here_button,
+        )  # fmt: skip
+        self.counts_label = QLabel("No labels yet.")
+        self.counts_label.setWordWrap(True)
+        self.items_list = QListWidget()
+        self.items_list.setToolTip("Labelled items; click one to go to it.")
+        self.items_list.setMinimumHeight(90)
+        self.next_button = QPushButton("Next case")
+        self.next_button.setToolTip(
+            "Go to the most informative unlabelled slice or image of the open "
+            "layers (highest model uncertainty: entropy, or MC-dropout mutual "
+            "information for models with dropout)."
+        )
+        self.region_box = rb = RegionBox()
+        self.labels_combo, self.patch_spin = rb.labels_combo, rb.patch_spin
+        self.patch_dims_combo = rb.patch_dims_combo
+        self.region_epochs = rb.region_epochs
+        self.region_button = rb.region_button
+        self.to_labels_button = rb.to_labels_button
+        self.run_controls = rc = RunControls(actions=())
+        rc.progress.setRange(0, 1)
+        self.progress, self.cancel_button, self.status = (
+            rc.progress, rc.cancel_button, rc.status,
+        )  # fmt: skip
+        layout = QVBoxLayout(self)
+        layout.addLayout(hbox(QLabel("Scan:"), self.scan_combo))
+        for w in (self.class_box, self.target_box, self.counts_label,
+                  self.items_list, self.next_button, self.region_box,
+                  self.run_controls):  # fmt: skip
+            layout.addWidget(w)
+        layout.addStretch(1)
+
         self._keys = KeyBinder(viewer, self.label_with_key, self.unlabel)
         self._bind_keys = bind_keys
         self.destroyed.connect(self._keys.unbind)
@@ -74,6 +131,7 @@ class LabellingWidget(RegionMixin, QWidget):
         self.scan_combo.currentIndexChanged.connect(self._on_scan_changed)
         self.classes_button.clicked.connect(self._apply_class_text)
         self.classes_edit.returnPressed.connect(self._apply_class_text)
+        self.class_box.label_clicked.connect(self.label)
         self.from_model_button.clicked.connect(self.classes_from_model)
         self.target_combo.currentIndexChanged.connect(self._update_buttons)
         self.from_here_button.clicked.connect(
@@ -114,6 +172,11 @@ class LabellingWidget(RegionMixin, QWidget):
         return super().event(event)
 
     # -- public API ------------------------------------------------------
+    @property
+    def class_buttons(self) -> list[QPushButton]:
+        """The class buttons (``k. name``), rebuilt when the classes change."""
+        return self.class_box.buttons
+
     @property
     def worker(self):
         """The running region / "Next case" worker, or None."""
@@ -287,7 +350,7 @@ class LabellingWidget(RegionMixin, QWidget):
         layer, store = self.layer, self.store
         self.items_list.clear()
         if layer is None or store is None:
-            set_class_buttons(self, [], self.label)
+            self.class_box.show_classes([])
             self.counts_label.setText("Open an image layer to label it.")
             self._update_buttons()
             return
@@ -295,7 +358,7 @@ class LabellingWidget(RegionMixin, QWidget):
         if self.classes_edit.text() != ", ".join(store.classes):
             self.classes_edit.setText(", ".join(store.classes))
         if [b.text() for b in self.class_buttons] != self._button_texts(store):
-            set_class_buttons(self, store.classes, self.label)
+            self.class_box.show_classes(store.classes)
         for item in store.items():
             row = QListWidgetItem(item.text())
             row.setData(_ITEM_ROLE, item.index)
@@ -334,7 +397,7 @@ class LabellingWidget(RegionMixin, QWidget):
 
         current = self.layer
         images = [lay for lay in self._viewer.layers if isinstance(lay, Image)]
-        images = [lay for lay in images if not self._is_result(lay)]
+        images = [lay for lay in images if not is_result(lay)]
         ids = {lay.unique_id for lay in images}
         for uid in list(self._stores):  # labels are on disk already
             if uid not in ids:
@@ -349,14 +412,14 @@ class LabellingWidget(RegionMixin, QWidget):
         self.scan_combo.setCurrentIndex(keep[0] if keep else len(images) - 1)
         self.scan_combo.blockSignals(False)
         labels = [lay for lay in self._viewer.layers if isinstance(lay, Labels)]
-        self._fill_labels_combo(labels)
+        self.region_box.fill_labels(labels)
         self._refresh()
 
     def _on_active_changed(self, _event=None) -> None:
         from napari.layers import Image
 
         active = self._viewer.layers.selection.active
-        usable = isinstance(active, Image) and not self._is_result(active)
+        usable = isinstance(active, Image) and not is_result(active)
         if usable and active != self.layer:
             self.set_layer(active)
 

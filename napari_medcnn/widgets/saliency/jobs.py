@@ -1,19 +1,20 @@
-"""Worker job, input checks and texts of the Saliency widget (no Qt widgets).
+"""Worker job, methods and input checks of the Saliency widget (no Qt widgets).
 
 :func:`iter_saliency_job` runs :func:`napari_medcnn.saliency.explain` once
 per chosen method in a napari ``thread_worker`` (torch is imported there,
-not when the widget docks).  :func:`job_arguments` checks, before any
-compute, that the layers, scope, target and model fit, and says why not.
+not when the widget docks).  :func:`offered_methods` lists the methods a
+model allows (:data:`METHOD_LABELS` names them), and :func:`job_arguments`
+checks, before any compute, that the layers, scope, target and model fit,
+and says why not.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from napari_medcnn.widgets._jobs import guarded
-from napari_medcnn.widgets._view import current_slice_index
+from napari_medcnn.widgets._common.jobs import guarded
+from napari_medcnn.widgets._common.layers import current_slice_index
 
 #: core method name -> label shown in the widget
 METHOD_LABELS = {
@@ -138,72 +139,3 @@ def job_arguments(
         "spacing": tuple(float(s) for s in first.scale),
         "rgb": bool(getattr(first, "rgb", False)),
     }
-
-
-def _verdict(ok: bool | None) -> str:
-    return "" if ok is None else (" ✓" if ok else " ✗")
-
-
-def metrics_lines(record: dict[str, Any]) -> list[str]:
-    """Plain-text lines of a saliency record's trust metrics."""
-    m = record.get("metrics") or {}
-    lines = []
-    if m.get("deletion_auc") is not None:
-        d, dr = m["deletion_auc"], m["deletion_auc_random"]
-        lines.append(
-            f"deletion AUC {d:.3f} vs random {dr:.3f}{_verdict(d < dr)}"
-            " (lower is better)"
-        )
-        i, ir = m["insertion_auc"], m["insertion_auc_random"]
-        lines.append(
-            f"insertion AUC {i:.3f} vs random {ir:.3f}{_verdict(i > ir)}"
-            " (higher is better)"
-        )
-    rand = m.get("randomization") or {}
-    if rand.get("correlation") is not None:
-        status = rand.get("status")
-        if status == "inconclusive":
-            lines.append(
-                "randomisation check ? inconclusive (a constant map: no rank "
-                "order to compare)"
-            )
-        else:
-            lines.append(
-                f"randomisation rank corr. {rand['correlation']:.2f}"
-                f"{_verdict(rand.get('passed'))} (low: the map reads the "
-                "trained weights)"
-            )
-    return lines
-
-
-def trust_alerts(records: Sequence[dict[str, Any]]) -> list[str]:
-    """The ``TRUST CHECK ...`` warnings of saliency records, each prefixed
-    with its method's label when there are several records."""
-    out = []
-    for record in records:
-        label = METHOD_LABELS.get(record.get("method"), record.get("method"))
-        for w in record.get("warnings") or []:
-            if str(w).startswith("TRUST CHECK"):
-                out.append(f"{label}: {w}" if len(records) > 1 else str(w))
-    return out
-
-
-def result_html(record: dict[str, Any], warn_color: str) -> str:
-    """One map's summary: method, target, probability, metrics, warnings."""
-    esc = html.escape
-    label = METHOD_LABELS.get(record.get("method"), record.get("method"))
-    p = (record.get("params") or {}).get("probability")
-    prob = "" if p is None else f" (p = {p:.2f})"
-    where = record.get("scope") or ""
-    if record.get("slice_index") is not None:
-        where = f"slice {record['slice_index']}"
-    head = (
-        f"<b>{esc(str(label))}</b> → {esc(str(record.get('target_name')))}"
-        f"{prob}, {esc(where)}"
-    )
-    lines = [head] + [esc(s) for s in metrics_lines(record)]
-    if not record.get("metrics"):
-        lines.append("trust metrics not computed")
-    for w in record.get("warnings") or []:
-        lines.append(f'<span style="color:{warn_color}">{esc(w)}</span>')
-    return "<br>".join(lines)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import Signal
 
-from napari_medcnn.widgets._plots import FONT, PlotColors, _Canvas
+from napari_medcnn.widgets._common.plots import FONT, Canvas, PlotColors
 
 
-class SliceImportance(_Canvas):
+class SliceImportance(Canvas):
     """Per-slice importance bars (+ attention line); click to pick a slice."""
 
     slice_clicked = Signal(int)

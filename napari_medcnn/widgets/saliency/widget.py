@@ -10,7 +10,7 @@ with progress and Cancel.
 
 Each map becomes an Image layer named ``<source> · saliency <method>``,
 updated by name on the next run, with the source's scale, translate and
-affine (:mod:`._saliency_layers`).  Colormap, blending, opacity and a
+affine (:mod:`.layers`).  Colormap, blending, opacity and a
 percentile threshold apply live; "Side by side" shows two maps in napari's
 grid.  The trust metrics are shown beside each map and stored in its
 layer's ``metadata["saliency"]``; CNN+RNN models also get the
@@ -24,36 +24,39 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QSize
-from qtpy.QtWidgets import QWidget
-
-from napari_medcnn.widgets._classify_jobs import contains, level0
-from napari_medcnn.widgets._model_panel import ModelPanelMixin
-from napari_medcnn.widgets._plots import theme_colors
-from napari_medcnn.widgets._saliency_jobs import (
-    iter_saliency_job,
-    job_arguments,
-    result_html,
-    trust_alerts,
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QWidget,
 )
-from napari_medcnn.widgets._saliency_layers import (
+
+from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
+from napari_medcnn.widgets._common.layers import (
+    contains,
+    current_slice_index,
+    level0,
+    slice_axis,
+    slice_world_position,
+)
+from napari_medcnn.widgets._common.model_panel import ModelControls, ModelPanelMixin
+from napari_medcnn.widgets._common.plots import theme_colors
+from napari_medcnn.widgets.saliency.controls import (
+    DisplayControls,
+    MethodChooser,
+    MethodParams,
+)
+from napari_medcnn.widgets.saliency.dialogs import ask_export_path
+from napari_medcnn.widgets.saliency.jobs import iter_saliency_job, job_arguments
+from napari_medcnn.widgets.saliency.layers import (
     DisplayOptions,
     apply_display,
     is_overlay,
 )
-from napari_medcnn.widgets._saliency_ui import (
-    ask_export_path,
-    build_ui,
-    fill_model_controls,
-    read_params,
-    show_param_rows,
-)
-from napari_medcnn.widgets._view import (
-    ResultView,
-    current_slice_index,
-    slice_axis,
-    slice_world_position,
-)
+from napari_medcnn.widgets.saliency.plots import SliceImportance
+from napari_medcnn.widgets.saliency.texts import result_html, trust_alerts
 
 if TYPE_CHECKING:
     import napari
@@ -80,26 +83,79 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         self.setObjectName("napari_medcnn_saliency")
         self._init_panel(viewer)
         self._shown: list[dict[str, Any]] = []  # result, layer, source, record
-        colors = theme_colors(getattr(viewer, "theme", "dark"))
-        build_ui(self, colors)
-        self._colors = colors
-        self._view = ResultView(None, None, None, colors)  # model/channel texts
+        self._colors = theme_colors(getattr(viewer, "theme", "dark"))
+
+        # -- child widgets: layers and model, method, target, scope,
+        # parameters, run, display, metrics, slice importance, export
+        self.model_controls = mc = ModelControls()
+        mc.channels.setToolTip(
+            "Tick the image layer(s) to explain; with several, their order is "
+            "the channel order of the model's card (drag or Up / Down)."
+        )
+        self.channels, self.up_button, self.down_button = (
+            mc.channels, mc.up_button, mc.down_button,
+        )  # fmt: skip
+        self.channel_label, self.model_label = mc.channel_label, mc.model_label
+        self.default_button, self.browse_button = mc.default_button, mc.browse_button
+        self.chooser = ch = MethodChooser()
+        self.method_combo, self.compare_check = ch.method_combo, ch.compare_check
+        self.method2_combo, self.method_note = ch.method2_combo, ch.method_note
+        self.target_combo, self.normalize_combo = ch.target_combo, ch.normalize_combo
+        self.scope_group, self.scope_buttons = ch.scope_box.group, ch.scope_box.buttons
+        self.metrics_check = QCheckBox(
+            "Trust metrics (deletion / insertion, randomisation)"
+        )
+        self.metrics_check.setChecked(True)
+        self.params = pm = MethodParams()
+        self.layer_edit, self.steps_spin, self.baseline_combo = (
+            pm.layer_edit, pm.steps_spin, pm.baseline_combo,
+        )  # fmt: skip
+        self.window_spin, self.stride_spin, self.samples_spin = (
+            pm.window_spin, pm.stride_spin, pm.samples_spin,
+        )  # fmt: skip
+        self.run_controls = rc = RunControls()
+        self.run_button, self.cancel_button = rc.run_button, rc.cancel_button
+        self.progress, self.status = rc.progress, rc.status
+        self.display_controls = dc = DisplayControls()
+        self.colormap_combo, self.blending_combo = dc.colormap_combo, dc.blending_combo
+        self.opacity_slider, self.threshold_spin = dc.opacity_slider, dc.threshold_spin
+        self.side_check = dc.side_check
+        self.trust_label = QLabel("")
+        self.trust_label.setObjectName("saliency_trust_warning")
+        self.trust_label.setWordWrap(True)
+        self.trust_label.setTextFormat(Qt.TextFormat.RichText)
+        self.trust_label.setVisible(False)
+        self.metrics_label = QLabel("")
+        self.metrics_label.setWordWrap(True)
+        self.metrics_label.setTextFormat(Qt.TextFormat.RichText)
+        self.importance = SliceImportance(self._colors)
+        self.importance.setVisible(False)
+        self.export_button = QPushButton("Export map…")
+
+        export_row = QHBoxLayout()
+        export_row.addStretch(1)
+        export_row.addWidget(self.export_button)
+        layout = scrolled_layout(self)
+        layout.addWidget(self.model_controls)
+        layout.addWidget(self.chooser)
+        layout.addWidget(self.metrics_check)
+        layout.addWidget(self.params)
+        layout.addWidget(self.run_controls)
+        layout.addWidget(self.display_controls)
+        layout.addWidget(self.trust_label)
+        layout.addWidget(self.metrics_label)
+        layout.addWidget(self.importance, 10)
+        layout.addLayout(export_row)
+        layout.addStretch(1)
 
         self._connect_model_controls()
-        self.compare_check.toggled.connect(self.method2_combo.setEnabled)
         for signal in (
             self.compare_check.toggled,
             self.method_combo.currentIndexChanged,
             self.method2_combo.currentIndexChanged,
         ):
             signal.connect(self._on_method_changed)
-        for signal in (
-            self.colormap_combo.currentIndexChanged,
-            self.blending_combo.currentIndexChanged,
-            self.opacity_slider.valueChanged,
-            self.threshold_spin.valueChanged,
-        ):
-            signal.connect(self._on_display_changed)
+        self.display_controls.changed.connect(self._on_display_changed)
         self.side_check.toggled.connect(self.side_by_side)
         self.importance.slice_clicked.connect(self.go_to_slice)
         self.export_button.clicked.connect(self._export_dialog)
@@ -160,12 +216,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
 
     def display(self) -> DisplayOptions:
         """The display settings of the overlays."""
-        return DisplayOptions(
-            colormap=self.colormap_combo.currentText(),
-            blending=self.blending_combo.currentText(),
-            opacity=self.opacity_slider.value() / 100.0,
-            threshold_percentile=float(self.threshold_spin.value()),
-        )
+        return self.display_controls.options()
 
     def set_model(self, loaded: Any) -> None:
         """Use an already loaded ``LoadedModel``."""
@@ -188,7 +239,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         except ValueError as exc:  # CardError is a ValueError
             self._error(str(exc))
             return False
-        runs = [(m, read_params(self, m)) for m in self._chosen_methods()]
+        runs = [(m, self.params.read(m)) for m in self.chooser.chosen()]
         common.update(
             normalize=self.normalize_combo.currentData(),
             metrics=self.metrics_check.isChecked(),
@@ -205,7 +256,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
 
     def side_by_side(self, on: bool = True) -> bool:
         """Show the two maps of a comparison side by side (napari grid)."""
-        from napari_medcnn.widgets._saliency_layers import set_side_by_side
+        from napari_medcnn.widgets.saliency.layers import set_side_by_side
 
         shown = [s for s in self._shown if self._alive(s["layer"])]
         if not shown:
@@ -238,7 +289,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         Returns:
             (map path, sidecar path).
         """
-        from napari_medcnn.widgets._saliency_layers import export_overlay
+        from napari_medcnn.widgets.saliency.layers import export_overlay
 
         if not self._shown:
             raise ValueError("nothing to export: run first")
@@ -268,7 +319,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         from napari.utils.notifications import show_warning
 
         from napari_medcnn.saliency.export import saliency_record
-        from napari_medcnn.widgets._saliency_layers import show_overlay
+        from napari_medcnn.widgets.saliency.layers import show_overlay
 
         layers = [lay for lay in self._pending.get("layers") or [] if self._alive(lay)]
         if not layers:
@@ -350,7 +401,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
             )
 
     def _on_method_changed(self, *_args) -> None:
-        show_param_rows(self, self._chosen_methods())
+        self.params.show_for(self.chooser.chosen())
 
     def _on_display_changed(self, *_args) -> None:
         display = self.display()
@@ -361,18 +412,9 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
     def _alive(self, layer: Any) -> bool:
         return contains(self._viewer.layers, layer)
 
-    def _chosen_methods(self) -> list[str]:
-        chosen = [self.method_combo.currentData()]
-        second = self.method2_combo.currentData()
-        if self.compare_check.isChecked() and second and second not in chosen:
-            chosen.append(second)
-        return chosen
-
     def _update_model(self) -> None:
         self._show_model_text()
-        note = fill_model_controls(self, self._model)
-        self.method_note.setText(note)
-        self.method_note.setVisible(bool(note))
+        self.chooser.offer(self._model)
         self._update_channel_label()
         self._update_buttons()
         if self._model is not None:

@@ -1,31 +1,32 @@
-"""Qt layout of the Fine-tune widget (widgets only, no behaviour)."""
+"""Group boxes of the Fine-tune widget: model, training options, augmentation.
+
+Each box makes and lays out its own fields; the panel keeps them as its
+attributes and reads them (:mod:`.settings`).
+
+* :class:`ModelBox`: the parent to start from and where to save.
+* :class:`TrainingBox`: epochs, frozen-backbone epochs, batch size, class
+  balance, validation split and where training runs.
+* :class:`AugmentBox`: one switch per augmentation and "Preview".
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_medcnn.training.data.augment import STRENGTH
-from napari_medcnn.widgets._plots import PlotColors
-from napari_medcnn.widgets._train_plot import ConfusionPlot, LearningCurves
 
 PARENTS = {
     "default": "Default model",
@@ -60,140 +61,124 @@ AUGMENT_TIPS = {
 AUGMENT = tuple(AUGMENT_TIPS)
 
 
-def _combo(items: dict[str, str]) -> QComboBox:
+def combo_box(items: dict[str, str]) -> QComboBox:
+    """A combo box of ``items`` (key -> text); the keys are the item data."""
     combo = QComboBox()
     for key, text in items.items():
         combo.addItem(text, key)
     return combo
 
 
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+def spin_box(lo: int, hi: int, value: int) -> QSpinBox:
+    """A ``QSpinBox`` from ``lo`` to ``hi`` at ``value``."""
     spin = QSpinBox()
     spin.setRange(lo, hi)
     spin.setValue(value)
     return spin
 
 
-def build_ui(panel: Any, colors: PlotColors) -> None:
-    """Create the Fine-tune panel's child widgets as attributes of ``panel``."""
-    outer = QVBoxLayout(panel)
-    outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    body = QWidget()
-    scroll.setWidget(body)
-    outer.addWidget(scroll)
-    layout = QVBoxLayout(body)
-
-    box = QGroupBox("Model")
-    form = QFormLayout(box)
-    panel.parent_combo = _combo(PARENTS)
-    form.addRow("Start from:", panel.parent_combo)
-    panel.parent_edit = QLineEdit()
-    panel.parent_edit.setPlaceholderText("parent checkpoint (.safetensors)")
-    panel.parent_browse = QPushButton("…")
-    form.addRow("Parent file:", _hbox(panel.parent_edit, panel.parent_browse))
-    panel.out_edit = QLineEdit(
-        str(Path.home() / "napari-medcnn" / "finetuned.safetensors")
-    )
-    panel.out_browse = QPushButton("…")
-    form.addRow("Save as:", _hbox(panel.out_edit, panel.out_browse))
-    layout.addWidget(box)
-
-    box = QGroupBox("Training")
-    form = QFormLayout(box)
-    panel.epochs_spin = _spin(1, 1000, 20)
-    panel.freeze_spin = _spin(0, 1000, 0)
-    panel.freeze_spin.setToolTip("Train only the class head for these first epochs.")
-    panel.batch_spin = _spin(1, 1024, 32)
-    form.addRow("Epochs:", panel.epochs_spin)
-    form.addRow("Freeze backbone:", panel.freeze_spin)
-    form.addRow("Batch size:", panel.batch_spin)
-    panel.balance_combo = _combo(BALANCE)
-    form.addRow("Balance:", panel.balance_combo)
-    panel.split_combo = _combo(SPLITS)
-    panel.split_combo.setToolTip(
-        "Validation split by patient/study when the scans have one; k-fold "
-        "cross-validation when there are few labels."
-    )
-    form.addRow("Validation:", panel.split_combo)
-    panel.mode_combo = _combo(MODES)
-    panel.mode_combo.setToolTip(
-        "Where training runs: a worker thread of napari, or a separate process "
-        "(never competes with napari for Python's GIL). Both leave one CPU "
-        "core for napari."
-    )
-    form.addRow("Run in:", panel.mode_combo)
-    layout.addWidget(box)
-
-    box = QGroupBox("Augmentation")
-    grid = QGridLayout(box)
-    panel.augment_checks = {}
-    for i, key in enumerate(AUGMENT):
-        check = QCheckBox(key)
-        check.setToolTip(AUGMENT_TIPS[key])
-        panel.augment_checks[key] = check
-        grid.addWidget(check, i // 4, i % 4)
-    panel.preview_button = QPushButton("Preview augmentation")
-    panel.preview_button.setToolTip(
-        "Show nine augmented copies of a labelled example as a napari layer."
-    )
-    grid.addWidget(panel.preview_button, (len(AUGMENT) + 3) // 4, 0, 1, 4)
-    layout.addWidget(box)
-
-    panel.labels_info = QLabel("No labels found in the open layers.")
-    panel.labels_info.setWordWrap(True)
-    panel.refresh_button = QPushButton("Refresh")
-    layout.addLayout(_hbox(panel.labels_info, panel.refresh_button, stretch=0))
-
-    panel.start_button = QPushButton("Start")
-    panel.pause_button = QPushButton("Pause")
-    panel.cancel_button = QPushButton("Cancel")
-    layout.addLayout(_hbox(panel.start_button, panel.pause_button, panel.cancel_button))
-    panel.progress = QProgressBar()
-    panel.progress.setRange(0, 1)
-    panel.progress.setValue(0)
-    panel.progress.setFormat("%p %")
-    layout.addWidget(panel.progress)
-    panel.status = QLabel("")
-    panel.status.setWordWrap(True)
-    layout.addWidget(panel.status)
-
-    panel.curves = LearningCurves(colors)
-    layout.addWidget(panel.curves)
-    panel.matrix = ConfusionPlot(colors)
-    panel.matrix.setVisible(False)
-    layout.addWidget(panel.matrix)
-    panel.metrics_label = QLabel("")
-    panel.metrics_label.setWordWrap(True)
-    layout.addWidget(panel.metrics_label)
-    panel.save_best_button = QPushButton("Save best so far…")
-    panel.continue_button = QPushButton("Continue training")
-    panel.continue_button.setToolTip(
-        "Start again from the cancelled run's best weights."
-    )
-    layout.addLayout(_hbox(panel.save_best_button, panel.continue_button))
-    layout.addStretch(1)
-
-
-def _hbox(*widgets: QWidget, stretch: int | None = None) -> QHBoxLayout:
+def hbox(*widgets: QWidget, stretch: int | None = None) -> QHBoxLayout:
+    """A row of ``widgets``; ``stretch=0``: the first one takes the room."""
     row = QHBoxLayout()
     for i, w in enumerate(widgets):
         row.addWidget(w, 1 if i == 0 and stretch == 0 else 0)
     return row
 
 
-def ask_save_path(parent: QWidget, start: str) -> str:
-    """A save dialog for a checkpoint; '' when cancelled."""
-    path, _ = QFileDialog.getSaveFileName(
-        parent, "Save checkpoint", start, "Checkpoints (*.safetensors)"
-    )
-    return path
+class ModelBox(QGroupBox):
+    """The parent model and the output checkpoint.
+
+    Attributes:
+        parent_combo: ``default``, ``current``, ``file`` or ``scratch``.
+        parent_edit, parent_browse: the parent checkpoint file (``file``).
+        out_edit, out_browse: where the new checkpoint is written.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Model", parent)
+        self.parent_combo = combo_box(PARENTS)
+        self.parent_edit = QLineEdit()
+        self.parent_edit.setPlaceholderText("parent checkpoint (.safetensors)")
+        self.parent_browse = QPushButton("…")
+        self.out_edit = QLineEdit(
+            str(Path.home() / "napari-medcnn" / "finetuned.safetensors")
+        )
+        self.out_browse = QPushButton("…")
+        form = QFormLayout(self)
+        form.addRow("Start from:", self.parent_combo)
+        form.addRow("Parent file:", hbox(self.parent_edit, self.parent_browse))
+        form.addRow("Save as:", hbox(self.out_edit, self.out_browse))
 
 
-def ask_open_path(parent: QWidget, start: str) -> str:
-    """An open dialog for a parent checkpoint; '' when cancelled."""
-    path, _ = QFileDialog.getOpenFileName(
-        parent, "Parent checkpoint", start, "Checkpoints (*.safetensors *.json)"
-    )
-    return path
+class TrainingBox(QGroupBox):
+    """How to train.
+
+    Attributes:
+        epochs_spin, freeze_spin, batch_spin: epochs, epochs that train only
+            the class head, batch size.
+        balance_combo, split_combo, mode_combo: class balance, validation
+            split and where training runs (keys of ``BALANCE``, ``SPLITS``,
+            ``MODES``).
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Training", parent)
+        self.epochs_spin = spin_box(1, 1000, 20)
+        self.freeze_spin = spin_box(0, 1000, 0)
+        self.freeze_spin.setToolTip("Train only the class head for these first epochs.")
+        self.batch_spin = spin_box(1, 1024, 32)
+        self.balance_combo = combo_box(BALANCE)
+        self.split_combo = combo_box(SPLITS)
+        self.split_combo.setToolTip(
+            "Validation split by patient/study when the scans have one; k-fold "
+            "cross-validation when there are few labels."
+        )
+        self.mode_combo = combo_box(MODES)
+        self.mode_combo.setToolTip(
+            "Where training runs: a worker thread of napari, or a separate process "
+            "(never competes with napari for Python's GIL). Both leave one CPU "
+            "core for napari."
+        )
+        form = QFormLayout(self)
+        form.addRow("Epochs:", self.epochs_spin)
+        form.addRow("Freeze backbone:", self.freeze_spin)
+        form.addRow("Batch size:", self.batch_spin)
+        form.addRow("Balance:", self.balance_combo)
+        form.addRow("Validation:", self.split_combo)
+        form.addRow("Run in:", self.mode_combo)
+
+
+class AugmentBox(QGroupBox):
+    """One check box per augmentation (``AUGMENT``), and "Preview".
+
+    Attributes:
+        augment_checks: augmentation name -> ``QCheckBox``.
+        preview_button: show augmented copies of a labelled example.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Augmentation", parent)
+        grid = QGridLayout(self)
+        self.augment_checks: dict[str, QCheckBox] = {}
+        for i, key in enumerate(AUGMENT):
+            check = QCheckBox(key)
+            check.setToolTip(AUGMENT_TIPS[key])
+            self.augment_checks[key] = check
+            grid.addWidget(check, i // 4, i % 4)
+        self.preview_button = QPushButton("Preview augmentation")
+        self.preview_button.setToolTip(
+            "Show nine augmented copies of a labelled example as a napari layer."
+        )
+        grid.addWidget(self.preview_button, (len(AUGMENT) + 3) // 4, 0, 1, 4)
+
+    def config(self) -> dict[str, bool]:
+        """Augmentation name -> on."""
+        return {k: c.isChecked() for k, c in self.augment_checks.items()}
+
+    def set_defaults(self, modality: str | None) -> None:
+        """Tick the default augmentations for ``modality`` (None: any)."""
+        from napari_medcnn.training.data.augment import default_config
+
+        for key, on in default_config(modality).items():
+            if key in self.augment_checks:
+                self.augment_checks[key].setChecked(on)

@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_medcnn.widgets._jobs import JobError, guarded
+from napari_medcnn.widgets._common.jobs import JobError, guarded
 
 MODES = ("thread", "subprocess")
 #: chosen by benchmarks/finetune_stall.py on an otherwise idle 2-core machine:
@@ -39,7 +39,7 @@ def parent_card(parent: str | None) -> Any:
 
     if parent is not None:
         return read_card(parent)
-    from napari_medcnn.inference.predict import default_model_path
+    from napari_medcnn.models.checkpoint import default_model_path
 
     return read_card(default_model_path())
 

@@ -4,7 +4,7 @@
   accuracy and AUC (bottom) per epoch, redrawn after every epoch.
 * :class:`ConfusionPlot`: the validation confusion matrix with counts.
 
-Colours follow the napari theme (:func:`._plots.theme_colors`).
+Colours follow the napari theme (``_common.plots.theme_colors``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy
 
-from napari_medcnn.widgets._plots import FONT, PlotColors
+from napari_medcnn.widgets._common.plots import FONT, PlotColors
 
 
 class _Figure(FigureCanvasQTAgg):

@@ -1,9 +1,11 @@
 """Settings of the Fine-tune widget: labelled layers, parent, run options.
 
-A mixin for :class:`~.training.TrainingWidget` that reads the panel's
-controls and the viewer's layers into the arguments of
-:func:`._train_jobs.train_job`; bad settings raise ``ValueError`` with the
-message shown to the user.  No torch import here.
+A mixin for :class:`~napari_medcnn.widgets.training.widget.TrainingWidget`
+that reads the panel's controls (the fields of its ``ModelBox``,
+``TrainingBox`` and ``AugmentBox``) and the viewer's layers into the
+arguments of :func:`napari_medcnn.widgets.training.jobs.train_job`; bad
+settings raise ``ValueError`` with the message shown to the user.  No torch
+import here.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from napari_medcnn.widgets._label_jobs import level0, stored_labels
-from napari_medcnn.widgets._label_regions import RESULT_KEY
-from napari_medcnn.widgets._train_ui import ask_open_path, ask_save_path
+from napari_medcnn.widgets._common.labels import stored_labels
+from napari_medcnn.widgets._common.layers import is_result, level0
+from napari_medcnn.widgets._common.model_events import current_model
+from napari_medcnn.widgets.training.dialogs import ask_open_path, ask_save_path
+from napari_medcnn.widgets.training.jobs import checkpoint_paths
 
 
 class SettingsMixin:
-    """Needs ``_viewer``, ``_kept`` and the UI attributes of ``_train_ui``."""
+    """Needs ``_viewer``, ``_kept``, ``augment_box`` and the fields of the
+    ``ModelBox`` and ``TrainingBox``."""
 
     def sources(self) -> list[dict[str, Any]]:
         """The labelled image layers: sidecar dict, images, spacing, rgb."""
@@ -25,7 +30,7 @@ class SettingsMixin:
 
         out = []
         for lay in self._viewer.layers:
-            if not isinstance(lay, Image) or (lay.metadata or {}).get(RESULT_KEY):
+            if not isinstance(lay, Image) or is_result(lay):
                 continue
             try:
                 store = stored_labels(lay)
@@ -45,8 +50,7 @@ class SettingsMixin:
         return out
 
     def _parent_path(self) -> str | None:
-        from napari_medcnn.inference.predict import default_model_path
-        from napari_medcnn.widgets._model_events import current_model
+        from napari_medcnn.models.checkpoint import default_model_path
 
         kind = self.parent_combo.currentData()
         if kind == "scratch":
@@ -62,16 +66,6 @@ class SettingsMixin:
                 raise ValueError(f"Parent checkpoint not found: {path}")
             return str(path)
         return str(default_model_path())
-
-    def _augment(self) -> dict[str, bool]:
-        return {k: c.isChecked() for k, c in self.augment_checks.items()}
-
-    def _set_augment(self, modality: str | None) -> None:
-        from napari_medcnn.training.data.augment import default_config
-
-        for key, on in default_config(modality).items():
-            if key in self.augment_checks:
-                self.augment_checks[key].setChecked(on)
 
     def _settings(self, resume: bool) -> dict[str, Any]:
         from napari_medcnn.training.data.splits import MIN_PER_CLASS
@@ -106,7 +100,7 @@ class SettingsMixin:
                 "epochs": epochs,
                 "batch_size": self.batch_spin.value(),
                 "freeze_backbone_epochs": min(self.freeze_spin.value(), epochs),
-                "augment": self._augment(),
+                "augment": self.augment_box.config(),
                 "balance": self.balance_combo.currentData(),
             },
             "mode": self.mode_combo.currentData(),
@@ -143,7 +137,6 @@ class SettingsMixin:
         """Refuse, before training, a checkpoint that would replace files
         the user did not agree to replace (ValueError naming the file)."""
         from napari_medcnn._atomic import OverwriteError, check_overwrite
-        from napari_medcnn.widgets._train_jobs import checkpoint_paths
 
         try:
             check_overwrite(checkpoint_paths(out), overwrite=self._may_replace(out))

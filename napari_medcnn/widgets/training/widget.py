@@ -9,13 +9,13 @@ epochs, frozen-backbone epochs, augmentation switches (with a preview
 layer), class balance and validation split, and presses Start.
 
 Training runs off the UI thread, in a ``thread_worker`` or a spawned
-process (:mod:`._train_jobs`), with all CPU cores but one.  A napari
+process (:mod:`.jobs`), with all CPU cores but one.  A napari
 progress bar with ETA and a live plot of loss and accuracy/AUC per epoch
 follow it; Pause/Resume and Cancel act between batches.  At the end the
 confusion matrix, per-class metrics and the recommendation ("still
 improving", "plateaued", "overfitting") are shown, the checkpoint is
 written atomically and handed to the open Classify and Saliency widgets
-(:mod:`._model_events`).  A cancelled run keeps the parent and offers its
+(``_common.model_events``).  A cancelled run keeps the parent and offers its
 best-so-far weights ("Save best so far…", "Continue training").  Closing
 the panel or napari cancels the run; labels are already on disk and the
 parent is never written.
@@ -28,20 +28,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QSize
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
-from napari_medcnn.widgets._label_regions import RESULT_KEY
-from napari_medcnn.widgets._plots import theme_colors
-from napari_medcnn.widgets._train_jobs import (
+from napari_medcnn.widgets._common.controls import RunControls
+from napari_medcnn.widgets._common.layers import RESULT_KEY
+from napari_medcnn.widgets._common.model_events import publish_model
+from napari_medcnn.widgets._common.plots import theme_colors
+from napari_medcnn.widgets.training.boxes import (
+    AugmentBox,
+    ModelBox,
+    TrainingBox,
+    hbox,
+)
+from napari_medcnn.widgets.training.jobs import (
     DEFAULT_MODE,
     preview_job,
     publish,
     train_job,
 )
-from napari_medcnn.widgets._train_plot import metrics_html
-from napari_medcnn.widgets._train_run import TrainRun
-from napari_medcnn.widgets._train_settings import SettingsMixin, label_classes
-from napari_medcnn.widgets._train_ui import build_ui
+from napari_medcnn.widgets.training.plots import (
+    ConfusionPlot,
+    LearningCurves,
+    metrics_html,
+)
+from napari_medcnn.widgets.training.run import TrainRun
+from napari_medcnn.widgets.training.settings import SettingsMixin, label_classes
 
 if TYPE_CHECKING:
     import napari
@@ -72,9 +83,56 @@ class TrainingWidget(SettingsMixin, QWidget):
         self._n_runs = 0
         self.history: list[dict[str, float]] = []
         self._colors = theme_colors(getattr(viewer, "theme", "dark"))
-        build_ui(self, self._colors)
+
+        # -- child widgets: model, training, augmentation, labels, run, results
+        self.model_box = mb = ModelBox()
+        self.parent_combo, self.parent_edit = mb.parent_combo, mb.parent_edit
+        self.parent_browse, self.out_edit = mb.parent_browse, mb.out_edit
+        self.out_browse = mb.out_browse
+        self.training_box = tb = TrainingBox()
+        self.epochs_spin, self.freeze_spin = tb.epochs_spin, tb.freeze_spin
+        self.batch_spin, self.balance_combo = tb.batch_spin, tb.balance_combo
+        self.split_combo, self.mode_combo = tb.split_combo, tb.mode_combo
+        self.augment_box = ab = AugmentBox()
+        self.augment_checks, self.preview_button = ab.augment_checks, ab.preview_button
+        self.labels_info = QLabel("No labels found in the open layers.")
+        self.labels_info.setWordWrap(True)
+        self.refresh_button = QPushButton("Refresh")
+        self.run_controls = rc = RunControls(("Start", "Pause"), progress_below=True)
+        self.start_button, self.pause_button = rc.buttons
+        self.cancel_button, self.progress, self.status = (
+            rc.cancel_button, rc.progress, rc.status,
+        )  # fmt: skip
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("%p %")
+        self.curves = LearningCurves(self._colors)
+        self.matrix = ConfusionPlot(self._colors)
+        self.matrix.setVisible(False)
+        self.metrics_label = QLabel("")
+        self.metrics_label.setWordWrap(True)
+        self.save_best_button = QPushButton("Save best so far…")
+        self.continue_button = QPushButton("Continue training")
+        self.continue_button.setToolTip(
+            "Start again from the cancelled run's best weights."
+        )
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        for w in (self.model_box, self.training_box, self.augment_box):
+            layout.addWidget(w)
+        layout.addLayout(hbox(self.labels_info, self.refresh_button, stretch=0))
+        for w in (self.run_controls, self.curves, self.matrix, self.metrics_label):
+            layout.addWidget(w)
+        layout.addLayout(hbox(self.save_best_button, self.continue_button))
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
         self.set_mode(DEFAULT_MODE)
-        self._set_augment(None)
+        self.augment_box.set_defaults(None)
 
         self.parent_combo.currentIndexChanged.connect(self._update_buttons)
         self.parent_browse.clicked.connect(self._browse_parent)
@@ -165,7 +223,7 @@ class TrainingWidget(SettingsMixin, QWidget):
                 f"{sum(counts.values())} labels in {len(sources)} scan(s): {text}"
             )
             if sources[0].get("modality"):
-                self._set_augment(sources[0]["modality"])
+                self.augment_box.set_defaults(sources[0]["modality"])
         return counts
 
     def start(self, resume: bool = False) -> bool:
@@ -272,7 +330,7 @@ class TrainingWidget(SettingsMixin, QWidget):
             self._error(str(exc))
             return False
         worker = thread_worker(preview_job, start_thread=False, ignore_errors=True)(
-            sources[0], parent, self._augment()
+            sources[0], parent, self.augment_box.config()
         )
         worker.returned.connect(self._show_preview)
         worker.errored.connect(lambda e: self._error(f"Preview failed: {e}"))
@@ -307,8 +365,6 @@ class TrainingWidget(SettingsMixin, QWidget):
         self._say(text)
 
     def _on_done(self, summary: dict[str, Any]) -> None:
-        from napari_medcnn.widgets._model_events import publish_model
-
         self._summary = summary
         if summary.get("cancelled"):
             n = int(summary.get("epochs_run") or 0)

@@ -1,0 +1,67 @@
+"""napari layer helpers of the widgets (no Qt widgets).
+
+* :func:`level0` and :func:`contains`: a layer's full-resolution data, and
+  membership by ``==`` (the viewer may hand out ``PublicOnlyProxy``
+  wrappers, for which ``is`` fails).
+* :func:`current_slice_index` and :func:`slice_world_position` convert
+  between napari's world coordinates (``viewer.dims.point``, mm) and a
+  layer's slice index along its first data axis, with the layer's own
+  transforms (``world_to_data`` / ``data_to_world``: scale, translate and
+  any affine), so layers of any spacing and origin map correctly.
+* :data:`RESULT_KEY` marks the layers the plugin adds as results
+  (probability maps, previews): not scans to label or train on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: layer metadata marking the plugin's result layers (not scans to label)
+RESULT_KEY = "medcnn_result"
+
+
+def level0(layer: Any) -> Any:
+    """The full-resolution data of a (possibly multiscale) layer."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def contains(layers: Any, layer: Any) -> bool:
+    """``layer in layers`` by ``==`` (napari may hand out proxies)."""
+    return layer is not None and any(layer == other for other in layers)
+
+
+def is_result(layer: Any) -> bool:
+    """Whether ``layer`` is one of the plugin's result layers."""
+    return bool((layer.metadata or {}).get(RESULT_KEY))
+
+
+# -- slice geometry ------------------------------------------------------------
+def slice_axis(viewer_ndim: int, layer: Any) -> int:
+    """The viewer (world) axis of ``layer``'s first data axis (its slices).
+
+    napari aligns a layer's axes with the *last* ``layer.ndim`` world axes.
+    """
+    return int(viewer_ndim) - int(layer.ndim)
+
+
+def current_slice_index(layer: Any, world_point: Sequence[float]) -> int:
+    """The slice of ``layer`` (index along data axis 0) at ``world_point``.
+
+    ``world_point`` is ``viewer.dims.point`` (world units, e.g. mm); the
+    result is clipped to the layer's slices.  2D layers give 0.
+    """
+    if layer.ndim < 3:
+        return 0
+    data = np.asarray(layer.world_to_data(np.asarray(world_point, dtype=float)))
+    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[0])
+    return int(np.clip(np.round(data[0]), 0, n - 1))
+
+
+def slice_world_position(layer: Any, index: int) -> float:
+    """World coordinate, on :func:`slice_axis`, of slice ``index`` of ``layer``."""
+    pos = np.zeros(layer.ndim)
+    pos[0] = index
+    return float(layer.data_to_world(pos)[0])
