@@ -24,6 +24,14 @@ def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
     return (yield from guarded(classify(images, model, **kwargs)))
 
 
+#: the scope choices as the panel names them (for the request check's words)
+SCOPE_CHOICES = {
+    "slice": "Current slice",
+    "slices": "Every slice",
+    "volume": "Whole volume",
+}
+
+
 def job_arguments(
     model: Any, layers: Sequence[Any], scope: str, world_point: Sequence[float]
 ) -> dict[str, Any]:
@@ -49,15 +57,19 @@ def job_arguments(
     nd = first.ndim  # spatial: napari leaves the RGB axis out
     if nd not in (2, 3):
         raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
-    if scope == "volume" and card.input_kind == "slice":
-        raise ValueError(
-            f"model '{card.name or card.arch}' classifies 2D slices: "
-            "choose Current slice or Every slice."
-        )
-    card.check_input(len(layers), 3 if scope == "volume" else 2)
-    slice_index = None
-    if scope == "slice" and nd == 3:
-        slice_index = current_slice_index(first, world_point)
+    from napari_medcnn.inference.request import check_request
+
+    on_volume = scope == "slice" and nd == 3
+    want = current_slice_index(first, world_point) if on_volume else None
+    req = check_request(
+        card,
+        scope=scope,
+        n_channels=len(layers),
+        ndim=nd,
+        slice_index=want,
+        names=SCOPE_CHOICES,
+    )
+    scope, slice_index = req.scope, req.slice_index
     return {
         "scope": scope,
         "spacing": tuple(float(s) for s in first.scale),

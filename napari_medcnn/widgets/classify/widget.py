@@ -42,7 +42,11 @@ from napari_medcnn.widgets._common.model_panel import (
 )
 from napari_medcnn.widgets._common.plots import theme_colors
 from napari_medcnn.widgets.classify.dialogs import ask_export_path
-from napari_medcnn.widgets.classify.jobs import iter_classify_job, job_arguments
+from napari_medcnn.widgets.classify.jobs import (
+    SCOPE_CHOICES,
+    iter_classify_job,
+    job_arguments,
+)
 from napari_medcnn.widgets.classify.plots import ProbabilityBars, SliceCurve
 from napari_medcnn.widgets.classify.view import ResultView
 
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     import napari
 
 #: scope key -> radio-button text, in display order.
-SCOPES = {"slice": "Current slice", "slices": "Every slice", "volume": "Whole volume"}
+SCOPES = SCOPE_CHOICES
 
 
 class ClassifyWidget(ModelPanelMixin, QWidget):

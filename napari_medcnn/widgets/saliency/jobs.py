@@ -77,6 +77,15 @@ def iter_saliency_job(
     return results
 
 
+#: the panel's scope choices in the request check's words: for a slice
+#: model, "Whole volume" means every slice
+SCOPE_CHOICES = {
+    "slice": "Current slice",
+    "slices": "Whole volume",
+    "volume": "Whole volume",
+}
+
+
 def job_arguments(
     model: Any,
     layers: Sequence[Any],
@@ -115,23 +124,27 @@ def job_arguments(
             "share one grid"
         )
     check_target(target, card.classes)
-    volume_model = card.input_kind in ("volume", "sequence")
-    if volume_model and nd != 3:
-        raise ValueError(
-            f"model '{card.name or card.arch}' explains whole volumes; "
-            f"'{first.name}' is 2D"
-        )
-    card.check_input(len(layers), 3 if volume_model else 2)
-    slice_index = None
-    if volume_model:
-        core_scope = "volume"
-    elif nd == 2:
-        core_scope = "slice"
-    elif scope == "slice":
-        core_scope = "slice"
-        slice_index = current_slice_index(first, world_point)
+    from napari_medcnn.inference.request import check_request, is_volume_model
+
+    # the widget offers "Current slice" and "Whole volume"; for a slice
+    # model the whole volume means every slice
+    if is_volume_model(card):
+        wanted = "volume"
     else:
-        core_scope = "slices"
+        wanted = "slice" if scope == "slice" or nd == 2 else "slices"
+    req = check_request(
+        card,
+        scope=wanted,
+        n_channels=len(layers),
+        ndim=nd,
+        slice_index=(
+            current_slice_index(first, world_point)
+            if wanted == "slice" and nd == 3
+            else None
+        ),
+        names=SCOPE_CHOICES,
+    )
+    core_scope, slice_index = req.scope, req.slice_index
     return {
         "target": target,
         "scope": core_scope,
