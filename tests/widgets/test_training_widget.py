@@ -148,6 +148,8 @@ def test_label_train_pause_cancel_continue_and_classify(
         lambda: (
             classify.model is not None
             and Path(classify.model.path).resolve() == out.resolve()
+            # the load worker returns the model before it finishes
+            and classify.worker is None
         ),
         timeout=WAIT_MS,
     )
