@@ -76,6 +76,9 @@ def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:
     temperature = fit_temperature(logits_of(model, x[va], args.tta), labels[va])
     logits = logits_of(model, x[test_idx], args.tta)
     s = summarize(logits, labels[test_idx], temperature)
+    other = "none" if args.tta == "flip" else "flip"
+    t_other = fit_temperature(logits_of(model, x[va], other), labels[va])
+    s_other = summarize(logits_of(model, x[test_idx], other), labels[test_idx], t_other)
     return {
         "n_train": int(len(tr)),
         "n_healthy": int(len(extra)),
@@ -87,6 +90,7 @@ def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:
         "ece": round(float(s["ece"]), 4),
         "temperature": round(float(temperature), 3),
         "best_epoch": int(result.best_epoch),
+        f"accuracy_tta_{other}": round(float(s_other["accuracy"]), 4),
     }
 
 
