@@ -167,6 +167,18 @@ def fit_domain(
     val_score = knn_novelty(val_features, reference, k)
     # validation images the content rules flag count against the budget
     content_ok = _content_reasons_mask(val_c, content)
+    if 1 - content_ok.mean() > flag_rate / 2:
+        # training images that differ from the validation set in content
+        # (e.g. healthy slices at every level of a head) must not spend the
+        # whole budget, or the novelty threshold ends at the validation
+        # maximum: widen each content rule to flag at most flag_rate / 6
+        # of the validation images
+        low, high = 100 * flag_rate / 6, 100 * (1 - flag_rate / 6)
+        bb, fg = content["border_background"], content["foreground"]
+        bb["min"] = round(min(bb["min"], float(np.percentile(val_c[:, 0], low))), 5)
+        fg["min"] = round(min(fg["min"], float(np.percentile(val_c[:, 1], low))), 5)
+        fg["max"] = round(max(fg["max"], float(np.percentile(val_c[:, 1], high))), 5)
+        content_ok = _content_reasons_mask(val_c, content)
     score_ok = val_score[content_ok]
     budget = max(0.0, flag_rate - (1 - content_ok.mean()))
     threshold = float(np.quantile(score_ok, 1 - budget)) if score_ok.size else 1.0

@@ -61,3 +61,31 @@ def test_knn_novelty_and_assess():
 def test_uncertainty_range():
     u = predictive_uncertainty(np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]]))
     assert u[0] < 1e-6 and abs(u[1] - 1) < 1e-6 and 0 < u[2] < 1
+
+
+def test_content_rules_leave_the_novelty_threshold_a_budget():
+    """Training images whose content differs from the validation set (as
+    healthy slices at every level of a head differ from Br35H) must not make
+    the content rules flag more than the budget: the kNN threshold would
+    then sit at the validation maximum and never flag anything new."""
+    from napari_medcnn.trust.domain import fit_domain, knn_novelty, normalise_reference
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+
+    def discs(radii):
+        out = np.zeros((len(radii), 1, 32, 32), np.float32)
+        for i, r in enumerate(radii):
+            out[i, 0] = (np.hypot(yy - 15.5, xx - 15.5) < r).astype(np.float32)
+        return out + rng.normal(0, 0.01, out.shape).astype(np.float32)
+
+    train_x = discs(rng.uniform(9.0, 10.0, 400))  # narrow content
+    val_x = discs(rng.uniform(7.0, 12.0, 200))  # wider: many outside
+    train_f = rng.normal(size=(400, 8))
+    val_f = rng.normal(size=(200, 8))
+    domain, reference = fit_domain(train_x, train_f, val_x, val_f, modalities=["MR"])
+    feats = domain["features"]
+    assert feats["validation_flagged"] <= 0.05
+    val_score = knn_novelty(val_f, normalise_reference(train_f), feats["k"])
+    assert feats["threshold"] < val_score.max()  # novelty still flags some
+    assert (val_score > feats["threshold"]).mean() >= 0.05 / 4
