@@ -46,6 +46,41 @@ def uncertainty_summary(logits: np.ndarray, y: np.ndarray, temperature: float):
     }
 
 
+def refit_domain(net, card, split) -> tuple[dict, np.ndarray]:
+    """The card's domain refitted as ``train_default_model`` fits it: the
+    training files plus the healthy re-slicings its provenance records
+    (same count and seed), against the validation files."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_default_model import ROOT, fit_card_domain
+
+    from napari_medcnn.io import load
+    from napari_medcnn.training.data.healthy import healthy_slices
+
+    x_train, _ = split("train")
+    prov = card.provenance
+    n_healthy = int((prov.get("healthy_head_slices") or {}).get("n", 0))
+    if n_healthy:
+        copies = int(prov["command"].split("--healthy ")[1].split()[0])
+        head = load(ROOT / "napari_medcnn" / "data" / "colin27_t1.nii.gz")[0]
+        extra = healthy_slices(
+            head.data,
+            head.spacing,
+            card.preprocessing,
+            copies=copies,
+            seed=int(prov.get("seed", 0)),
+        )
+        assert len(extra) == n_healthy, (len(extra), n_healthy)
+        x_train = np.concatenate([x_train, extra])
+    x_val, _ = split("validation")
+    domain, reference = fit_card_domain(net, x_train, x_val)
+    print(
+        f"domain refitted: kNN threshold {domain['features']['threshold']:.4f}, "
+        f"{domain['features']['validation_flagged']:.3f} of validation flagged",
+        file=sys.stderr,
+    )
+    return domain, reference
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
@@ -54,6 +89,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tta", choices=("auto", "flip", "none"), default="auto")
     ap.add_argument("--name", help="the card's new name")
     ap.add_argument("--description", help="the card's new description")
+    ap.add_argument(
+        "--refit-domain",
+        action="store_true",
+        help="refit the card's domain and the guard's reference features "
+        "(training files plus the card's healthy Colin27 re-slicings, "
+        "validation files) with the current trust.domain.fit_domain",
+    )
     args = ap.parse_args(argv)
 
     from napari_medcnn.io import load
@@ -120,6 +162,9 @@ def main(argv=None) -> int:
         if k in ("n", "accuracy", "auc", "ece") or k.startswith("accuracy_")
     }
     extras = {k: v for k, v in (loaded.extras or {}).items()}
+    if args.refit_domain:
+        card.domain, reference = refit_domain(net, card, split)
+        extras["domain.reference"] = torch.from_numpy(reference)
     path = save_checkpoint(net, card, args.out, extras=extras)
     print(
         json.dumps(
