@@ -1,7 +1,7 @@
 """Group k-fold estimate of the default model's recipe on all of Br35H.
 
     .venv/bin/python scripts/cv_default_recipe.py --arch cnn4 --epochs 20 \\
-        --lr 3e-3 --ema-decay 0.99 --healthy 3 --tta flip --cache fov96.npz
+        --lr 3e-3 --ema-decay 0.99 --epochs 24 --tta flip --cache fov96.npz
 
 The shipped model is judged on one held-out test split of about 78
 duplicate groups, so its accuracy moves by a few points with the split.
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=0, help="input side (px)")
     ap.add_argument("--tta", choices=("none", "flip"), default="flip")
     ap.add_argument(
-        "--healthy", type=int, default=3, help="Colin27 re-slicings (0: none)"
+        "--healthy", type=int, default=6, help="Colin27 re-slicings (0: none)"
     )
     ap.add_argument("--cache", type=Path, help="prepared images (.npz, x)")
     ap.add_argument("--only-fold", type=int, help="run just this fold (1-based)")

@@ -196,7 +196,7 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--dropout-blur",
         type=float,
-        default=0.0,
+        default=0.5,
         help="probability that pixel drop-out fills with a blurred copy of "
         "the image instead of its minimum (the blurred deletion substrate)",
     )
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--healthy",
         type=int,
-        default=3,
+        default=6,
         help="re-slicings of the shipped healthy head (Colin27) added to the "
         "training set as 'no tumour' at every level (0: none)",
     )
