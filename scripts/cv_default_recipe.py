@@ -41,6 +41,7 @@ from train_default_model import (  # noqa: E402
 )
 
 from napari_medcnn.io import load  # noqa: E402
+from napari_medcnn.models.features import FlipAveraged  # noqa: E402
 from napari_medcnn.preprocessing.record import default_record, fov_record  # noqa: E402
 from napari_medcnn.training.data import br35h  # noqa: E402
 from napari_medcnn.training.data.dedup import group_split  # noqa: E402
@@ -50,13 +51,12 @@ from napari_medcnn.training.finetune import predict_logits  # noqa: E402
 from napari_medcnn.training.metrics import fit_temperature, summarize  # noqa: E402
 
 
-def logits_of(model, x: np.ndarray, tta: str) -> np.ndarray:
+def logits_of(model, x: np.ndarray, tta: str, n_classes: int = 2) -> np.ndarray:
     """Logits (N, K); with ``tta == "flip"`` the mean over the image and its
     left-right mirror (as :class:`napari_medcnn.models.features.FlipAveraged`)."""
-    out = predict_logits(model, x, 128)
     if tta == "flip":
-        out = (out + predict_logits(model, np.ascontiguousarray(x[..., ::-1]), 128)) / 2
-    return out
+        model = FlipAveraged(model, n_classes)
+    return predict_logits(model, x, 128)
 
 
 def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:

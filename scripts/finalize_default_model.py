@@ -58,9 +58,12 @@ def refit_domain(net, card, split) -> tuple[dict, np.ndarray]:
 
     x_train, _ = split("train")
     prov = card.provenance
-    n_healthy = int((prov.get("healthy_head_slices") or {}).get("n", 0))
+    healthy = prov.get("healthy_head_slices") or {}
+    n_healthy = int(healthy.get("n", 0))
     if n_healthy:
-        copies = int(prov["command"].split("--healthy ")[1].split()[0])
+        # cards before "copies" was recorded say it in the source text
+        said = healthy["source"].split(" axial")[0].split()[-1]
+        copies = int(healthy.get("copies") or said)
         head = load(ROOT / "napari_medcnn" / "data" / "colin27_t1.nii.gz")[0]
         extra = healthy_slices(
             head.data,

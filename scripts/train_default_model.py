@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_duplicate_groups": n_groups,
             "healthy_head_slices": {
                 "n": n_healthy,
+                "copies": args.healthy,
                 "source": "Colin27 T1 (napari_medcnn/data/colin27_t1.nii.gz), "
                 f"{args.healthy} axial re-slicings (the first untilted, the "
                 "others tilted up to 12 degrees), every slice showing the "

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     import napari
 
 #: scope key -> radio-button text, in display order.
-SCOPES = SCOPE_CHOICES
 
 
 class ClassifyWidget(ModelPanelMixin, QWidget):
@@ -89,7 +88,7 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         )  # fmt: skip
         self.channel_label, self.model_label = mc.channel_label, mc.model_label
         self.default_button, self.browse_button = mc.default_button, mc.browse_button
-        self.scope_box = ScopeButtons(SCOPES, "Scope:")
+        self.scope_box = ScopeButtons(SCOPE_CHOICES, "Scope:")
         self.scope_group, self.scope_buttons = (
             self.scope_box.group,
             self.scope_box.buttons,
