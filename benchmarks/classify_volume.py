@@ -84,12 +84,8 @@ import torch
 from _memory import reset_peak, status_bytes
 
 from napari_medcnn._progress import drain
-from napari_medcnn.inference.predict import (
-    CPU_BATCH,
-    GPU_BATCH,
-    classify,
-    optimized_model,
-)
+from napari_medcnn.inference.fast import CPU_BATCH, GPU_BATCH, optimized_model
+from napari_medcnn.inference.predict import classify
 from napari_medcnn.models import build_model
 from napari_medcnn.models.card import ModelCard
 from napari_medcnn.models.checkpoint import (

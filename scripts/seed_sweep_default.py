@@ -44,7 +44,7 @@ from train_default_model import (  # noqa: E402
     train,
 )
 
-from napari_medcnn.inference.predict import default_model_path  # noqa: E402
+from napari_medcnn.models.checkpoint import default_model_path  # noqa: E402
 from napari_medcnn.preprocessing.record import default_record  # noqa: E402
 from napari_medcnn.training.data import br35h  # noqa: E402
 from napari_medcnn.training.finetune import predict_logits  # noqa: E402
