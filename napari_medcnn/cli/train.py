@@ -52,10 +52,64 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train --arch from scratch (with the parent card's preprocessing)",
     )
-    p.add_argument("--arch", default="seed_cnn", help="architecture for --scratch")
+    p.add_argument(
+        "--arch",
+        default="seed_cnn",
+        help="architecture for --scratch; a volume architecture (cnn_rnn, "
+        "slice_pool, resnet3d, densenet3d) trains a new volume model on volume "
+        "labels (a CNN+RNN's slice encoder starts from --model)",
+    )
+    vol = p.add_argument_group(
+        "volume models",
+        "how volumes are prepared for --arch cnn_rnn|slice_pool|resnet3d|"
+        "densenet3d (recorded in the card, applied again by classify)",
+    )
+    vol.add_argument(
+        "--slices", type=int, default=32, help="slices per prepared volume"
+    )
+    vol.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="in-plane pixels (default: the encoder's for cnn_rnn/slice_pool, "
+        "else 64 64)",
+    )
+    vol.add_argument(
+        "--slice-spacing",
+        type=float,
+        metavar="MM",
+        help="resample to this slice spacing in mm and keep --slices slices "
+        "around the head (default: the head's slice range in --slices slices)",
+    )
+    vol.add_argument(
+        "--slice-axis", choices=("axial", "coronal", "sagittal"), default="axial"
+    )
+    vol.add_argument(
+        "--modality",
+        choices=("MR", "CT"),
+        help="intensity mapping of a 3D CNN: MR percentiles per volume "
+        "(default) or a CT window",
+    )
+    vol.add_argument(
+        "--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"), help="CT HU"
+    )
+    vol.add_argument(
+        "--no-encoder",
+        action="store_true",
+        help="cnn_rnn/slice_pool: a fresh slice encoder instead of --model's",
+    )
+    vol.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="batches per optimiser step (gradient accumulation)",
+    )
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size", type=int, help="default 32 (slices), 4 (volume models)"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=6, help="early stopping (0: off)")
@@ -118,13 +172,24 @@ def _run_train(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
+    from napari_medcnn.training.transfer import VOLUME_ARCHS, is_volume_arch
+
     card = parent.card
+    volume_arch = is_volume_arch(args.arch)
+    record, input_kind = card.preprocessing, card.input_kind
+    if volume_arch:
+        try:
+            record = _volume_record(args, card)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOTHING
+        input_kind = VOLUME_ARCHS[args.arch][1]
     kfold: Any = args.kfold
     if kfold != "auto":
         kfold = int(kfold) or None
     cfg = TrainConfig(
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or (4 if volume_arch else 32),
         lr=args.lr,
         augment=None if args.no_augment else dict(DEFAULTS),
         balance=args.balance,
@@ -132,20 +197,23 @@ def _run_train(args: argparse.Namespace) -> int:
         freeze_backbone_epochs=args.freeze_epochs,
         seed=args.seed,
         device=args.device,
+        accumulate=args.accumulate,
     )
     ctl = TrainControl()
     try:
-        gen = load_labeled(args.labels, card.preprocessing, input_kind=card.input_kind)
+        gen = load_labeled(args.labels, record, input_kind=input_kind)
         data = _drain(gen)
         print(f"{len(data)} labelled examples: {data.counts()}", file=sys.stderr)
+        sequence = volume_arch and input_kind == "sequence"
         gen = finetune(
             data,
-            None if args.scratch else parent,
+            None if args.scratch or volume_arch else parent,
             out=args.out,
             config=cfg,
             control=ctl,
             arch=args.arch,
-            record=card.preprocessing,
+            record=record,
+            encoder_from=parent if sequence and not args.no_encoder else None,
             val_fraction=args.val_fraction,
             kfold=kfold,
             min_per_class=args.min_per_class,
@@ -175,6 +243,35 @@ def _run_train(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL if result.checkpoint else EXIT_NOTHING
     print(f"wrote {result.checkpoint}: {result.advice.verdict}", file=sys.stderr)
     return EXIT_DONE
+
+
+def _volume_record(args: argparse.Namespace, parent_card) -> dict[str, Any]:
+    """The volume record the options describe; a CNN+RNN whose encoder
+    starts from the parent keeps the parent's slice preparation."""
+    from napari_medcnn.preprocessing.volume import volume_record
+    from napari_medcnn.training.transfer import VOLUME_ARCHS
+
+    sequence = VOLUME_ARCHS[args.arch][1] == "sequence"
+    base = None
+    size = args.size
+    if sequence and not args.no_encoder:
+        if parent_card.input_kind != "slice":
+            raise ValueError(
+                f"--model '{parent_card.name or parent_card.arch}' is not a 2D "
+                "model: a CNN+RNN's slice encoder starts from a 2D model (or "
+                "give --no-encoder)"
+            )
+        base = parent_card.preprocessing
+        size = size or list(parent_card.input_size[-2:])
+    return volume_record(
+        args.slices,
+        size or (64, 64),
+        base=base,
+        modality=args.modality,
+        spacing_mm=args.slice_spacing,
+        slice_axis=args.slice_axis,
+        window=tuple(args.window) if args.window else None,
+    )
 
 
 class _cancel_on_sigint:

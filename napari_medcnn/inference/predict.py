@@ -201,6 +201,7 @@ def classify(
             any compute with a message saying what was expected.
     """
     from napari_medcnn.preprocessing.record import prepare
+    from napari_medcnn.preprocessing.volume import prepare_model_input
 
     t0 = time.perf_counter()
     loaded = resolve_model(model, device)
@@ -275,7 +276,7 @@ def classify(
                 )
     else:
         yield ("classify", 0, 1)
-        x = prepare(images, record, inplane)[None]
+        x = prepare_model_input(images, record, spacing)[None]
         if hasattr(net, "forward_with_slices"):
             logits, slice_logits = forward_numpy(net, x, dev, with_slices=True)
             slice_probs = _probs(slice_logits[0], card.temperature)

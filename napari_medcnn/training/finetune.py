@@ -140,6 +140,7 @@ def finetune(
     save_cancelled: bool = False,
     name: str = "",
     provenance: dict[str, Any] | None = None,
+    encoder_from: Any = None,
 ) -> Generator[TrainEvent, None, FinetuneResult]:
     """Train on ``data`` and write the checkpoint.
 
@@ -159,6 +160,9 @@ def finetune(
         save_cancelled: write ``out`` even when the run was cancelled.
         name: the new model's display name.
         provenance: extra entries for the card (sources, tool...).
+        encoder_from: with ``parent=None`` and a volume ``arch`` (see
+            :data:`~.transfer.VOLUME_ARCHS`): the 2D checkpoint that starts a
+            CNN+RNN's slice encoder; ``record`` is then the volume record.
 
     Yields:
         :class:`TrainEvent` from the trainer (k-fold adds ``fold``/``n_folds``).
@@ -168,7 +172,11 @@ def finetune(
         TrainingOutOfMemory: with advice; nothing is written.
     """
     from napari_medcnn.training.metrics import fit_temperature, summarize
-    from napari_medcnn.training.transfer import start_model
+    from napari_medcnn.training.transfer import (
+        is_volume_arch,
+        start_model,
+        start_volume_model,
+    )
 
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
     cfg.validate()
@@ -178,14 +186,26 @@ def finetune(
 
         if weights_path_for(out).resolve() == weights_path_for(parent).resolve():
             raise ValueError("the output path is the parent model: choose another")
-    model, card, note = start_model(
-        data.classes,
-        parent,
-        arch=arch,
-        arch_kwargs=arch_kwargs,
-        record=record,
-        in_channels=int(data.x.shape[1]),
-    )
+    if parent is None and is_volume_arch(arch):
+        if record is None:
+            raise ValueError(f"{arch} needs a volume record (see volume_record)")
+        model, card, note = start_volume_model(
+            data.classes,
+            arch,
+            record,
+            encoder_from=encoder_from,
+            arch_kwargs=arch_kwargs,
+            in_channels=int(data.x.shape[1]),
+        )
+    else:
+        model, card, note = start_model(
+            data.classes,
+            parent,
+            arch=arch,
+            arch_kwargs=arch_kwargs,
+            record=record,
+            in_channels=int(data.x.shape[1]),
+        )
     want = (card.in_channels, *card.input_size)
     if tuple(data.x.shape[1:]) != tuple(want):
         raise ValueError(
@@ -207,7 +227,7 @@ def finetune(
         if res.cancelled:
             break
         best_epochs.append(max(1, res.best_epoch))
-        oof[va] = predict_logits(res.model, data.x[va])
+        oof[va] = predict_logits(res.model, data.x[va], cfg.batch_size)
     assert res is not None
     cancelled = res.cancelled
     if k > 1 and not cancelled:

@@ -71,6 +71,9 @@ class TrainConfig:
             (``torch.optim.swa_utils``); validation, the best-epoch choice
             and the returned model use the averaged weights, which are
             steadier from epoch to epoch than the raw ones.
+        accumulate: batches whose gradients are summed before each
+            optimiser step (gradient accumulation): batches of one or two
+            volumes then update like a batch ``accumulate`` times larger.
     """
 
     epochs: int = 20
@@ -87,6 +90,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
     ema_decay: float = 0.0
+    accumulate: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -107,6 +111,8 @@ class TrainConfig:
             raise ValueError("label_smoothing must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.accumulate < 1:
+            raise ValueError("accumulate must be at least 1")
 
 
 @dataclass
@@ -148,10 +154,19 @@ class TrainResult:
 
 
 class ArrayDataset(Dataset):
-    """(N, C, ...) float32 images and (N,) labels, with optional augmentation."""
+    """(N, C, ...) float32 images and (N,) labels, with optional augmentation.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, transform=None):
-        self.x = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    ``x`` is an array (held as one tensor) or a lazy array-like such as
+    :class:`~.data.volumes.VolumeStack` (one item read per sample).
+    """
+
+    def __init__(self, x, y: np.ndarray, transform=None):
+        self.lazy = not isinstance(x, np.ndarray) or isinstance(x, np.memmap)
+        self.x = (
+            x
+            if self.lazy
+            else torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        )
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         self.transform = transform
 
@@ -159,7 +174,11 @@ class ArrayDataset(Dataset):
         return len(self.y)
 
     def __getitem__(self, i: int):
-        x = self.x[i]
+        x = (
+            torch.from_numpy(np.array(self.x[i], np.float32))
+            if self.lazy
+            else self.x[i]
+        )
         if self.transform is not None:
             x = torch.as_tensor(self.transform(x), dtype=torch.float32)
         return x, self.y[i]
@@ -173,13 +192,28 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def backbone(model: nn.Module) -> nn.Module | None:
+    """The part that ``freeze_backbone_epochs`` freezes: a sequence model's
+    slice ``encoder`` (its RNN, attention and heads keep learning), else
+    None (everything but the last linear layer)."""
+    enc = getattr(model, "encoder", None)
+    return enc if isinstance(enc, nn.Module) else None
+
+
 def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    enc = backbone(model)
+    if enc is not None:
+        frozen_ids = {id(p) for p in enc.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(not frozen or id(p) not in frozen_ids)
+        return
     head = {id(p) for p in last_linear(model).parameters()}
     for p in model.parameters():
         p.requires_grad_(not frozen or id(p) in head)
 
 
 def _freeze_norm_stats(model: nn.Module) -> None:
+    model = backbone(model) or model
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -216,7 +250,9 @@ def _loaders(train, val, cfg: TrainConfig, n_classes: int, aug):
         generator=gen if sampler is None else None,
         drop_last=len(y) > cfg.batch_size,
     )
-    val_loader = DataLoader(ArrayDataset(*val), batch_size=max(64, cfg.batch_size))
+    val_set = ArrayDataset(*val)
+    val_batch = cfg.batch_size if val_set.lazy else max(64, cfg.batch_size)
+    val_loader = DataLoader(val_set, batch_size=val_batch)
     return train_loader, val_loader, counts
 
 
@@ -280,8 +316,10 @@ def fit(
         list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     n_steps = len(train_loader)
-    steps = cfg.epochs * n_steps
-    warm = max(cfg.warmup_epochs * n_steps, 1.0)
+    acc = max(1, min(cfg.accumulate, n_steps))
+    updates = math.ceil(n_steps / acc)  # optimiser steps per epoch
+    steps = cfg.epochs * updates
+    warm = max(cfg.warmup_epochs * updates, 1.0)
 
     def lr_factor(s: int) -> float:
         f = min(1.0, (s + 1) / warm) if cfg.warmup_epochs else 1.0
@@ -334,14 +372,17 @@ def fit(
                 if control is not None and control.cancelled:
                     return result("cancelled")
                 x, y = x.to(device), y.to(device)
-                opt.zero_grad(set_to_none=True)
+                if (step - 1) % acc == 0:
+                    opt.zero_grad(set_to_none=True)
+                    in_group = min(acc, n_steps - step + 1)
                 out = model(x)
                 loss = loss_fn(out, y)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update_parameters(model)
+                (loss / in_group).backward()
+                if step % acc == 0 or step == n_steps:
+                    opt.step()
+                    sched.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                 running += loss.item() * len(y)
                 correct += int((out.argmax(1) == y).sum())
                 seen += len(y)
@@ -352,7 +393,7 @@ def fit(
                         "loss": loss.item(),
                         "lr": opt.param_groups[0]["lr"],
                         "elapsed_s": elapsed(),
-                        "eta_s": elapsed() / done * (steps - done),
+                        "eta_s": elapsed() / done * (cfg.epochs * n_steps - done),
                     },
                 )  # fmt: skip
             judged = model if ema is None else ema.module

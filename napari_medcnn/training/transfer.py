@@ -140,3 +140,113 @@ def start_model(
         "domain": "not inherited from the parent; no domain guard",
     }
     return model.train(), card, note
+
+
+#: CLI/widget names of the volume architectures -> (registry name, input
+#: kind, extra arguments)
+VOLUME_ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "cnn_rnn": ("cnn_rnn", "sequence", {"hidden_size": 64}),
+    "slice_pool": ("slice_pool", "sequence", {"pooling": "max"}),
+    "resnet3d": ("resnet", "volume", {"spatial_dims": 3}),
+    "densenet3d": ("densenet", "volume", {"spatial_dims": 3}),
+}
+
+
+def is_volume_arch(arch: str) -> bool:
+    """True for the names in :data:`VOLUME_ARCHS`."""
+    return arch in VOLUME_ARCHS
+
+
+def start_volume_model(
+    classes: Sequence[str],
+    arch: str,
+    record: dict[str, Any],
+    *,
+    encoder_from: Any = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    in_channels: int = 1,
+    channel_names: Sequence[str] = (),
+) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
+    """A fresh volume model (see :data:`VOLUME_ARCHS`), its card and a note.
+
+    Args:
+        classes: class names, in output order.
+        arch: ``cnn_rnn``, ``slice_pool``, ``resnet3d`` or ``densenet3d``.
+        record: the volume record (:func:`~napari_medcnn.preprocessing.
+            volume.volume_record`) its inputs are prepared with.
+        encoder_from: sequence models: a 2D checkpoint (path or
+            LoadedModel) whose architecture and weights start the slice
+            encoder; its class head is not used.  None: a fresh
+            ``seed_cnn`` encoder.
+        arch_kwargs: extra registry arguments (hidden size, pooling...).
+        in_channels, channel_names: the input channels.
+    """
+    classes = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise ValueError(
+            f"training needs at least 2 classes, got {len(classes)}: "
+            f"{classes}; define another class and label examples of it"
+        )
+    if arch not in VOLUME_ARCHS:
+        raise ValueError(f"unknown volume architecture {arch!r}: {list(VOLUME_ARCHS)}")
+    from napari_medcnn.models import build_model
+
+    name, kind, extra = VOLUME_ARCHS[arch]
+    kwargs: dict[str, Any] = {**extra, "in_channels": in_channels}
+    note: dict[str, Any] = {"start": "scratch", "head": "new", "arch": arch}
+    parent_2d = None
+    if kind == "sequence":
+        kwargs["spatial_dims"] = 3
+        if encoder_from is not None:
+            from napari_medcnn.models.checkpoint import resolve_model
+
+            parent_2d = resolve_model(
+                os.fspath(encoder_from)
+                if isinstance(encoder_from, os.PathLike)
+                else encoder_from,
+                "cpu",
+            )
+            pc = parent_2d.card
+            if pc.input_kind != "slice":
+                raise ValueError(
+                    f"the slice encoder must come from a 2D model, not "
+                    f"'{pc.name or pc.arch}' ({pc.input_kind})"
+                )
+            enc_kwargs = {
+                k: v
+                for k, v in pc.arch_kwargs.items()
+                if k not in ("spatial_dims", "in_channels", "num_classes")
+            }
+            kwargs.update(encoder=pc.arch, encoder_kwargs=enc_kwargs)
+    kwargs.update(arch_kwargs or {})
+    kwargs["num_classes"] = len(classes)
+    model = build_model(name, **kwargs)
+    if parent_2d is not None:
+        if parent_2d.card.in_channels == in_channels:
+            copied = model.load_encoder_from(parent_2d.model.cpu())
+            note.update(start="encoder", encoder_tensors=len(copied))
+        else:
+            note["encoder"] = (
+                f"not initialised: the 2D model takes {parent_2d.card.in_channels} "
+                f"channel(s), these volumes {in_channels}"
+            )
+    card = ModelCard(
+        arch=name,
+        arch_kwargs=kwargs,
+        classes=classes,
+        spatial_dims=3,
+        in_channels=in_channels,
+        channel_names=list(channel_names),
+        input_size=list(record["size"]),
+        input_kind=kind,
+        preprocessing=copy.deepcopy(record),
+    )
+    if parent_2d is not None:
+        pc = parent_2d.card
+        card.parent = pc.model_id or None
+        card.provenance["encoder_from"] = {
+            "model_id": pc.model_id,
+            "name": pc.name,
+            "arch": pc.arch,
+        }
+    return model.train(), card, note

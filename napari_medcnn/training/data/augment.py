@@ -31,6 +31,7 @@ DEFAULTS: dict[str, bool] = {
     "cutout": False,
     "histogram": False,
     "pixel_dropout": False,
+    "slice_dropout": True,
 }
 #: default strengths (used when the config gives no number)
 STRENGTH: dict[str, float] = {
@@ -44,6 +45,7 @@ STRENGTH: dict[str, float] = {
     "histogram_points": 10.0,
     "pixel_dropout_max": 0.5,
     "pixel_dropout_blur": 0.0,
+    "slice_dropout_max": 0.15,
 }
 
 
@@ -131,6 +133,9 @@ def build_augmentation(
             k["pixel_dropout_max"], prob=0.3, blurred=k["pixel_dropout_blur"]
         )
         tf.append(drop.set_random_state(seed + 2))
+    if nd == 3 and cfg.get("slice_dropout"):
+        drop = SliceDropout(k["slice_dropout_max"], prob=0.5)
+        tf.insert(0, drop.set_random_state(seed + 3))
     comp = T.Compose(tf)
     comp.set_random_state(seed=seed)
     return comp
@@ -200,3 +205,49 @@ class PixelDropout:
             fill = torch.as_tensor(gaussian_filter(arr, spatial), dtype=t.dtype)
             return torch.where(mask, t, fill)
         return torch.where(mask, t, t.min())
+
+
+class SliceDropout:
+    """Drop a random fraction (uniform in [0, ``max_fraction``]) of the
+    slices of a (C, S, H, W) volume and stretch the rest back to ``S``
+    slices (linear in depth), with probability ``prob``.
+
+    A volume model then sees the same anatomy at varying slice spacing and
+    with missing slices, as scans of other protocols have: the depths it
+    learns are not tied to one slice count.  The first and last slices are
+    kept, so the covered extent does not change.
+    """
+
+    def __init__(self, max_fraction: float = 0.15, prob: float = 0.5):
+        import numpy as np
+
+        self.max_fraction = float(max_fraction)
+        self.prob = float(prob)
+        self.R = np.random.RandomState()
+
+    def set_random_state(self, seed=None, state=None):
+        import numpy as np
+
+        self.R = state if state is not None else np.random.RandomState(seed)
+        return self
+
+    def __call__(self, x):
+        import numpy as np
+        import torch
+
+        t = torch.as_tensor(x)
+        s = t.shape[1]
+        if s < 4 or self.R.rand() >= self.prob:
+            return t
+        n_drop = int(round(self.R.uniform(0.0, self.max_fraction) * (s - 2)))
+        if n_drop == 0:
+            return t
+        inner = self.R.choice(np.arange(1, s - 1), s - 2 - n_drop, replace=False)
+        keep = np.sort(np.concatenate([[0], inner, [s - 1]]))
+        # the kept slices, evenly re-spaced over the S output slices
+        pos = np.linspace(0, len(keep) - 1, s)
+        i0 = np.floor(pos).astype(int)
+        i1 = np.minimum(i0 + 1, len(keep) - 1)
+        w = torch.as_tensor(pos - i0, dtype=t.dtype).reshape(1, s, 1, 1)
+        kept = t[:, torch.as_tensor(keep)]
+        return kept[:, i0] * (1 - w) + kept[:, i1] * w

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medcnn.training.data.volumes import VolumeCache, VolumeStack
 from napari_medcnn.training.labels.store import (
     CsvLabel,
     LabelsError,
@@ -34,7 +35,8 @@ class LabeledSet:
     """Prepared examples.
 
     Attributes:
-        x: float32 (N, C, H, W) or (N, C, D, H, W) in [0, 1].
+        x: float32 (N, C, H, W) or (N, C, D, H, W) in [0, 1]; volumes are a
+            lazy :class:`~.volumes.VolumeStack` read from the disk cache.
         y: int64 (N,) class indices into ``classes``.
         classes: class names.
         groups: (N,) group keys (hashed patient, else hashed study, else
@@ -96,11 +98,12 @@ class LabeledSet:
             warns += p.warnings
         if not xs:
             raise LabelsError("no labelled examples found")
-        shapes = {x.shape[1:] for x in xs}
+        shapes = {tuple(x.shape[1:]) for x in xs}
         if len(shapes) > 1:
             raise LabelsError(f"examples differ in prepared shape: {sorted(shapes)}")
+        lazy = any(isinstance(x, VolumeStack) for x in xs)
         return cls(
-            np.concatenate(xs),
+            VolumeStack.concat(xs) if lazy else np.concatenate(xs),
             np.concatenate(ys).astype(np.int64),
             classes,
             np.concatenate(gs),
@@ -122,6 +125,8 @@ def examples_from_scan(
     rgb: bool = False,
     input_kind: str = "slice",
     classes: Sequence[str] | None = None,
+    cache: VolumeCache | None = None,
+    identity: Sequence[Any] | None = None,
 ) -> LabeledSet:
     """The labelled examples of one scan, prepared as the card says.
 
@@ -134,6 +139,9 @@ def examples_from_scan(
         input_kind: the card's ``input_kind``: slice models use image and
             slice labels; volume/sequence models use volume labels.
         classes: class order (default the store's).
+        cache, identity: volume examples are kept in ``cache`` under the
+            source's ``identity`` (see :mod:`.volumes`); without them they
+            stay in memory.
     """
     from napari_medcnn.preprocessing.batch import prepare_slices
     from napari_medcnn.preprocessing.record import prepare
@@ -170,21 +178,42 @@ def examples_from_scan(
             )
     else:
         if store.volume_label is not None and nd == 3:
-            xs.append(prepare(images, record, _inplane(spacing))[None])
+            xs.append(_volume_example(images, record, spacing, cache, identity))
             ys.append(classes.index(store.volume_label))
             items.append(f"{store.key}#volume")
+        elif store.volume_label is not None:
+            raise LabelsError(
+                f"{store.key}: a volume label on a 2D image; a volume model "
+                "needs 3D scans (use a slice model for 2D images)"
+            )
         if store.slices or store.image_label is not None:
             warnings.append(
                 f"{store.key}: slice/image labels skipped (a volume model needs "
                 "volume labels)"
             )
-    if xs:
+    if xs and isinstance(xs[0], VolumeStack):
+        x = VolumeStack.concat(xs)
+    elif xs:
         x = np.concatenate(xs).astype(np.float32, copy=False)
     else:
         x = np.zeros((0, len(images), *record["size"]), np.float32)
     y = np.asarray(ys, dtype=np.int64)
     groups = np.array([group] * len(y), dtype=object)
     return LabeledSet(x, y, classes, groups, items, warnings)
+
+
+def _volume_example(images, record, spacing, cache, identity) -> VolumeStack:
+    """One prepared volume as a one-item stack, through the cache."""
+    from napari_medcnn.preprocessing.volume import prepare_model_input
+
+    def make() -> np.ndarray:
+        return prepare_model_input(images, record, spacing)
+
+    if cache is None or identity is None:
+        return VolumeStack([make()])
+    key = cache.key(identity, record)
+    x = cache.get(key)
+    return VolumeStack([x if x is not None else cache.put(key, make())])
 
 
 def _load_scan(path: Path, key: str | None = None):
@@ -199,9 +228,19 @@ def _load_scan(path: Path, key: str | None = None):
     raise LabelsError(f"{path}: no series with the labelled key {key}")
 
 
-def _csv_set(row: CsvLabel, record, input_kind: str) -> LabeledSet:
+def _csv_set(
+    row: CsvLabel, record, input_kind: str, cache: VolumeCache | None = None
+) -> LabeledSet:
+    from napari_medcnn.training.data.volumes import source_identity
+
     scan = _load_scan(row.path)
     nd = scan.ndim_spatial
+    if input_kind != "slice" and nd != 3:
+        raise LabelsError(
+            f"{row.path}: a 2D image among a volume model's labels (2D and 3D "
+            "labels cannot be mixed in one run); label 3D volumes or train a "
+            "slice model"
+        )
     key = scan_key(row.path, scan.metadata, None)
     store = LabelStore(key, [row.label], None if nd == 2 else scan.data.shape[0])
     store.group = row.group or store.group
@@ -211,7 +250,14 @@ def _csv_set(row: CsvLabel, record, input_kind: str) -> LabeledSet:
     else:
         store.volume_label = row.label
     return examples_from_scan(
-        store, [scan.data], record, scan.spacing, rgb=scan.rgb, input_kind=input_kind
+        store,
+        [scan.data],
+        record,
+        scan.spacing,
+        rgb=scan.rgb,
+        input_kind=input_kind,
+        cache=cache,
+        identity=[*source_identity(row.path), key],
     )
 
 
@@ -240,6 +286,7 @@ def load_labeled(
     *,
     input_kind: str = "slice",
     classes: Sequence[str] | None = None,
+    cache: VolumeCache | None = None,
 ) -> Generator[tuple[str, int, int], None, LabeledSet]:
     """Read label sidecars and/or ``path,label`` CSVs and prepare the scans.
 
@@ -248,11 +295,19 @@ def load_labeled(
         record: the card's preprocessing record.
         input_kind: the card's input kind (see :func:`examples_from_scan`).
         classes: class order; default: classes in order of appearance.
+        cache: where prepared volumes are kept (volume models; default the
+            user's cache folder, see :mod:`.volumes`).
 
     Yields:
         ``("load", done, total)`` per scan.
+
+    Raises:
+        LabelsError: a scan that cannot be read or prepared, naming its file.
     """
-    from napari_medcnn.training.labels.store import scan_path_for
+    from napari_medcnn.io.scan import ScanReadError
+
+    if input_kind != "slice" and cache is None:
+        cache = VolumeCache()
 
     jobs: list[Any] = []
     for src in expand_sources(sources):
@@ -267,25 +322,40 @@ def load_labeled(
     parts = []
     yield ("load", 0, len(jobs))
     for i, job in enumerate(jobs, 1):
-        if isinstance(job, CsvLabel):
-            parts.append(_csv_set(job, record, input_kind))
-        else:
-            scan_path = scan_path_for(job.path)
-            scan = _load_scan(scan_path, job.key)
-            if scan_key(scan_path, scan.metadata, None) != job.key:
-                raise LabelsError(
-                    f"{job.path}: the scan {scan_path.name} changed since it was "
-                    "labelled (its key differs)"
-                )
-            parts.append(
-                examples_from_scan(
-                    job,
-                    [scan.data],
-                    record,
-                    scan.spacing,
-                    rgb=scan.rgb,
-                    input_kind=input_kind,
-                )
-            )
+        where = job.path
+        try:
+            parts.append(_job_set(job, record, input_kind, cache))
+        except LabelsError:
+            raise
+        except (ScanReadError, ValueError, OSError, MemoryError) as exc:
+            msg = str(exc)
+            named = os.fspath(where) in msg or Path(where).name in msg
+            raise LabelsError(msg if named else f"{where}: {msg}") from None
         yield ("load", i, len(jobs))
     return LabeledSet.concat(parts, order)
+
+
+def _job_set(job, record, input_kind: str, cache) -> LabeledSet:
+    """The examples of one CSV row or sidecar."""
+    from napari_medcnn.training.data.volumes import source_identity
+    from napari_medcnn.training.labels.store import scan_path_for
+
+    if isinstance(job, CsvLabel):
+        return _csv_set(job, record, input_kind, cache)
+    scan_path = scan_path_for(job.path)
+    scan = _load_scan(scan_path, job.key)
+    if scan_key(scan_path, scan.metadata, None) != job.key:
+        raise LabelsError(
+            f"{job.path}: the scan {scan_path.name} changed since it was "
+            "labelled (its key differs)"
+        )
+    return examples_from_scan(
+        job,
+        [scan.data],
+        record,
+        scan.spacing,
+        rgb=scan.rgb,
+        input_kind=input_kind,
+        cache=cache,
+        identity=[*source_identity(scan_path), job.key],
+    )
