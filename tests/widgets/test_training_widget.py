@@ -266,3 +266,62 @@ def test_out_of_memory_stops_with_advice_and_frees_the_progress_bar(
     assert "Out of memory" in errors[-1] and "lower the batch size" in errors[-1]
     assert train.start_button.isEnabled() and not train.cancel_button.isEnabled()
     assert not (tmp_path / "oom.safetensors").exists()
+
+
+def test_volume_labels_train_a_cnn_rnn(make_napari_viewer, qtbot, tmp_path, parent):
+    """Whole-volume labels show the architecture choice; CNN+RNN trains
+    (its encoder from the 2D parent) and the Classify widget reads volumes
+    with it."""
+    import nibabel as nib
+
+    viewer = make_napari_viewer()
+    _d, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
+    rng = np.random.default_rng(1)
+    layers = []
+    for i in range(10):
+        vol = rng.normal(100.0, 20.0, (12, 32, 32)).astype(np.float32)
+        if i % 2:
+            z = int(rng.integers(2, 9))
+            vol[z : z + 3, 10:20, 10:20] += 300.0
+        path = tmp_path / f"vol{i}.nii.gz"
+        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.eye(4)), str(path))
+        layer = viewer.open(path, plugin=PLUGIN)[0]
+        panel.set_layer(layer)
+        panel.set_classes(["normal", "lesion"])
+        panel.set_target("whole")
+        assert panel.label("lesion" if i % 2 else "normal")
+        layers.append(layer)
+    _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    train.refresh_labels()
+    assert not train.model_box.arch_combo.isHidden()
+    assert train.model_box.volume_arch() == "cnn_rnn"  # the default choice
+    train.model_box.slices_spin.setValue(6)
+    train.set_parent("file", str(parent))
+    out = tmp_path / "vol_model.safetensors"
+    train.set_output(out)
+    train.set_split("holdout")
+    train.epochs_spin.setValue(2)
+    train.batch_spin.setValue(2)
+    assert train.start()
+    _wait_idle(qtbot, train)
+    assert not train.summary["cancelled"], train.status.text()
+    assert len(train.history) >= 1 and out.exists()
+    import json
+
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["input_kind"] == "sequence" and card["input_size"][0] == 6
+    assert card["provenance"]["start"]["start"] == "encoder"
+    # the Preview shows slices of an augmented volume
+    assert train.preview_augmentation()
+    qtbot.waitUntil(lambda: train._preview_worker is None, timeout=WAIT_MS)
+    preview = [lay for lay in viewer.layers if "preview" in lay.name.lower()]
+    assert preview and preview[-1].data.ndim == 2
+    _d, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
+    _wait_idle(qtbot, classify)
+    assert classify.load_model(str(out))
+    _wait_idle(qtbot, classify)
+    classify.set_channels([layers[1]])
+    assert classify.run()
+    _wait_idle(qtbot, classify)
+    assert classify.record["scope"] == "volume"
+    assert len(classify.record["slice_probabilities"]) == 6

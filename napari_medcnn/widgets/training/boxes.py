@@ -42,6 +42,15 @@ BALANCE = {
 SPLITS = {"auto": "Auto (k-fold if few labels)", "holdout": "Hold-out 20 %",
           "kfold": "5-fold"}  # fmt: skip
 MODES = {"thread": "Worker thread", "subprocess": "Subprocess"}
+#: what a volume-labelled run trains (keys: ``training.transfer.VOLUME_ARCHS``
+#: plus ``slice``, the parent's 2D architecture)
+ARCHS = {
+    "slice": "2D slices (the parent's network)",
+    "cnn_rnn": "CNN+RNN (reads the slices in order)",
+    "slice_pool": "Slice pool (order-blind baseline)",
+    "resnet3d": "3D ResNet",
+    "densenet3d": "3D DenseNet",
+}
 _S = STRENGTH
 # the Fine-tune panel's augmentation switches (in order) and their tooltips
 AUGMENT_TIPS = {
@@ -92,6 +101,9 @@ class ModelBox(QGroupBox):
         parent_combo: ``default``, ``current``, ``file`` or ``scratch``.
         parent_edit, parent_browse: the parent checkpoint file (``file``).
         out_edit, out_browse: where the new checkpoint is written.
+        arch_combo, slices_spin: with volume labels, what to train (keys of
+            ``ARCHS``; a CNN+RNN's slice encoder starts from the parent) and
+            the slices per prepared volume; hidden otherwise.
     """
 
     def __init__(self, parent: QWidget | None = None):
@@ -104,10 +116,35 @@ class ModelBox(QGroupBox):
             str(Path.home() / "napari-medcnn" / "finetuned.safetensors")
         )
         self.out_browse = QPushButton("…")
+        self.arch_combo = combo_box(ARCHS)
+        self.arch_combo.setCurrentIndex(self.arch_combo.findData("cnn_rnn"))
+        self.arch_combo.setToolTip(
+            "Volume labels train a volume model: a CNN+RNN reads the slices in "
+            "order (its slice encoder starts from the parent), a slice pool "
+            "ignores their order, a 3D CNN learns from scratch."
+        )
+        self.slices_spin = spin_box(2, 512, 32)
+        self.slices_spin.setToolTip("Slices of each prepared volume.")
         form = QFormLayout(self)
+        self._form = form
         form.addRow("Start from:", self.parent_combo)
         form.addRow("Parent file:", hbox(self.parent_edit, self.parent_browse))
+        form.addRow("Architecture:", self.arch_combo)
+        form.addRow("Slices:", self.slices_spin)
         form.addRow("Save as:", hbox(self.out_edit, self.out_browse))
+        self.show_volume_options(False)
+
+    def show_volume_options(self, show: bool) -> None:
+        """Show the architecture and slice-count rows (volume labels)."""
+        self._form.setRowVisible(self.arch_combo, show)
+        self._form.setRowVisible(self.slices_spin, show)
+
+    def volume_arch(self) -> str | None:
+        """The chosen volume architecture, None for 2D or when hidden."""
+        if self.arch_combo.isHidden():
+            return None
+        key = self.arch_combo.currentData()
+        return None if key == "slice" else key
 
 
 class TrainingBox(QGroupBox):

@@ -17,6 +17,8 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_medcnn.widgets._common.jobs import JobError, guarded
 
 MODES = ("thread", "subprocess")
@@ -73,6 +75,29 @@ def prepare_examples(
     return LabeledSet.concat(parts, classes).without_empty_classes()
 
 
+def volume_start(
+    arch: str, card: Any, slices: int, sources: Sequence[dict[str, Any]]
+) -> tuple[dict[str, Any], str]:
+    """(volume record, input kind) of a new volume model:
+    a sequence model keeps the 2D parent's slice preparation and starts its
+    encoder from it; a 3D CNN maps intensities per volume (a CT window
+    when the first labelled layer is CT)."""
+    from napari_medcnn.preprocessing.volume import volume_record
+    from napari_medcnn.training.transfer import VOLUME_ARCHS
+
+    if card.input_kind != "slice":
+        raise ValueError(
+            f"'{card.name or card.arch}' already reads volumes: fine-tune it "
+            "with the architecture '2D slices (the parent's network)'"
+        )
+    kind = VOLUME_ARCHS[arch][1]
+    modality = next((s.get("modality") for s in sources if s.get("modality")), None)
+    if kind == "sequence":
+        rec = volume_record(slices, card.input_size[-2:], base=card.preprocessing)
+        return rec, kind
+    return volume_record(slices, (64, 64), modality=modality), kind
+
+
 def train_job(
     sources: Sequence[dict[str, Any]],
     parent: str | None,
@@ -85,6 +110,8 @@ def train_job(
     kfold: int | str | None = "auto",
     val_fraction: float = 0.2,
     provenance: dict[str, Any] | None = None,
+    arch: str | None = None,
+    slices: int = 32,
 ) -> Generator[Any, None, dict[str, Any]]:
     """Prepare, fine-tune, write ``staging``; a generator for a worker.
 
@@ -95,15 +122,22 @@ def train_job(
     Returns the run's summary (``FinetuneResult.summary()`` plus
     ``history``, ``cancelled`` and ``staging``).  Running out of memory
     raises :class:`JobError` with the advice (nothing is published).
+
+    ``arch`` (``cnn_rnn``, ``slice_pool``, ``resnet3d``, ``densenet3d``)
+    trains a new volume model on the volume labels, ``slices`` slices per
+    volume (a CNN+RNN's slice encoder starts from ``parent``, a 2D model);
+    None: the parent's own kind (2D fine-tuning, or a volume parent).
     """
     from napari_medcnn.training.trainer import TrainConfig
 
     if isinstance(config, dict):
         config = TrainConfig(**config)
     card = parent_card(parent)
-    data = yield from prepare_examples(sources, card.preprocessing, card.input_kind)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
+    volume = volume_start(arch, card, slices, sources) if arch else None
+    record, kind = (card.preprocessing, card.input_kind) if volume is None else volume
+    data = yield from prepare_examples(sources, record, kind)
     args = {
         "data": data,
         "parent": parent,
@@ -114,7 +148,12 @@ def train_job(
         "save_cancelled": True,
         "provenance": provenance,
     }
-    if parent is None:  # from scratch: the examples' preprocessing
+    if volume is not None:  # a new volume model
+        # a sequence model's slice encoder starts from the parent (none:
+        # "from scratch"); a 3D CNN always starts fresh
+        encoder = parent if kind == "sequence" else None
+        args.update(parent=None, arch=arch, record=record, encoder_from=encoder)
+    elif parent is None:  # from scratch: the examples' preprocessing
         args["record"] = card.preprocessing
     threads = threads or ui_threads()
     if mode == "subprocess":
@@ -197,13 +236,30 @@ def publish(staging: str | Path, out: str | Path, overwrite: bool = False) -> Pa
     return dst
 
 
-def preview_job(source: dict[str, Any], parent: str | None, augment: dict) -> Any:
+def preview_job(
+    source: dict[str, Any],
+    parent: str | None,
+    augment: dict,
+    arch: str | None = None,
+    slices: int = 32,
+) -> Any:
     """Nine augmented copies of the first labelled example, as a montage
-    (2D float32; for volumes the middle slice of each copy)."""
+    (2D float32).  A volume example (a volume parent, or ``arch`` set)
+    shows nine slices, evenly spaced, of one augmented copy: what the
+    volume model is trained on."""
     from napari_medcnn.training.preview import augmentation_preview, montage
 
     card = parent_card(parent)
-    data = yield from prepare_examples([source], card.preprocessing, card.input_kind)
+    record, kind = (
+        volume_start(arch, card, slices, [source])
+        if arch
+        else (card.preprocessing, card.input_kind)
+    )
+    data = yield from prepare_examples([source], record, kind)
+    if kind != "slice":
+        vol = augmentation_preview(data.x[0], config=augment, n=2, seed=0)[1]
+        picks = np.linspace(0, vol.shape[1] - 1, 9).round().astype(int)
+        return montage(vol[:1, picks].transpose(1, 0, 2, 3), cols=3)
     samples = augmentation_preview(data.x[0], config=augment, n=9, seed=0)
     if samples.ndim == 5:  # (n, C, D, H, W): the middle slice
         samples = samples[:, :, samples.shape[2] // 2]

@@ -21,8 +21,8 @@ from napari_medcnn.widgets.training.jobs import checkpoint_paths
 
 
 class SettingsMixin:
-    """Needs ``_viewer``, ``_kept``, ``augment_box`` and the fields of the
-    ``ModelBox`` and ``TrainingBox``."""
+    """Needs ``_viewer``, ``_kept``, ``augment_box``, ``model_box`` and the
+    fields of the ``ModelBox`` and ``TrainingBox``."""
 
     def sources(self) -> list[dict[str, Any]]:
         """The labelled image layers: sidecar dict, images, spacing, rgb."""
@@ -104,6 +104,8 @@ class SettingsMixin:
                 "balance": self.balance_combo.currentData(),
             },
             "mode": self.mode_combo.currentData(),
+            "arch": None if resume else self.model_box.volume_arch(),
+            "slices": self.model_box.slices_spin.value(),
             "kfold": {"auto": "auto", "holdout": None, "kfold": 5}[split],
             "provenance": provenance,
         }

@@ -224,6 +224,8 @@ class TrainingWidget(SettingsMixin, QWidget):
             )
             if sources[0].get("modality"):
                 self.augment_box.set_defaults(sources[0]["modality"])
+        volume = any(src["labels"].get("volume_label") for src in sources)
+        self.model_box.show_volume_options(volume)
         return counts
 
     def start(self, resume: bool = False) -> bool:
@@ -330,7 +332,11 @@ class TrainingWidget(SettingsMixin, QWidget):
             self._error(str(exc))
             return False
         worker = thread_worker(preview_job, start_thread=False, ignore_errors=True)(
-            sources[0], parent, self.augment_box.config()
+            sources[0],
+            parent,
+            self.augment_box.config(),
+            self.model_box.volume_arch(),
+            self.model_box.slices_spin.value(),
         )
         worker.returned.connect(self._show_preview)
         worker.errored.connect(lambda e: self._error(f"Preview failed: {e}"))
