@@ -5,9 +5,12 @@ stays when that fails), keeps one worker at a time in a :class:`JobHandle`
 (model load or the panel's own job), disables Run and the model buttons
 while it runs, quits it on Cancel, shows ``errored`` as a notification and
 keeps the status line and progress bar.  It also offers the image layers
-as ticked channels.  Both panels lay out the same child widgets, made by
-the classes here: :class:`ModelControls` (the layer list with its channel
-order, and the model row) and :class:`ScopeButtons`; the run row is a
+as ticked channels, puts them in the card's channel order when their names
+say so, and checks that they can share one grid (the notes under the layer
+list say what was reordered or will be resampled).  Both panels lay out
+the same child widgets, made by the classes here: :class:`ModelControls`
+(the layer list with its channel order, and the model row) and
+:class:`ScopeButtons`; the run row is a
 :class:`~napari_medcnn.widgets._common.controls.RunControls`.
 """
 
@@ -30,7 +33,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medcnn.widgets._common.channels import ChannelList
+from napari_medcnn.widgets._common.channels import (
+    ChannelInputs,
+    ChannelList,
+    channel_inputs,
+    order_for_card,
+)
 from napari_medcnn.widgets._common.jobs import (
     JobHandle,
     WorkerPanel,
@@ -139,9 +147,10 @@ class ModelPanelMixin(WorkerPanel):
         self.destroyed.connect(self._job.quit)
         self._model: Any = None  # LoadedModel
         self._pending: dict[str, Any] = {}
+        self._channel_notes: list[str] = []
 
     def _connect_model_controls(self) -> None:
-        self.channels.channels_changed.connect(self._update_channel_label)
+        self.channels.channels_changed.connect(self._on_channels_changed)
         self.default_button.clicked.connect(lambda: self.load_model(None))
         self.browse_button.clicked.connect(self._browse_model)
         self.run_button.clicked.connect(self.run)
@@ -234,7 +243,44 @@ class ModelPanelMixin(WorkerPanel):
     def _update_channel_label(self) -> None:
         names = [str(lay.name) for lay in self.selected_layers()]
         card = self._model.card if self._model is not None else None
-        self.channel_label.setText(channel_text(names, card, self._colors.marker))
+        text = channel_text(names, card, self._colors.marker)
+        for note in self._channel_notes:
+            text += (
+                f'<br><span style="color:{self._colors.marker}">'
+                f"{html.escape(note, quote=False)}</span>"
+            )
+        self.channel_label.setText(text)
+
+    def _on_channels_changed(self) -> None:
+        self._channel_notes = []  # they were about the previous choice
+        self._update_channel_label()
+
+    # -- the ticked layers as channels -------------------------------------
+    def _card_ordered_layers(self) -> list[Any]:
+        """The ticked layers, in the card's channel order when their names
+        say so unambiguously (the list is reordered to show it); the notes
+        wait for :meth:`_channel_inputs`."""
+        card = self._model.card if self._model is not None else None
+        layers, notes = order_for_card(self.selected_layers(), card)
+        if layers != self.selected_layers():
+            self.channels.set_checked(layers)
+        self._channel_notes = notes
+        return layers
+
+    def _channel_inputs(self, layers: Sequence[Any]) -> ChannelInputs:
+        """Check that ``layers`` can share the first one's grid and plan the
+        resampling (``ValueError`` when not); show the notes (reordering,
+        name mismatches, resampling) under the layer list and as a napari
+        warning."""
+        notes = self._channel_notes
+        inputs = channel_inputs(layers)
+        self._channel_notes = notes + inputs.messages
+        self._update_channel_label()
+        if self._channel_notes:
+            from napari.utils.notifications import show_warning
+
+            show_warning("\n".join(self._channel_notes))
+        return inputs
 
     def _show_model_text(self) -> None:
         text, tip = model_text(self._model)

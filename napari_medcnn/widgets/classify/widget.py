@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
+from napari_medcnn.widgets._common.channels import aligned
 from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
 from napari_medcnn.widgets._common.jobs import default_model_file
 from napari_medcnn.widgets._common.layers import (
     contains,
     current_slice_index,
-    level0,
     slice_axis,
     slice_world_position,
 )
@@ -168,18 +168,18 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
 
         if self._job.worker is not None:
             return False
-        layers = self.selected_layers()
+        layers = self._card_ordered_layers()
         try:
             kwargs = job_arguments(
                 self._model, layers, self.scope, self._viewer.dims.point
             )
+            inputs = self._channel_inputs(layers)  # one grid, or refused
         except ValueError as exc:  # CardError is a ValueError
             self._error(str(exc))
             return False
-        images = [level0(layer) for layer in layers]
         worker = thread_worker(
-            iter_classify_job, start_thread=False, ignore_errors=True
-        )(images, self._model, **kwargs)
+            aligned(iter_classify_job), start_thread=False, ignore_errors=True
+        )(inputs, self._model, **kwargs)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_classified)
         self._pending = {"kind": "classify", "layers": layers}

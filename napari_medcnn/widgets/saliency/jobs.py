@@ -116,13 +116,6 @@ def job_arguments(
     nd = first.ndim
     if nd not in (2, 3):
         raise ValueError(f"'{first.name}' has {nd} dimensions; expected 2 or 3.")
-    shapes = {tuple(lay.data.shape) for lay in layers}
-    if len(shapes) > 1:
-        raise ValueError(
-            "the ticked layers differ in shape "
-            f"({', '.join(str(s) for s in sorted(shapes))}); channels must "
-            "share one grid"
-        )
     check_target(target, card.classes)
     from napari_medcnn.inference.request import check_request, is_volume_model
 

@@ -33,11 +33,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_medcnn.widgets._common.channels import aligned
 from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
 from napari_medcnn.widgets._common.layers import (
     contains,
     current_slice_index,
-    level0,
     slice_axis,
     slice_world_position,
 )
@@ -230,12 +230,13 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
 
         if self._job.worker is not None:
             return False
-        layers = self.selected_layers()
+        layers = self._card_ordered_layers()
         try:
             common = job_arguments(
                 self._model, layers, self.scope, self._viewer.dims.point,
                 self.target_combo.currentData(),
             )  # fmt: skip
+            inputs = self._channel_inputs(layers)  # one grid, or refused
         except ValueError as exc:  # CardError is a ValueError
             self._error(str(exc))
             return False
@@ -244,10 +245,9 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
             normalize=self.normalize_combo.currentData(),
             metrics=self.metrics_check.isChecked(),
         )
-        images = [level0(layer) for layer in layers]
         worker = thread_worker(
-            iter_saliency_job, start_thread=False, ignore_errors=True
-        )(images, self._model, runs, **common)
+            aligned(iter_saliency_job), start_thread=False, ignore_errors=True
+        )(inputs, self._model, runs, **common)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_explained)
         self._pending = {"kind": "explain", "layers": layers}
