@@ -118,10 +118,16 @@ def _classify_scan(
     from napari_medcnn._progress import drain
     from napari_medcnn.inference.predict import classify_scan
     from napari_medcnn.inference.records import classification_record
+    from napari_medcnn.saliency.slices import classify_slice_importance
 
     result = drain(
         classify_scan(
-            scan, loaded, scope, batch_size=args.batch_size, device=args.device
+            scan,
+            loaded,
+            scope,
+            batch_size=args.batch_size,
+            device=args.device,
+            slice_importance=classify_slice_importance,
         )
     )
     return classification_record(

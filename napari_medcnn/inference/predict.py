@@ -13,14 +13,18 @@ Scopes:
   volume-level probabilities are the mean over slices, and per-slice
   probabilities are returned;
 * ``"volume"``: the whole volume through a CNN+RNN (``sequence``) or 3D CNN
-  (``volume``) model; CNN+RNN models also return per-slice probabilities.
+  (``volume``) model; CNN+RNN models also return per-slice probabilities,
+  and, when the caller passes a ``slice_importance`` function (the front
+  ends pass :func:`napari_medcnn.saliency.slices.classify_slice_importance`;
+  this layer cannot import saliency), how much each slice drove the
+  decision.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +69,11 @@ class ClassificationResult:
         uncertainty: 0 (certain) .. 1 (a coin flip) for the returned
             probabilities (see :mod:`napari_medcnn.uncertainty`), or None.
         slice_uncertainty: (S,) per-slice uncertainty, or None.
+        slice_importance: sequence models in ``volume`` scope, when asked
+            for: (S,) how much each slice drove the predicted class (>= 0,
+            sums to 1; see :mod:`napari_medcnn.saliency.slices`), or None.
+        slice_importance_method: the method that computed it
+            (``occlusion``, ``attention`` or ``gradient``), or None.
     """
 
     classes: list[str]
@@ -85,6 +94,8 @@ class ClassificationResult:
     slice_domain_scores: np.ndarray | None = None
     uncertainty: float | None = None
     slice_uncertainty: np.ndarray | None = None
+    slice_importance: np.ndarray | None = None
+    slice_importance_method: str | None = None
 
     @property
     def in_domain(self) -> bool:
@@ -119,6 +130,9 @@ class ClassificationResult:
             d["slice_domain_scores"] = np.round(self.slice_domain_scores, 4).tolist()
         if self.slice_uncertainty is not None:
             d["slice_uncertainty"] = np.round(self.slice_uncertainty, 4).tolist()
+        if self.slice_importance is not None:
+            d["slice_importance"] = np.round(self.slice_importance, 6).tolist()
+            d["slice_importance_method"] = self.slice_importance_method
         return d
 
 
@@ -168,6 +182,7 @@ def classify(
     batch_size: int | None = None,
     device=None,
     context: dict[str, Any] | None = None,
+    slice_importance: Callable[..., Generator] | None = None,
 ) -> Generator[Progress, None, ClassificationResult]:
     """Classify co-registered images (one array per channel/layer).
 
@@ -190,6 +205,14 @@ def classify(
             ``image_orientation_patient`` or the reader's ``orientation``),
             which the domain guard's outright rules read; None: content
             and feature rules only.
+        slice_importance: for sequence models in ``volume`` scope, a
+            progress generator function ``(model, x (1, C, S, H, W),
+            target, temperature=T)`` returning an object with
+            ``importance`` (S,) and ``method`` (e.g.
+            :func:`napari_medcnn.saliency.slices.classify_slice_importance`:
+            occlusion of each slice, about three more forward passes of the
+            volume plus one recurrent pass per slice); its events are
+            passed on.  None: not computed.
 
     The result carries a domain assessment (see
     :mod:`napari_medcnn.trust.domain`) when the card records a domain, and
@@ -201,7 +224,12 @@ def classify(
             any compute with a message saying what was expected.
     """
     from napari_medcnn.preprocessing.record import prepare
-    from napari_medcnn.preprocessing.volume import prepare_model_input
+    from napari_medcnn.preprocessing.volume import (
+        is_volume_record,
+        prepare_model_input,
+        prepare_volume,
+        to_scan_slices,
+    )
 
     t0 = time.perf_counter()
     loaded = resolve_model(model, device)
@@ -237,6 +265,7 @@ def classify(
     record = card.preprocessing
     slice_probs = slice_domain = slice_scores = None
     domain = None
+    importance = importance_method = None
     if scope == "slice":
         yield ("classify", 0, 1)
         x = prepare(images, record, inplane)[None]
@@ -276,13 +305,31 @@ def classify(
                 )
     else:
         yield ("classify", 0, 1)
-        x = prepare_model_input(images, record, spacing)[None]
+        geo = None
+        if is_volume_record(record):
+            x, geo = prepare_volume(images, record, spacing, with_geometry=True)
+            x = x[None]
+        else:
+            x = prepare_model_input(images, record, spacing)[None]
         if hasattr(net, "forward_with_slices"):
             logits, slice_logits = forward_numpy(net, x, dev, with_slices=True)
             slice_probs = _probs(slice_logits[0], card.temperature)
         else:
             logits = forward_numpy(net, x, dev)
         probs = _probs(logits, card.temperature)[0]
+        if slice_importance is not None and card.input_kind == "sequence":
+            got = yield from slice_importance(
+                net, x, int(np.argmax(probs)), temperature=card.temperature
+            )
+            importance = np.asarray(got.importance, np.float32)
+            importance_method = str(got.method)
+        if geo is not None:  # one value per slice of the scan, not of x
+            if slice_probs is not None:
+                slice_probs = to_scan_slices(slice_probs, geo)
+            if importance is not None:
+                importance = to_scan_slices(importance, geo, outside=0.0)
+                total = float(importance.sum())
+                importance = importance / total if total > 0 else importance
         if guard.active:
             domain = {
                 "in_domain": not rules, "score": None, "threshold": None,
@@ -315,6 +362,8 @@ def classify(
         slice_uncertainty=(
             None if slice_probs is None else predictive_uncertainty(slice_probs)
         ),
+        slice_importance=importance,
+        slice_importance_method=importance_method,
     )
 
 

@@ -17,7 +17,10 @@ existing file is refused unless ``overwrite=True``.
 CSV layout: one row per record, with one ``p_<class>`` column per class (the
 union of all records' classes, in first-seen order); per-slice probabilities
 go in the ``slice_probabilities`` column as a JSON string (a list of
-per-slice lists, in the order of ``classes``), so one file holds everything.
+per-slice lists, in the order of ``classes``), so one file holds everything;
+a sequence model's ``slice_importance`` (how much each slice drove the
+decision, summing to 1) likewise, as a JSON list, with its method in
+``slice_importance_method``.
 The domain assessment and the uncertainty have their own columns
 (``uncertainty`` 0..1, ``in_domain``, ``domain_score``, ``domain_reasons``;
 ``slice_in_domain`` as a JSON list).
@@ -81,6 +84,8 @@ CSV_TAIL = (
     "error",
     "slice_probabilities",
     "slice_in_domain",
+    "slice_importance",
+    "slice_importance_method",
 )
 
 
@@ -109,7 +114,9 @@ def classification_record(
         ``modality``, ``channel_layers``, ``model_channels``, the result's
         own fields (``label``, ``classes``, ``probabilities``, ``scope``,
         ``slice_index``, ``model_id``, ``model_name``, ``warnings``,
-        ``slice_probabilities`` when per-slice values exist...), plus
+        ``slice_probabilities`` when per-slice values exist,
+        ``slice_importance`` and ``slice_importance_method`` when the
+        classification computed them...), plus
         ``probabilities_by_class``, ``n_slices`` and ``model_file`` (the
         checkpoint's file name, not its folder).
     """
@@ -124,7 +131,7 @@ def classification_record(
     rec["channel_layers"] = [str(n) for n in channel_layers]
     rec["model_channels"] = [str(n) for n in channel_names]
     rec.update(result.to_dict())
-    for key in ("probabilities", "slice_probabilities"):
+    for key in ("probabilities", "slice_probabilities", "slice_importance"):
         if rec.get(key) is not None:  # float32 noise off: 6 decimals
             rec[key] = _rounded(json_safe(rec[key]))
     classes = list(rec.get("classes") or [])
@@ -233,9 +240,10 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, str]:
     row["domain_reasons"] = "; ".join(domain.get("reasons") or [])
     row["warnings"] = "; ".join(rec.get("warnings") or [])
     row["error"] = str(rec.get("error") or "")
-    for key in ("slice_probabilities", "slice_in_domain"):
+    for key in ("slice_probabilities", "slice_in_domain", "slice_importance"):
         value = rec.get(key)
         row[key] = "" if value is None else json.dumps(value, separators=(",", ":"))
+    row["slice_importance_method"] = str(rec.get("slice_importance_method") or "")
     return row
 
 

@@ -227,7 +227,7 @@ def prepare_volume(
         box = square_box(x.shape, sp[1:])
     else:
         box = (slice(0, x.shape[-2]), slice(0, x.shape[-1]))
-    fill = pad_value(x, record, lead=1)
+    fill = pad_value(x, record, lead=2)  # per channel and slice
     x = crop_pad(x, box, fill)
     n_out = int(record["size"][0])
     if vol.get("depth", "count") == "spacing":
@@ -289,8 +289,10 @@ def _resample_depth(
     out = x[:, i0] * (1 - w) + x[:, i1] * w
     outside = (positions < -0.5) | (positions > n - 0.5)
     if outside.any():
-        fill_arr = np.broadcast_to(np.asarray(fill, np.float32), (x.shape[0], 1, 1, 1))
-        out[:, outside] = fill_arr
+        f = np.asarray(fill, np.float32)
+        if f.ndim == 4:  # per channel and slice: the channel's lowest
+            f = f.min(axis=1, keepdims=True)
+        out[:, outside] = np.broadcast_to(f.reshape(-1, 1, 1, 1), (x.shape[0], 1, 1, 1))
     return out.astype(np.float32, copy=False)
 
 
@@ -347,3 +349,27 @@ def prepare_model_input(
 
     inplane = tuple(spacing[-2:]) if spacing is not None else None
     return prepare(channels, record, inplane)
+
+
+def to_scan_slices(
+    values: np.ndarray, geometry: VolumeGeometry, outside: float | None = None
+) -> np.ndarray:
+    """Per-slice values on the prepared grid (S, ...) -> one per slice of
+    the scan along the record's slice axis (n, ...), linear in position.
+
+    Slices outside the prepared range (cropped as empty, or beyond a
+    ``spacing`` record's extent) take ``outside`` when given, else the
+    nearest prepared slice's value.
+    """
+    v = np.asarray(values, np.float64)
+    n = int(geometry.shape[geometry.axis])
+    pos = np.asarray(geometry.positions, float)
+    idx = np.arange(n, dtype=float)
+    flat = v.reshape(len(pos), -1)
+    out = np.stack(
+        [np.interp(idx, pos, flat[:, k]) for k in range(flat.shape[1])], axis=1
+    )
+    if outside is not None:
+        half = (pos[1] - pos[0]) / 2 if len(pos) > 1 else 0.5
+        out[(idx < pos[0] - half) | (idx > pos[-1] + half)] = outside
+    return out.reshape(n, *v.shape[1:]).astype(np.float32)

@@ -7,6 +7,9 @@ Entry point: :func:`explain` (a progress generator returning a
 :class:`SaliencyResult`); :func:`estimate_occlusion` prices an occlusion
 job before it starts; :func:`available_methods` says what a model allows.
 Lower level: the method classes (``METHODS``) work on model-input tensors.
+Which slices a volume decision rests on (CNN+RNN, slice_pool):
+:func:`slice_importance` (:mod:`napari_medcnn.saliency.slices`), checked
+by :func:`slice_deletion_insertion`.
 Saving maps aligned with their scan (NIfTI, PNG, ``.npy`` + JSON sidecar):
 :mod:`napari_medcnn.saliency.export`.
 """
@@ -46,6 +49,7 @@ from napari_medcnn.saliency.metrics import (
     deletion_insertion,
     near_constant,
     randomization_check,
+    slice_deletion_insertion,
     spearman,
     trust_warnings,
 )
@@ -55,10 +59,18 @@ from napari_medcnn.saliency.occlusion import (
     count_windows,
     mm_to_voxels,
 )
+from napari_medcnn.saliency.slices import (
+    DEFAULT_SLICE_METHOD,
+    SliceImportance,
+    classify_slice_importance,
+    iter_slice_importance,
+    slice_importance,
+)
 from napari_medcnn.saliency.targets import ClassTarget, PredictedClass
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DEFAULT_SLICE_METHOD",
     "METHODS",
     "ClassTarget",
     "Explainer",
@@ -73,8 +85,10 @@ __all__ = [
     "OcclusionEstimate",
     "PredictedClass",
     "SaliencyResult",
+    "SliceImportance",
     "SmoothGrad",
     "available_methods",
+    "classify_slice_importance",
     "count_windows",
     "deletion_insertion",
     "estimate_ig_memory",
@@ -82,6 +96,7 @@ __all__ = [
     "explain",
     "find_target_layer",
     "ig_batch_for_memory",
+    "iter_slice_importance",
     "make_baseline",
     "mm_to_voxels",
     "model_session",
@@ -89,6 +104,8 @@ __all__ = [
     "normalize_map",
     "pick_stages",
     "randomization_check",
+    "slice_deletion_insertion",
+    "slice_importance",
     "spearman",
     "stage_layers",
     "trust_warnings",

@@ -5,11 +5,13 @@
 and returns a :class:`SaliencyResult` whose ``map`` has the input's spatial
 shape, so an overlay with the source layer's scale and translate aligns.
 
-Flow: images -> ``prepare_with_geometry`` (the card's preprocessing) ->
-method on the model-input grid -> zero where the input is pure padding
-(``input_fov_mask``: the field of view the model saw) -> ``to_image_grid``
-(undoes crop and resize; nothing outside the crop) -> one robust scale for
-the whole volume (or one per slice).
+Flow: images -> ``prepare_with_geometry`` (the card's preprocessing; a
+volume record's ``prepare_volume``) -> method on the model-input grid ->
+zero where the input is pure padding (``input_fov_mask``: the field of view
+the model saw) -> ``inputs.to_image`` (``to_image_grid``, or for a volume
+record ``to_scan_grid``: undoes crop and resize, the slice count and the
+slice axis too; nothing outside the crop) -> one robust scale for the
+whole volume (or one per slice).
 
 The default method is Grad-CAM on the deepest stage whose feature map is
 at least 16 cells a side (:mod:`.cam`; ``layer="last"`` gives the classic
@@ -40,6 +42,7 @@ from napari_medcnn.saliency.inputs import (
     input_fov_mask,
     make_plan,
     method_params,
+    to_image,
 )
 from napari_medcnn.saliency.targets import (
     ClassTarget,
@@ -252,7 +255,6 @@ def explain(
         ValueError: unknown method, a target class that does not exist,
             Grad-CAM on a model without convolution, unfit input.
     """
-    from napari_medcnn.preprocessing.geometry import to_image_grid
     from napari_medcnn.saliency.occlusion import occlusion_cost
 
     t0 = time.perf_counter()
@@ -310,7 +312,7 @@ def explain(
             # no heat where the model saw only the preprocessing's padding
             m = _apply_sign(m, sign) * input_fov_mask(it.geometry)
             input_maps[start + k] = m
-            grid = to_image_grid(m, it.geometry)
+            grid = to_image(m, it.geometry)
             if it.dest is None:
                 out[...] = grid
                 if computed is not None:

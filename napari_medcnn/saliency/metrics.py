@@ -27,6 +27,14 @@ faster than random, randomisation failed or inconclusive) adds a plain
 ``TRUST CHECK ...`` message to ``warnings`` (:func:`trust_warnings`).
 
 A location is a spatial position: all channels go together.
+
+* **Slice deletion / insertion** (:func:`slice_deletion_insertion`): the
+  same test for a slice-importance curve (:mod:`.slices`) with whole
+  slices as the locations: slices are replaced by the fill (each
+  channel's minimum over the volume, as occlusion does) most important
+  first, or put back into the all-fill volume, over ``steps`` equal
+  fractions of the slices; AUCs as above, against ``n_random`` random
+  orders (seeded), and the fraction of those orders each curve beats.
 """
 
 from __future__ import annotations
@@ -157,6 +165,129 @@ def deletion_insertion(
         "insertion_curve": insertion.tolist(),
         "steps": int(steps),
     }
+
+
+def slice_deletion_insertion(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    importance: np.ndarray,
+    target,
+    *,
+    steps: int = 32,
+    fill: str = "minimum",
+    n_random: int = 8,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Deletion and insertion of whole slices, in importance order and in
+    random orders: does a slice-importance curve find the slices the
+    decision rests on?
+
+    Args:
+        model: takes (B, C, S, H, W).
+        x: one model input (C, S, H, W) or (1, C, S, H, W).
+        importance: (S,) per-slice importance (higher = more important).
+        target: a ``ClassTarget`` or a class index (its probability is
+            scored).
+        steps: fractions of the slices, 0 to all in ``min(steps, S)``
+            steps.
+        fill: what a deleted slice becomes (``minimum``: each channel's
+            smallest value over the volume; ``interpolate``: the kept
+            neighbours' interpolation; see ``slices.fill_slices``);
+            insertion starts from the volume with every slice deleted.
+        n_random: random orders (seeds ``seed``, ``seed + 1``...).
+        batch_size: volumes per forward pass.
+        temperature: the card's calibration temperature.
+
+    Returns:
+        dict with ``deletion_auc``, ``deletion_auc_random`` (mean over the
+        random orders), ``insertion_auc``, ``insertion_auc_random`` (all
+        in [0, 1]), ``deletion_beats_random_fraction`` (the fraction of
+        random orders whose deletion AUC is higher: the importance deletes
+        faster), ``insertion_beats_random_fraction`` (lower insertion AUC),
+        ``deletion_curve``, ``insertion_curve`` (``steps + 1`` values),
+        ``steps``, ``fill``, ``n_random``, ``trust_checks`` (``deletion``
+        and ``insertion``: ``passed`` when the AUC beats the random mean)
+        and ``warnings`` (one ``TRUST CHECK FAILED`` message per failed
+        check).
+    """
+    from napari_medcnn.saliency.slices import SliceScorer
+
+    scorer = SliceScorer(model, x, fill, temperature, batch_size)
+    s = scorer.n_slices
+    imp = np.asarray(importance, dtype=np.float64).ravel()
+    if imp.shape != (s,):
+        raise ValueError(f"importance has {imp.size} values for {s} slices")
+    idx = target_index(target)
+    if idx is None:
+        idx = int(target)
+    n_steps = max(1, min(int(steps), s))
+    counts = np.round(np.linspace(0, s, n_steps + 1)).astype(int)
+
+    def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rank = np.empty(s, int)
+        rank[order] = np.arange(s)
+        gone = rank[None] < counts[:, None]  # (steps + 1, S): deleted slices
+        probs = scorer.probabilities(np.concatenate([gone, ~gone]), idx)
+        return probs[: len(counts)], probs[len(counts) :]
+
+    deletion, insertion = curves(np.argsort(-imp, kind="stable"))
+    rng = np.random.default_rng(seed)
+    rand_del, rand_ins = [], []
+    for _ in range(n_random):
+        d, i = curves(rng.permutation(s))
+        rand_del.append(_auc(d))
+        rand_ins.append(_auc(i))
+    out: dict[str, Any] = {
+        "deletion_auc": _auc(deletion),
+        "deletion_auc_random": float(np.mean(rand_del)) if rand_del else None,
+        "insertion_auc": _auc(insertion),
+        "insertion_auc_random": float(np.mean(rand_ins)) if rand_ins else None,
+        "deletion_curve": deletion.tolist(),
+        "insertion_curve": insertion.tolist(),
+        "steps": n_steps,
+        "fill": fill,
+        "n_random": int(n_random),
+    }
+    if rand_del:
+        out["deletion_beats_random_fraction"] = float(
+            np.mean(np.asarray(rand_del) > out["deletion_auc"])
+        )
+        out["insertion_beats_random_fraction"] = float(
+            np.mean(np.asarray(rand_ins) < out["insertion_auc"])
+        )
+        d_ok = out["deletion_auc"] < out["deletion_auc_random"]
+        i_ok = out["insertion_auc"] > out["insertion_auc_random"]
+        out["trust_checks"] = {
+            "deletion": "passed" if d_ok else "failed",
+            "insertion": "passed" if i_ok else "failed",
+        }
+    out["warnings"] = slice_trust_warnings(out)
+    return out
+
+
+def slice_trust_warnings(metrics: dict[str, Any]) -> list[str]:
+    """The ``TRUST CHECK FAILED`` messages of :func:`slice_deletion_insertion`
+    (deletion AUC at or above random, insertion AUC at or below)."""
+    out = []
+    d, dr = metrics.get("deletion_auc"), metrics.get("deletion_auc_random")
+    if d is not None and dr is not None and d >= dr:
+        out.append(
+            f"TRUST CHECK FAILED: deleting the most important slices first "
+            f"lowers the score no faster than random order (deletion AUC "
+            f"{d:.3f} >= random {dr:.3f}); the slice importance may not show "
+            "what drives the model"
+        )
+    i, ir = metrics.get("insertion_auc"), metrics.get("insertion_auc_random")
+    if i is not None and ir is not None and i <= ir:
+        out.append(
+            f"TRUST CHECK FAILED: inserting the most important slices first "
+            f"raises the score no faster than random order (insertion AUC "
+            f"{i:.3f} <= random {ir:.3f}); the slice importance may not show "
+            "what drives the model"
+        )
+    return out
 
 
 def black_fill(x: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,22 @@ def test_slice_axis_and_back_to_scan_grid():
         assert 7 <= peak[0] <= 11 and 11 <= peak[1] <= 16 and 19 <= peak[2] <= 26
 
 
+def test_to_scan_slices_maps_back_along_the_slice_axis():
+    from napari_medcnn.preprocessing.volume import to_scan_slices
+
+    vol = _head((30, 40, 36))
+    rec = volume_record(12, (24, 24))
+    _x, geo = prepare_volume([vol], rec, (2.0, 1.0, 1.0), with_geometry=True)
+    values = np.arange(12, dtype=float)
+    back = to_scan_slices(values, geo, outside=-1.0)
+    assert back.shape == (30,)
+    assert (back[:2] == -1).all() and (back[-2:] == -1).all()
+    inside = back[back >= 0]
+    assert (np.diff(inside) >= 0).all() and inside.max() == 11
+    probs = to_scan_slices(np.stack([values, 11 - values], 1), geo)
+    assert probs.shape == (30, 2) and probs[0, 0] == 0 and probs[-1, 0] == 11
+
+
 def test_one_slice_volume_is_refused():
     with pytest.raises(ValueError, match="at least 2 slices"):
         prepare_volume([np.zeros((1, 8, 8), np.float32)], volume_record(4, (8, 8)))
@@ -147,9 +163,9 @@ def _write_volumes(folder, n=16, seed=0):
             z0 = int(rng.integers(4, 8))
             y0, x0 = (int(v) for v in rng.integers(7, 13, 2))
             vol[z0 : z0 + 2, y0 : y0 + 4, x0 : x0 + 4] += 150
-        nib.save(
-            nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.0, 1.0])), folder / f"v{i}.nii"
-        )
+        # (x, y, z) on disk: the reader gives back vol's (z, y, x) order
+        affine = np.diag([1.0, 1.0, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine), folder / f"v{i}.nii")
         rows.append(f"v{i}.nii,{label}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder / "labels.csv"
@@ -189,8 +205,13 @@ def test_cli_trains_a_volume_model_and_classify_reads_it(
     rec = json.loads(js.read_text())
     rec = rec[0] if isinstance(rec, list) else rec
     assert rec["label"] in ("lesion", "normal")
-    if arch == "cnn_rnn":
-        assert len(rec["slice_probabilities"]) == 8
+    if arch == "cnn_rnn":  # one value per slice of the scan (14), not of x (8)
+        assert len(rec["slice_probabilities"]) == 14
+        imp = np.asarray(rec["slice_importance"])
+        assert imp.shape == (14,) and abs(imp.sum() - 1) < 1e-4
+        assert rec["slice_importance_method"] == "occlusion"
+        # the cropped empty slices (3 above, 3 below) carry no importance
+        assert imp[:2].sum() == 0 and imp[-2:].sum() == 0
 
 
 def test_cli_volume_bad_input(tmp_path, monkeypatch, capsys):

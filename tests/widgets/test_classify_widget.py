@@ -88,7 +88,7 @@ def test_export_json_and_csv_atomically(tmp_path):
     assert json.loads(js.read_text()) == recs
     path = write_csv(recs, tmp_path / "out.csv")
     rows = list(csv.DictReader(path.open()))
-    assert csv_columns(recs)[-10:] == [
+    assert csv_columns(recs)[-12:] == [
         "p_no_tumor",
         "p_tumor",
         "uncertainty",
@@ -99,6 +99,8 @@ def test_export_json_and_csv_atomically(tmp_path):
         "error",
         "slice_probabilities",
         "slice_in_domain",
+        "slice_importance",
+        "slice_importance_method",
     ]
     assert [r["label"] for r in rows] == ["tumor", "tumor"]
     assert float(rows[0]["p_tumor"]) == pytest.approx(0.75)
@@ -265,6 +267,34 @@ def test_sequence_model_two_channels_in_order(
     _run(qtbot, widget)
     assert "small: resampled" in widget.channel_label.text()
     assert t1.metadata["classification"]["channel_layers"] == ["T1", "small"]
+
+
+@pytest.mark.gui
+def test_sequence_model_draws_slice_importance(make_napari_viewer, qtbot, tmp_path):
+    """A sequence model's record carries the slice importance (occlusion),
+    drawn on the curve against its own axis; clicks still pick slices."""
+    seq = make_checkpoint(tmp_path / "seq", kind="sequence")
+    vol = np.random.default_rng(3).random((7, 24, 24)).astype(np.float32)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(vol, name="vol", scale=(3, 1, 1))
+    widget = _with_model(qtbot, viewer, seq)
+    _run(qtbot, widget)
+    rec = layer.metadata["classification"]
+    assert rec["slice_importance_method"] == "occlusion"
+    assert len(rec["slice_importance"]) == 7
+    assert sum(rec["slice_importance"]) in (0, pytest.approx(1.0, abs=1e-4))
+    np.testing.assert_allclose(widget.curve.importance, rec["slice_importance"])
+    assert len(widget.curve.figure.axes) == 2  # the importance axis, right
+    assert "importance (occlusion)" in widget.curve.figure.axes[1].get_ylabel()
+    _click_curve(widget.curve, 4.1)
+    assert viewer.dims.current_step[0] == 4
+    # a slice model's record has none: the curve has one axis again
+    widget.load_model(str(make_checkpoint(tmp_path / "slice")))
+    _wait_idle(qtbot, widget)
+    widget.set_scope("slices")
+    _run(qtbot, widget)
+    assert "slice_importance" not in layer.metadata["classification"]
+    assert widget.curve.importance is None and len(widget.curve.figure.axes) == 1
 
 
 @pytest.mark.gui

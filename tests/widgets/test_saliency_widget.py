@@ -264,6 +264,45 @@ def test_cnn_rnn_slice_importance_and_cancel(
     assert ov.metadata["saliency"] == before
 
 
+def test_3d_cnn_gradcam_is_an_overlay_on_the_scan(make_napari_viewer, qtbot, tmp_path):
+    """A 3D ResNet reads the volume resized to its 8 x 16 x 16 input; its
+    Grad-CAM comes back as an overlay of the scan's shape, scale and
+    translate."""
+    import torch
+
+    from napari_medcnn.models import build_model
+    from napari_medcnn.models.card import ModelCard
+    from napari_medcnn.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    kw = {
+        "spatial_dims": 3, "in_channels": 1, "num_classes": 2,
+        "block_inplanes": [4, 8, 8, 8], "conv1_t_stride": 1,
+    }  # fmt: skip
+    card = ModelCard(
+        arch="resnet", arch_kwargs=kw, classes=["a", "b"], spatial_dims=3,
+        in_channels=1, input_size=[8, 16, 16], input_kind="volume",
+        preprocessing={"intensity": {"mode": "none"}, "foreground_crop": None,
+                       "size": [8, 16, 16]},
+    )  # fmt: skip
+    path = save_checkpoint(build_model("resnet", **kw).eval(), card, tmp_path / "r3")
+    viewer = make_napari_viewer()
+    src = viewer.add_image(
+        np.random.default_rng(2).random((10, 20, 24)).astype(np.float32),
+        name="ct", scale=(2.5, 0.8, 0.8), translate=(-5, 3, 40),
+    )  # fmt: skip
+    widget = _dock(viewer, qtbot, path)
+    assert widget.scope == "volume"
+    widget.metrics_check.setChecked(False)
+    widget.set_method("gradcam")
+    _run(qtbot, widget)
+    (ov,) = widget.overlays
+    _same_geometry(ov, src)
+    assert ov.data.shape == (10, 20, 24) and ov.data.max() == 1.0
+    assert ov.metadata["saliency"]["scope"] == "volume"
+    assert not widget.importance.isVisibleTo(widget)  # no slices to weigh
+
+
 def test_bad_input_is_refused_with_a_reason(make_napari_viewer, qtbot, tiny, errors):
     import torch
 

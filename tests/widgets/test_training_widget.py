@@ -324,4 +324,6 @@ def test_volume_labels_train_a_cnn_rnn(make_napari_viewer, qtbot, tmp_path, pare
     assert classify.run()
     _wait_idle(qtbot, classify)
     assert classify.record["scope"] == "volume"
-    assert len(classify.record["slice_probabilities"]) == 6
+    # per slice of the scan (12), not of the model's input (6)
+    assert len(classify.record["slice_probabilities"]) == 12
+    assert len(classify.record["slice_importance"]) == 12

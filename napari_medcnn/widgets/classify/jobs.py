@@ -18,9 +18,16 @@ from napari_medcnn.widgets._common.layers import current_slice_index
 
 def iter_classify_job(images: Sequence[Any], model: Any, **kwargs) -> Generator:
     """:func:`napari_medcnn.inference.predict.classify` for a worker thread
-    (``RuntimeError`` re-raised as ``JobError``, see ``_common.jobs``)."""
-    from napari_medcnn.inference.predict import classify
+    (``RuntimeError`` re-raised as ``JobError``, see ``_common.jobs``).
 
+    Sequence models in ``volume`` scope also get their slice importance
+    (:func:`napari_medcnn.saliency.slices.classify_slice_importance`; the
+    curve draws it), unless ``slice_importance`` is given.
+    """
+    from napari_medcnn.inference.predict import classify
+    from napari_medcnn.saliency.slices import classify_slice_importance
+
+    kwargs.setdefault("slice_importance", classify_slice_importance)
     return (yield from guarded(classify(images, model, **kwargs)))
 
 

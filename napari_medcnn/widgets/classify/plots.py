@@ -6,7 +6,9 @@
   is outside the model's training domain.
 * :class:`SliceCurve`: per-slice probability along a volume, with a vertical
   line at the slice napari shows; slices outside the model's domain are
-  shaded grey and their points drawn as grey crosses; a click emits
+  shaded grey and their points drawn as grey crosses; for sequence models
+  whose record carries it, the slice importance (how much each slice drove
+  the decision) as a second line on its own axis, right; a click emits
   :attr:`SliceCurve.slice_clicked` with the slice index under the pointer.
 
 Both are :class:`~napari_medcnn.widgets._common.plots.Canvas` plots and
@@ -133,6 +135,8 @@ class SliceCurve(Canvas):
     "positive" one, e.g. ``tumor``) with a 0.5 line; models with more classes
     plot one line per class, the predicted class thicker.  Slices outside
     the model's domain (``in_domain`` False) are shaded and crossed out.
+    A slice importance (S,), when given, is drawn dotted against a right
+    axis labelled with its method.
     """
 
     #: emitted with the slice index (int) under a left click on the curve
@@ -143,6 +147,8 @@ class SliceCurve(Canvas):
         self._probs: np.ndarray | None = None
         self._classes: list[str] = []
         self._in_domain: np.ndarray | None = None
+        self._importance: np.ndarray | None = None
+        self._importance_method = ""
         self._index = 0
         self._current: int | None = None
         self._vline = None
@@ -161,6 +167,11 @@ class SliceCurve(Canvas):
         return self._current
 
     @property
+    def importance(self) -> np.ndarray | None:
+        """The slice importance drawn (S,), or None."""
+        return self._importance
+
+    @property
     def out_of_domain_slices(self) -> list[int]:
         """The slices drawn as outside the model's domain."""
         if self._in_domain is None:
@@ -173,10 +184,14 @@ class SliceCurve(Canvas):
         classes: Sequence[str],
         index: int,
         in_domain: Sequence[bool] | None = None,
+        importance: Sequence[float] | None = None,
+        importance_method: str | None = None,
     ) -> None:
         """Plot ``slice_probabilities`` (S, K); ``index`` is the predicted
         class; ``in_domain`` (S,) marks the slices inside the model's
-        domain (None: all)."""
+        domain (None: all); ``importance`` (S,) how much each slice drove
+        the decision (None, or another length: not drawn), computed by
+        ``importance_method``."""
         self._probs = np.asarray(slice_probabilities, dtype=float).reshape(
             -1, len(classes)
         )
@@ -185,6 +200,12 @@ class SliceCurve(Canvas):
             if in_domain is None or len(in_domain) != len(self._probs)
             else np.asarray(in_domain, bool)
         )
+        self._importance = (
+            None
+            if importance is None or len(importance) != len(self._probs)
+            else np.asarray(importance, dtype=float)
+        )
+        self._importance_method = str(importance_method or "")
         self._classes = list(classes)
         self._index = int(index)
         self._redraw()
@@ -214,7 +235,9 @@ class SliceCurve(Canvas):
 
     def on_press(self, event) -> None:
         """matplotlib ``button_press_event`` handler: emit the clicked slice."""
-        if self._probs is None or event.inaxes is not self.ax or event.xdata is None:
+        if self._probs is None or event.xdata is None:
+            return
+        if event.inaxes not in self.figure.axes:  # the importance axis too
             return
         if getattr(event, "button", 1) not in (1, None):
             return
@@ -222,6 +245,8 @@ class SliceCurve(Canvas):
         self.slice_clicked.emit(idx)
 
     def _redraw(self) -> None:
+        for extra in self.figure.axes[1:]:  # the importance axis
+            extra.remove()
         ax = self.ax
         ax.clear()
         self._vline = self._marker_text = None
@@ -253,6 +278,7 @@ class SliceCurve(Canvas):
         self._mark_out_of_domain(ax, probs)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlim(-0.5, max(probs.shape[0] - 0.5, 0.5))
+        self._draw_importance(ax, x)
         ax.set_xlabel("slice (click to go there)", fontsize=FONT)
         self._vline = ax.axvline(0, color=c.marker, linewidth=1.4)
         self._marker_text = ax.text(
@@ -267,6 +293,21 @@ class SliceCurve(Canvas):
         )
         self.set_current(self._current)
         self.draw_idle()
+
+    def _draw_importance(self, ax, x: np.ndarray) -> None:
+        """The slice importance, dotted, against a right axis from 0."""
+        imp = self._importance
+        if imp is None:
+            return
+        c = self.colors
+        twin = ax.twinx()
+        twin.plot(x, imp, color=c.text, linestyle=":", marker=".", linewidth=1.2)
+        twin.set_ylim(0, max(1e-6, float(np.nanmax(imp))) * 1.1)
+        twin.tick_params(colors=c.text, labelsize=FONT)
+        for spine in twin.spines.values():
+            spine.set_color(c.muted)
+        method = f" ({self._importance_method})" if self._importance_method else ""
+        twin.set_ylabel(f"importance{method}", fontsize=FONT, color=c.text)
 
     def _mark_out_of_domain(self, ax, probs: np.ndarray) -> None:
         """Shade runs of out-of-domain slices; cross their points out."""

@@ -1,7 +1,8 @@
 """How the Classify widget shows a result: summary text and plots.
 
 :class:`ResultView` fills the summary label, the probability bars and the
-per-slice curve from a classification record (no patient data);
+per-slice curve (with the slice importance of sequence models) from a
+classification record (no patient data);
 :func:`in_domain` and :func:`uncertainty_text` read its trust fields.
 """
 
@@ -75,6 +76,8 @@ class ResultView:
                 record["classes"],
                 record["index"],
                 record.get("slice_in_domain"),
+                record.get("slice_importance"),
+                record.get("slice_importance_method"),
             )
             self.curve.set_current(current)
             self.curve.setVisible(True)

@@ -10,9 +10,10 @@ napari ``thread_worker`` threads (``_common.jobs.load_model_job``,
 napari never freezes; Cancel calls ``worker.quit()``.
 
 The result is shown as probability bars and, for volumes, a per-slice curve
-(:mod:`.plots`) whose marker follows ``viewer.dims`` and whose clicks move
-napari to that slice.  The record (:func:`napari_medcnn.inference.records.
-classification_record`, no patient data) is stored in the first channel
+(:mod:`.plots`; for sequence models with the slice importance too) whose
+marker follows ``viewer.dims`` and whose clicks move napari to that slice.
+The record (:func:`napari_medcnn.inference.records.classification_record`,
+no patient data) is stored in the first channel
 layer's ``metadata["classification"]`` and can be exported to CSV or JSON.
 torch is imported only inside the worker functions.
 """
