@@ -30,24 +30,58 @@ class SequenceOutput:
 
 
 class SliceEncoder(nn.Module):
-    """Runs a 2D zoo model's ``embed`` on every slice, in chunks of slices."""
+    """Runs a 2D zoo model on every slice, in chunks of slices.
+
+    ``pool="embed"``: the model's own ``embed`` (its penultimate features);
+    ``pool="avgmax"``: the mean and the maximum of its last feature map
+    (``features``), concatenated.  The maximum keeps a small focal finding
+    (a lesion a few pixels wide on one slice) that a global average dilutes
+    into the rest of the slice.
+    """
 
     def __init__(
-        self, in_channels: int, encoder: str, encoder_kwargs: dict[str, Any], chunk: int
+        self,
+        in_channels: int,
+        encoder: str,
+        encoder_kwargs: dict[str, Any],
+        chunk: int,
+        pool: str = "embed",
     ):
         super().__init__()
+        if pool not in ("embed", "avgmax"):
+            raise ValueError(f"pool must be 'embed' or 'avgmax', not {pool!r}")
         self.net = build_model(
             encoder, spatial_dims=2, in_channels=in_channels, **encoder_kwargs
         )
-        if not hasattr(self.net, "embed"):
+        if pool == "embed" and not hasattr(self.net, "embed"):
             raise TypeError(f"encoder {encoder!r} has no embed() method")
-        self.feature_dim = int(self.net.feature_dim)
+        if pool == "avgmax" and not isinstance(
+            getattr(self.net, "features", None), nn.Module
+        ):
+            raise TypeError(f"encoder {encoder!r} has no features module")
+        self.pool = pool
+        if pool == "avgmax":
+            probe = torch.zeros(1, in_channels, 32, 32)
+            with torch.no_grad():
+                was = self.net.training
+                self.net.eval()
+                channels = int(self.net.features(probe).shape[1])
+                self.net.train(was)
+            self.feature_dim = 2 * channels
+        else:
+            self.feature_dim = int(self.net.feature_dim)
         self.chunk = chunk
+
+    def _encode(self, part: torch.Tensor) -> torch.Tensor:
+        if self.pool == "embed":
+            return self.net.embed(part)
+        fmap = self.net.features(part)
+        return torch.cat([fmap.mean(dim=(-2, -1)), fmap.amax(dim=(-2, -1))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, s, h, w = x.shape
         flat = x.permute(0, 2, 1, 3, 4).reshape(b * s, c, h, w)
-        feats = [self.net.embed(part) for part in flat.split(self.chunk)]
+        feats = [self._encode(part) for part in flat.split(self.chunk)]
         return torch.cat(feats).reshape(b, s, self.feature_dim)
 
 
@@ -58,7 +92,27 @@ def _mask(lengths: torch.Tensor | None, b: int, s: int, device) -> torch.Tensor:
     return idx < lengths.to(device)[:, None]
 
 
-class CNNRNN(nn.Module):
+class _SliceModel(nn.Module):
+    """Shared by the models that encode each slice with a 2D zoo model."""
+
+    encoder: SliceEncoder
+
+    def load_encoder_from(self, model_2d: nn.Module) -> list[str]:
+        """Start the slice encoder from a trained 2D zoo model of the same
+        architecture.  Returns the parameter names that were copied (the
+        2D model's class head is skipped when its size differs)."""
+        own = self.encoder.net.state_dict()
+        copied = {
+            k: v
+            for k, v in model_2d.state_dict().items()
+            if k in own and own[k].shape == v.shape
+        }
+        own.update(copied)
+        self.encoder.net.load_state_dict(own)
+        return sorted(copied)
+
+
+class CNNRNN(_SliceModel):
     """Slice encoder + bidirectional RNN + attention/last-state pooling.
 
     Args:
@@ -71,6 +125,8 @@ class CNNRNN(nn.Module):
         bidirectional: read the slices both ways.
         pooling: ``"attention"`` or ``"last"``.
         chunk: slices encoded at once (bounds activation memory).
+        slice_features: how each slice becomes a vector (``"embed"`` or
+            ``"avgmax"``, see :class:`SliceEncoder`).
     """
 
     def __init__(
@@ -84,13 +140,14 @@ class CNNRNN(nn.Module):
         bidirectional: bool = True,
         pooling: str = "attention",
         chunk: int = 64,
+        slice_features: str = "embed",
     ):
         super().__init__()
         if pooling not in ("attention", "last"):
             raise ValueError(f"pooling must be 'attention' or 'last', not {pooling!r}")
         kwargs = dict(encoder_kwargs or {})
         kwargs.setdefault("num_classes", num_classes)
-        self.encoder = SliceEncoder(in_channels, encoder, kwargs, chunk)
+        self.encoder = SliceEncoder(in_channels, encoder, kwargs, chunk, slice_features)
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[rnn]
         self.rnn = rnn_cls(
             self.encoder.feature_dim,
@@ -145,22 +202,8 @@ class CNNRNN(nn.Module):
     ) -> torch.Tensor:
         return self.forward_with_slices(x, lengths).logits
 
-    def load_encoder_from(self, model_2d: nn.Module) -> list[str]:
-        """Start the slice encoder from a trained 2D zoo model of the same
-        architecture.  Returns the parameter names that were copied (the
-        2D model's class head is skipped when its size differs)."""
-        own = self.encoder.net.state_dict()
-        copied = {
-            k: v
-            for k, v in model_2d.state_dict().items()
-            if k in own and own[k].shape == v.shape
-        }
-        own.update(copied)
-        self.encoder.net.load_state_dict(own)
-        return sorted(copied)
 
-
-class SlicePool(nn.Module):
+class SlicePool(_SliceModel):
     """Bag-of-slices baseline: per-slice logits, max- or mean-pooled.
 
     Ignores slice order by construction; used to show what the RNN adds.
@@ -174,11 +217,12 @@ class SlicePool(nn.Module):
         encoder_kwargs: dict[str, Any] | None = None,
         pooling: str = "max",
         chunk: int = 64,
+        slice_features: str = "embed",
     ):
         super().__init__()
         kwargs = dict(encoder_kwargs or {})
         kwargs.setdefault("num_classes", num_classes)
-        self.encoder = SliceEncoder(in_channels, encoder, kwargs, chunk)
+        self.encoder = SliceEncoder(in_channels, encoder, kwargs, chunk, slice_features)
         self.slice_head = nn.Linear(self.encoder.feature_dim, num_classes)
         self.pooling = pooling
 

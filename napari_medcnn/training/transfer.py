@@ -145,8 +145,12 @@ def start_model(
 #: CLI/widget names of the volume architectures -> (registry name, input
 #: kind, extra arguments)
 VOLUME_ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "cnn_rnn": ("cnn_rnn", "sequence", {"hidden_size": 64}),
-    "slice_pool": ("slice_pool", "sequence", {"pooling": "max"}),
+    "cnn_rnn": ("cnn_rnn", "sequence", {"hidden_size": 64, "slice_features": "avgmax"}),
+    "slice_pool": (
+        "slice_pool",
+        "sequence",
+        {"pooling": "max", "slice_features": "avgmax"},
+    ),
     "resnet3d": ("resnet", "volume", {"spatial_dims": 3}),
     "densenet3d": ("densenet", "volume", {"spatial_dims": 3}),
 }

@@ -245,3 +245,34 @@ def test_cli_volume_bad_input(tmp_path, monkeypatch, capsys):
     assert main([*base, "--labels", str(one), "--out", str(out)]) == 2
     assert "class" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["cnn_rnn", "slice_pool"])
+def test_sequence_models_start_from_the_2d_model(arch):
+    import torch
+
+    from napari_medcnn.models.checkpoint import default_model_path, resolve_model
+    from napari_medcnn.training.transfer import start_volume_model
+
+    parent = resolve_model(default_model_path(), "cpu")
+    rec = volume_record(6, (32, 32), base=parent.card.preprocessing)
+    model, card, note = start_volume_model(
+        ["normal", "lesion"], arch, rec, encoder_from=parent
+    )
+    assert note["start"] == "encoder" and card.parent == parent.card.model_id
+    assert card.arch_kwargs["slice_features"] == "avgmax"
+    # the encoder's convolutions are the 2D model's
+    first = next(m for m in parent.model.modules() if isinstance(m, torch.nn.Conv2d))
+    mine = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.equal(first.weight, mine.weight)
+    # mean and maximum of the last feature map: twice its channels
+    assert model.encoder.feature_dim == 2 * 128
+    x = torch.zeros(1, 1, 6, 32, 32)
+    x[0, 0, 3, 10:13, 10:13] = 5.0  # a small focal spot on one slice
+    model.eval()
+    with torch.no_grad():
+        feats = model.encoder(x)[0]
+    assert feats.shape == (6, 256)
+    # the maximum half tells slice 3 from the rest more than the mean half
+    diff = (feats[3] - feats[0]).abs()
+    assert diff[128:].sum() > diff[:128].sum()
