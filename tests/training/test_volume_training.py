@@ -276,3 +276,28 @@ def test_sequence_models_start_from_the_2d_model(arch):
     # the maximum half tells slice 3 from the rest more than the mean half
     diff = (feats[3] - feats[0]).abs()
     assert diff[128:].sum() > diff[:128].sum()
+
+
+def test_series_whose_slices_differ_in_size_is_named(tmp_path, monkeypatch, capsys):
+    import pydicom
+
+    from napari_medcnn.cli import main
+    from napari_medcnn.io.synth import write_series
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    labels = _write_volumes(tmp_path / "vols", n=6)
+    files = write_series(_head((8, 24, 24)), tmp_path / "vols" / "mixed_series")
+    for f in files[4:]:  # half the slices are 20 x 20
+        ds = pydicom.dcmread(f)
+        arr = ds.pixel_array[:20, :20].copy()
+        ds.Rows, ds.Columns = arr.shape
+        ds.PixelData = arr.tobytes()
+        ds.save_as(f)
+    csv = tmp_path / "vols" / "series.csv"
+    csv.write_text(labels.read_text() + "mixed_series,lesion\n")
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--arch", "cnn_rnn", "--slices", "4", "--epochs", "1"]
+    assert main([*args, "--labels", str(csv), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mixed_series" in err and "differ in size" in err
+    assert not out.exists()

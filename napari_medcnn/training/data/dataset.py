@@ -220,8 +220,16 @@ def _load_scan(path: Path, key: str | None = None):
     from napari_medcnn.io import load
 
     scans = load(path, include_phi=False)
-    if key is None or len(scans) == 1:
+    if len(scans) == 1:
         return scans[0]
+    if key is None:  # a CSV row: it must name one volume
+        names = ", ".join(f"'{s.name}' {tuple(s.data.shape)}" for s in scans[:4])
+        raise LabelsError(
+            f"{path}: holds {len(scans)} series or stacks ({names}"
+            f"{', ...' if len(scans) > 4 else ''}), e.g. slices that differ in "
+            "size or orientation; a label row must name one volume: point it "
+            "to one series, or label it in the Label images widget"
+        )
     for s in scans:
         if scan_key(path, s.metadata, None) == key:
             return s
