@@ -108,9 +108,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument(
-        "--batch-size", type=int, help="default 32 (slices), 4 (volume models)"
+        "--batch-size", type=int, help="default 32 (slices), 2 (volume models)"
     )
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr", type=float, help="default 1e-3 (slices), 3e-3 (volume models)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=6, help="early stopping (0: off)")
     p.add_argument("--freeze-epochs", type=int, default=0, help="backbone frozen")
@@ -189,8 +191,8 @@ def _run_train(args: argparse.Namespace) -> int:
         kfold = int(kfold) or None
     cfg = TrainConfig(
         epochs=args.epochs,
-        batch_size=args.batch_size or (4 if volume_arch else 32),
-        lr=args.lr,
+        batch_size=args.batch_size or (2 if volume_arch else 32),
+        lr=args.lr or (3e-3 if volume_arch else 1e-3),
         augment=None if args.no_augment else dict(DEFAULTS),
         balance=args.balance,
         patience=args.patience,

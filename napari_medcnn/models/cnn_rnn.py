@@ -48,35 +48,51 @@ class SliceEncoder(nn.Module):
         pool: str = "embed",
     ):
         super().__init__()
-        if pool not in ("embed", "avgmax"):
-            raise ValueError(f"pool must be 'embed' or 'avgmax', not {pool!r}")
+        if pool not in ("embed", "avgmax", "multiscale"):
+            raise ValueError(
+                f"pool must be 'embed', 'avgmax' or 'multiscale', not {pool!r}"
+            )
         self.net = build_model(
             encoder, spatial_dims=2, in_channels=in_channels, **encoder_kwargs
         )
         if pool == "embed" and not hasattr(self.net, "embed"):
             raise TypeError(f"encoder {encoder!r} has no embed() method")
-        if pool == "avgmax" and not isinstance(
+        if pool != "embed" and not isinstance(
             getattr(self.net, "features", None), nn.Module
         ):
             raise TypeError(f"encoder {encoder!r} has no features module")
         self.pool = pool
-        if pool == "avgmax":
+        if pool != "embed":
             probe = torch.zeros(1, in_channels, 32, 32)
             with torch.no_grad():
                 was = self.net.training
                 self.net.eval()
-                channels = int(self.net.features(probe).shape[1])
+                channels = sum(int(m.shape[1]) for m in self._maps(probe))
                 self.net.train(was)
             self.feature_dim = 2 * channels
         else:
             self.feature_dim = int(self.net.feature_dim)
         self.chunk = chunk
 
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The last feature map; with ``multiscale`` also the map before
+        the last downsampling stage (twice the resolution)."""
+        if self.pool == "avgmax":
+            return [self.net.features(x)]
+        stages = []
+        for m in self.net.features:
+            x = m(x)
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                stages.append(x)
+        return stages[-2:] if len(stages) >= 2 else [x]
+
     def _encode(self, part: torch.Tensor) -> torch.Tensor:
         if self.pool == "embed":
             return self.net.embed(part)
-        fmap = self.net.features(part)
-        return torch.cat([fmap.mean(dim=(-2, -1)), fmap.amax(dim=(-2, -1))], dim=1)
+        out = []
+        for fmap in self._maps(part):
+            out += [fmap.mean(dim=(-2, -1)), fmap.amax(dim=(-2, -1))]
+        return torch.cat(out, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, s, h, w = x.shape
