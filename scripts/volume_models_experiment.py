@@ -183,7 +183,7 @@ def run(args) -> dict:
         row = {
             "train_seconds": round(summ["train_seconds"], 1),
             "epochs_run": summ.get("epochs_run"),
-            "validation": summ.get("metrics", {}),
+            "validation": {k: summ.get(k) for k in ("accuracy", "auc")},
         }
         row.update(evaluate(arch, model, sets["test"], out, args.tolerance_mm))
         if arch in ("resnet3d", "densenet3d"):
