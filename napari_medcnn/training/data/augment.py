@@ -160,7 +160,22 @@ class _AtMinimum:
         return torch.as_tensor(self.transform(t - lo)) + lo
 
 
-class PixelDropout:
+class _Seeded:
+    """A random transform with MONAI's ``set_random_state`` protocol."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.R = np.random.RandomState()
+
+    def set_random_state(self, seed=None, state=None):
+        import numpy as np
+
+        self.R = state if state is not None else np.random.RandomState(seed)
+        return self
+
+
+class PixelDropout(_Seeded):
     """Set a random fraction (uniform in [0, ``max_fraction``]) of the
     spatial locations of a (C, *spatial) sample to its minimum, with
     probability ``prob`` (all channels of a location together).
@@ -174,18 +189,10 @@ class PixelDropout:
     def __init__(
         self, max_fraction: float = 0.5, prob: float = 0.3, blurred: float = 0.0
     ):
-        import numpy as np
-
+        super().__init__()
         self.max_fraction = float(max_fraction)
         self.prob = float(prob)
         self.blurred = float(blurred)
-        self.R = np.random.RandomState()
-
-    def set_random_state(self, seed=None, state=None):
-        import numpy as np
-
-        self.R = state if state is not None else np.random.RandomState(seed)
-        return self
 
     def __call__(self, x):
         import torch
@@ -207,7 +214,7 @@ class PixelDropout:
         return torch.where(mask, t, t.min())
 
 
-class SliceDropout:
+class SliceDropout(_Seeded):
     """Drop a random fraction (uniform in [0, ``max_fraction``]) of the
     slices of a (C, S, H, W) volume and stretch the rest back to ``S``
     slices (linear in depth), with probability ``prob``.
@@ -219,17 +226,9 @@ class SliceDropout:
     """
 
     def __init__(self, max_fraction: float = 0.15, prob: float = 0.5):
-        import numpy as np
-
+        super().__init__()
         self.max_fraction = float(max_fraction)
         self.prob = float(prob)
-        self.R = np.random.RandomState()
-
-    def set_random_state(self, seed=None, state=None):
-        import numpy as np
-
-        self.R = state if state is not None else np.random.RandomState(seed)
-        return self
 
     def __call__(self, x):
         import numpy as np

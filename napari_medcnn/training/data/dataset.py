@@ -239,7 +239,6 @@ def _load_scan(path: Path, key: str | None = None):
 def _csv_set(
     row: CsvLabel, record, input_kind: str, cache: VolumeCache | None = None
 ) -> LabeledSet:
-    from napari_medcnn.training.data.volumes import source_identity
 
     scan = _load_scan(row.path)
     nd = scan.ndim_spatial
@@ -257,6 +256,14 @@ def _csv_set(
         store.image_label = row.label
     else:
         store.volume_label = row.label
+    return _scan_examples(store, scan, row.path, record, input_kind, cache)
+
+
+def _scan_examples(store, scan, path, record, input_kind: str, cache) -> LabeledSet:
+    """:func:`examples_from_scan` on a loaded scan, volumes cached under
+    the source file's identity."""
+    from napari_medcnn.training.data.volumes import source_identity
+
     return examples_from_scan(
         store,
         [scan.data],
@@ -265,7 +272,7 @@ def _csv_set(
         rgb=scan.rgb,
         input_kind=input_kind,
         cache=cache,
-        identity=[*source_identity(row.path), key],
+        identity=[*source_identity(path), store.key],
     )
 
 
@@ -345,7 +352,6 @@ def load_labeled(
 
 def _job_set(job, record, input_kind: str, cache) -> LabeledSet:
     """The examples of one CSV row or sidecar."""
-    from napari_medcnn.training.data.volumes import source_identity
     from napari_medcnn.training.labels.store import scan_path_for
 
     if isinstance(job, CsvLabel):
@@ -357,13 +363,4 @@ def _job_set(job, record, input_kind: str, cache) -> LabeledSet:
             f"{job.path}: the scan {scan_path.name} changed since it was "
             "labelled (its key differs)"
         )
-    return examples_from_scan(
-        job,
-        [scan.data],
-        record,
-        scan.spacing,
-        rgb=scan.rgb,
-        input_kind=input_kind,
-        cache=cache,
-        identity=[*source_identity(scan_path), job.key],
-    )
+    return _scan_examples(job, scan, scan_path, record, input_kind, cache)
