@@ -296,16 +296,13 @@ def _resample_depth(
     return out.astype(np.float32, copy=False)
 
 
-def to_scan_grid(
-    values: np.ndarray, geometry: VolumeGeometry, order: int = 1
-) -> np.ndarray:
+def to_scan_grid(values: np.ndarray, geometry: VolumeGeometry) -> np.ndarray:
     """Map a (S, H, W) array on the prepared grid (a 3D saliency map, a
     per-voxel probability) back onto the scan's (z, y, x) array.
 
-    In depth, each source slice takes the linear interpolation between the
-    prepared slices around it (the nearest at the ends; slices outside the
-    prepared range get 0); in-plane, the map is resized to the crop box and
-    placed where the box lies (parts outside the image are dropped).
+    In depth, as :func:`to_scan_slices` (slices outside the prepared range
+    get 0); in-plane, the map is resized to the crop box and placed where
+    the box lies (parts outside the image are dropped).
     """
     from napari_medcnn.preprocessing.record import resize
 
@@ -314,16 +311,7 @@ def to_scan_grid(
     moved = [src[geometry.axis]] + [s for i, s in enumerate(src) if i != geometry.axis]
     ys, xs = geometry.box
     inplane = resize(v, (ys.stop - ys.start, xs.stop - xs.start))
-    pos = np.asarray(geometry.positions, float)
-    idx = np.arange(moved[0], dtype=float)
-    lo = pos[0] - 0.5 * (pos[1] - pos[0] if len(pos) > 1 else 1.0)
-    hi = pos[-1] + 0.5 * (pos[-1] - pos[-2] if len(pos) > 1 else 1.0)
-    j = np.interp(idx, pos, np.arange(len(pos), dtype=float))
-    j0 = np.floor(j).astype(int)
-    j1 = np.minimum(j0 + 1, len(pos) - 1)
-    w = (j - j0)[:, None, None] if order else np.round(j - j0)[:, None, None]
-    depth = inplane[j0] * (1 - w) + inplane[j1] * w
-    depth[(idx < lo) | (idx > hi)] = 0.0
+    depth = to_scan_slices(inplane, geometry, outside=0.0)
     out = np.zeros(moved, np.float32)
     h, wd = moved[1], moved[2]
     oy0, ox0 = max(0, ys.start), max(0, xs.start)
@@ -361,15 +349,16 @@ def to_scan_slices(
     ``spacing`` record's extent) take ``outside`` when given, else the
     nearest prepared slice's value.
     """
-    v = np.asarray(values, np.float64)
-    n = int(geometry.shape[geometry.axis])
+    v = np.asarray(values)
     pos = np.asarray(geometry.positions, float)
-    idx = np.arange(n, dtype=float)
-    flat = v.reshape(len(pos), -1)
-    out = np.stack(
-        [np.interp(idx, pos, flat[:, k]) for k in range(flat.shape[1])], axis=1
-    )
+    idx = np.arange(int(geometry.shape[geometry.axis]), dtype=float)
+    # the prepared slices are evenly spaced: linear in the index between them
+    j = np.interp(idx, pos, np.arange(len(pos), dtype=float))
+    j0 = np.floor(j).astype(int)
+    j1 = np.minimum(j0 + 1, len(pos) - 1)
+    w = (j - j0).reshape(-1, *[1] * (v.ndim - 1))
+    out = (v[j0] * (1 - w) + v[j1] * w).astype(np.float32)
     if outside is not None:
         half = (pos[1] - pos[0]) / 2 if len(pos) > 1 else 0.5
         out[(idx < pos[0] - half) | (idx > pos[-1] + half)] = outside
-    return out.reshape(n, *v.shape[1:]).astype(np.float32)
+    return out

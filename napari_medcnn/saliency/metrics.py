@@ -270,22 +270,28 @@ def slice_deletion_insertion(
 def slice_trust_warnings(metrics: dict[str, Any]) -> list[str]:
     """The ``TRUST CHECK FAILED`` messages of :func:`slice_deletion_insertion`
     (deletion AUC at or above random, insertion AUC at or below)."""
+    return order_warnings(metrics, "the most important slices", "the slice importance")
+
+
+def order_warnings(metrics: dict[str, Any], items: str, subject: str) -> list[str]:
+    """``TRUST CHECK FAILED`` messages of a deletion/insertion result:
+    removing ``items`` first lowers the score no faster than a random
+    order (deletion AUC >= random), or adding them first raises it no
+    faster (insertion AUC <= random).  Checks not run say nothing."""
     out = []
     d, dr = metrics.get("deletion_auc"), metrics.get("deletion_auc_random")
     if d is not None and dr is not None and d >= dr:
         out.append(
-            f"TRUST CHECK FAILED: deleting the most important slices first "
-            f"lowers the score no faster than random order (deletion AUC "
-            f"{d:.3f} >= random {dr:.3f}); the slice importance may not show "
-            "what drives the model"
+            f"TRUST CHECK FAILED: deleting {items} first lowers the score no "
+            f"faster than random order (deletion AUC {d:.3f} >= random "
+            f"{dr:.3f}); {subject} may not show what drives the model"
         )
     i, ir = metrics.get("insertion_auc"), metrics.get("insertion_auc_random")
     if i is not None and ir is not None and i <= ir:
         out.append(
-            f"TRUST CHECK FAILED: inserting the most important slices first "
-            f"raises the score no faster than random order (insertion AUC "
-            f"{i:.3f} <= random {ir:.3f}); the slice importance may not show "
-            "what drives the model"
+            f"TRUST CHECK FAILED: inserting {items} first raises the score no "
+            f"faster than random order (insertion AUC {i:.3f} <= random "
+            f"{ir:.3f}); {subject} may not show what drives the model"
         )
     return out
 
@@ -472,23 +478,7 @@ def trust_warnings(metrics: dict[str, Any]) -> list[str]:
     (``<=``), randomisation check failed or inconclusive.  Checks not run
     say nothing.  Messages start ``TRUST CHECK FAILED:`` (or
     ``TRUST CHECK INCONCLUSIVE:``)."""
-    out = []
-    d, dr = metrics.get("deletion_auc"), metrics.get("deletion_auc_random")
-    if d is not None and dr is not None and d >= dr:
-        out.append(
-            f"TRUST CHECK FAILED: deleting the map's most salient pixels "
-            f"first lowers the score no faster than random order (deletion "
-            f"AUC {d:.3f} >= random {dr:.3f}); the map may not show what "
-            "drives the model"
-        )
-    i, ir = metrics.get("insertion_auc"), metrics.get("insertion_auc_random")
-    if i is not None and ir is not None and i <= ir:
-        out.append(
-            f"TRUST CHECK FAILED: inserting the map's most salient pixels "
-            f"first raises the score no faster than random order (insertion "
-            f"AUC {i:.3f} <= random {ir:.3f}); the map may not show what "
-            "drives the model"
-        )
+    out = order_warnings(metrics, "the map's most salient pixels", "the map")
     rand = metrics.get("randomization") or {}
     status = rand.get("status")
     if status == "failed":
