@@ -47,11 +47,10 @@ from _memory import reset_peak, status_bytes  # noqa: E402
 
 def _record(slices: int):
     from napari_medcnn.models.checkpoint import default_model_path, resolve_model
-    from napari_medcnn.preprocessing.volume import volume_record
+    from napari_medcnn.training.transfer import volume_record_for
 
     parent = resolve_model(default_model_path(), "cpu")
-    card = parent.card
-    return parent, volume_record(slices, card.input_size[-2:], base=card.preprocessing)
+    return parent, volume_record_for("cnn_rnn", parent.card, slices)
 
 
 def _model(parent, record):

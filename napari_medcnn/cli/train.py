@@ -248,32 +248,24 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _volume_record(args: argparse.Namespace, parent_card) -> dict[str, Any]:
-    """The volume record the options describe; a CNN+RNN whose encoder
-    starts from the parent keeps the parent's slice preparation."""
-    from napari_medcnn.preprocessing.volume import volume_record
-    from napari_medcnn.training.transfer import VOLUME_ARCHS
+    """The volume record the options describe (see
+    :func:`~napari_medcnn.training.transfer.volume_record_for`)."""
+    from napari_medcnn.training.transfer import volume_record_for
 
-    sequence = VOLUME_ARCHS[args.arch][1] == "sequence"
-    base = None
-    size = args.size
-    if sequence and not args.no_encoder:
-        if parent_card.input_kind != "slice":
-            raise ValueError(
-                f"--model '{parent_card.name or parent_card.arch}' is not a 2D "
-                "model: a CNN+RNN's slice encoder starts from a 2D model (or "
-                "give --no-encoder)"
-            )
-        base = parent_card.preprocessing
-        size = size or list(parent_card.input_size[-2:])
-    return volume_record(
-        args.slices,
-        size or (64, 64),
-        base=base,
-        modality=args.modality,
-        spacing_mm=args.slice_spacing,
-        slice_axis=args.slice_axis,
-        window=tuple(args.window) if args.window else None,
-    )
+    try:
+        return volume_record_for(
+            args.arch,
+            parent_card,
+            args.slices,
+            size=args.size,
+            encoder=not args.no_encoder,
+            modality=args.modality,
+            spacing_mm=args.slice_spacing,
+            slice_axis=args.slice_axis,
+            window=tuple(args.window) if args.window else None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc} (or give --no-encoder)") from None
 
 
 class _cancel_on_sigint:

@@ -161,6 +161,52 @@ def is_volume_arch(arch: str) -> bool:
     return arch in VOLUME_ARCHS
 
 
+def volume_record_for(
+    arch: str,
+    parent_card: ModelCard,
+    slices: int,
+    *,
+    size: Sequence[int] | None = None,
+    encoder: bool = True,
+    modality: str | None = None,
+    spacing_mm: float | None = None,
+    slice_axis: str = "axial",
+    window: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """The volume record a new ``arch`` model is trained with.
+
+    A sequence model whose slice encoder starts from ``parent_card``'s 2D
+    model (``encoder``) keeps that model's slice preparation and in-plane
+    size; otherwise (3D CNNs, a fresh encoder) intensities are mapped per
+    volume (``modality``: MR percentiles, CT window) at ``size`` (default
+    64 x 64).  The other arguments are
+    :func:`~napari_medcnn.preprocessing.volume.volume_record`'s.
+
+    Raises:
+        ValueError: the encoder would come from a model that is not 2D.
+    """
+    from napari_medcnn.preprocessing.volume import volume_record
+
+    base = None
+    if VOLUME_ARCHS[arch][1] == "sequence" and encoder:
+        if parent_card.input_kind != "slice":
+            raise ValueError(
+                f"'{parent_card.name or parent_card.arch}' is not a 2D model: a "
+                "CNN+RNN's slice encoder starts from a 2D model"
+            )
+        base = parent_card.preprocessing
+        size = size or list(parent_card.input_size[-2:])
+    return volume_record(
+        slices,
+        size or (64, 64),
+        base=base,
+        modality=modality,
+        spacing_mm=spacing_mm,
+        slice_axis=slice_axis,
+        window=window,
+    )
+
+
 def start_volume_model(
     classes: Sequence[str],
     arch: str,

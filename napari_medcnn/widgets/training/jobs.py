@@ -82,20 +82,16 @@ def volume_start(
     a sequence model keeps the 2D parent's slice preparation and starts its
     encoder from it; a 3D CNN maps intensities per volume (a CT window
     when the first labelled layer is CT)."""
-    from napari_medcnn.preprocessing.volume import volume_record
-    from napari_medcnn.training.transfer import VOLUME_ARCHS
+    from napari_medcnn.training.transfer import VOLUME_ARCHS, volume_record_for
 
     if card.input_kind != "slice":
         raise ValueError(
             f"'{card.name or card.arch}' already reads volumes: fine-tune it "
             "with the architecture '2D slices (the parent's network)'"
         )
-    kind = VOLUME_ARCHS[arch][1]
     modality = next((s.get("modality") for s in sources if s.get("modality")), None)
-    if kind == "sequence":
-        rec = volume_record(slices, card.input_size[-2:], base=card.preprocessing)
-        return rec, kind
-    return volume_record(slices, (64, 64), modality=modality), kind
+    record = volume_record_for(arch, card, slices, modality=modality)
+    return record, VOLUME_ARCHS[arch][1]
 
 
 def train_job(
