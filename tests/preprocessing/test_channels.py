@@ -19,14 +19,13 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 import napari_medcnn.preprocessing.channels as channels
+from napari_medcnn.preprocessing.channel_names import match_channels, sequence_key
 from napari_medcnn.preprocessing.channels import (
     ChannelGeometry,
     align_channels,
     check_alignment,
     covered_fraction,
     format_spacing,
-    match_channels,
-    sequence_key,
 )
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")

@@ -12,7 +12,7 @@ Gathering the ticked layers (no Qt widgets; the core is imported lazily):
 * :func:`order_for_card` puts the layers in the order of the channels the
   model card names (T1, T2, FLAIR...) when their names say so without
   doubt, and says what does not fit
-  (:func:`napari_medcnn.preprocessing.channels.match_channels`).
+  (:func:`napari_medcnn.preprocessing.channel_names.match_channels`).
 * :func:`channel_inputs` reads each layer's geometry
   (:func:`layer_geometries`) and checks, without touching a voxel, that
   the layers can share the first one's grid; it refuses layers that hardly
@@ -145,9 +145,9 @@ def order_for_card(layers: Sequence[Any], card: Any) -> tuple[list[Any], list[st
 
     Returns:
         (layers, notes): a note when the order changed, and the warnings of
-        :func:`~napari_medcnn.preprocessing.channels.match_channels`.
+        :func:`~napari_medcnn.preprocessing.channel_names.match_channels`.
     """
-    from napari_medcnn.preprocessing.channels import match_channels
+    from napari_medcnn.preprocessing.channel_names import match_channels
 
     layers = list(layers)
     if card is None or not layers:
