@@ -34,6 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"trust"}),
     frozenset({"inference"}),
     frozenset({"saliency", "training"}),
+    frozenset({"cohort"}),
     frozenset({"cli", "widgets", "_reader", "_sample_data"}),
 )
 #: parts that must not import a GUI toolkit
@@ -50,6 +51,7 @@ CORE = {
     "inference",
     "saliency",
     "training",
+    "cohort",
 }
 GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "vispy")
 MAX_ROOT_MODULES = 6

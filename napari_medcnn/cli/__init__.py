@@ -15,6 +15,8 @@ one is added by appending its ``add_`` function to :data:`SUBCOMMANDS`:
   --quit`` renders it to a file and exits.
 * ``explain PATH``: a saliency map aligned with the scan (.npy, .nii.gz or
   .png, with a JSON sidecar) and its trust metrics printed as JSON.
+* ``cohort INPUT... --out DIR``: classify (and explain) a whole cohort,
+  resumably, on local worker processes or Dask (see ``cli/cohort.py``).
 * ``deidentify IN... --out DIR``: DICOM PS3.15 Annex E Basic Profile
   de-identification (with its options) into a new folder; ``--dry-run``
   lists the changes by tag and action, never values.
@@ -26,6 +28,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from napari_medcnn.cli.classify import add_classify
+from napari_medcnn.cli.cohort import add_cohort
 from napari_medcnn.cli.deid import add_deidentify
 from napari_medcnn.cli.demo import (
     CLASSIFY_WIDGET,
@@ -49,6 +52,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_explain,
     add_deidentify,
     add_train,
+    add_cohort,
 )
 
 

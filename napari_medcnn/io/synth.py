@@ -221,3 +221,132 @@ def write_blob_dataset(
     csv = folder / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     return csv, labels, centres
+
+
+#: patient names and IDs the synthetic cohort writes into its DICOM headers
+#: (and folder names); a report or table that shows one leaks PHI
+COHORT_PATIENTS = (
+    ("Doe^Jane", "PID-0042"),
+    ("Roe^Richard", "PID-0077"),
+    ("Poe^Edgar", "PID-1809"),
+)
+
+
+def _head_volume() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The shipped Colin27 T1 head as (z, y, x) float32 and its spacing, mm."""
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(
+        nib.load(Path(__file__).resolve().parents[1] / "data" / "colin27_t1.nii.gz")
+    )
+    vol = np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0)[:, ::-1]
+    sx, sy, sz = (float(v) for v in img.header.get_zooms()[:3])
+    return np.ascontiguousarray(vol), (sz, sy, sx)
+
+
+def write_cohort(
+    root: str | os.PathLike,
+    *,
+    n_dicom: int = 10,
+    n_nifti: int = 10,
+    n_png: int = 6,
+    corrupt: Sequence[str] = ("dicom", "nifti", "png"),
+    non_image_folder: bool = True,
+    shape: Sequence[int] = (16, 64, 64),
+    seed: int = 0,
+) -> dict[str, list[Path]]:
+    """A cohort folder of real anatomy for cohort jobs: slabs of the shipped
+    Colin27 head at random heights, resampled to ``shape`` (slices, rows,
+    columns) with a little noise.
+
+    * ``n_dicom`` DICOM MR series, one folder each, named after its patient
+      (``Doe_Jane_PID-0042/series03``): PHI in the folder names and headers
+      (:data:`COHORT_PATIENTS`);
+    * ``n_nifti`` ``.nii.gz`` volumes (1.5 mm voxels);
+    * ``n_png`` 8-bit PNG axial slices;
+    * one corrupt file per entry of ``corrupt``: ``dicom`` (a ``.dcm``
+      with a DICOM preamble and a garbage header), ``nifti`` (a truncated
+      ``.nii.gz``), ``png`` (random bytes named ``.png``);
+    * with ``non_image_folder``, a folder holding only text files.
+
+    Returns:
+        Paths by kind: ``dicom`` (series folders), ``nifti``, ``png``,
+        ``corrupt`` (files), ``non_image`` (folders).
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    def write_nifti(path: Path, vol: np.ndarray, spacing) -> None:
+        # (z, y, x) array -> NIfTI (x, y, z) with the voxel size in mm
+        dz, dy, dx = spacing
+        affine = np.diag([dx, dy, dz, 1.0])
+        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine), str(path))
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    head, (sz, sy, sx) = _head_volume()
+    s, h, w = (int(v) for v in shape)
+    out: dict[str, list[Path]] = {
+        k: [] for k in ("dicom", "nifti", "png", "corrupt", "non_image")
+    }
+
+    def slab() -> np.ndarray:
+        depth = min(head.shape[0], max(s, int(round(s * 4.0 / sz))))
+        z0 = int(rng.integers(20, max(21, head.shape[0] - depth - 20)))
+        part = head[z0 : z0 + depth]
+        zoom = (s / part.shape[0], h / part.shape[1], w / part.shape[2])
+        vol = ndimage.zoom(part, zoom, order=1)[:s, :h, :w]
+        noise = rng.normal(0.0, 0.02 * float(vol.max() or 1.0), vol.shape)
+        return np.clip(vol + noise, 0, None).astype(np.float32)
+
+    spacing = (4.0, head.shape[1] * sy / h, head.shape[2] * sx / w)
+    for i in range(n_dicom):
+        name, pid = COHORT_PATIENTS[i % len(COHORT_PATIENTS)]
+        folder = root / "dicom" / f"{name.replace('^', '_')}_{pid}" / f"series{i:02d}"
+        write_series(
+            slab(), folder, spacing=spacing, patient_name=name, patient_id=pid,
+            series_description=f"T1 axial {i}", series_number=i + 1,
+            seed=f"cohort-{seed}-{i}",
+        )  # fmt: skip
+        out["dicom"].append(folder)
+    for i in range(n_nifti):
+        path = root / "nifti" / f"vol{i:02d}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_nifti(path, slab(), spacing=spacing)
+        out["nifti"].append(path)
+    if n_png:
+        from PIL import Image
+
+        (root / "png").mkdir(parents=True, exist_ok=True)
+    for i in range(n_png):
+        img = slab()[s // 2]
+        grey = np.clip(255 * img / max(float(img.max()), 1e-6), 0, 255).astype(np.uint8)
+        path = root / "png" / f"slice{i:02d}.png"
+        Image.fromarray(grey).save(path)
+        out["png"].append(path)
+    bad = root / "corrupt"
+    for kind in corrupt:
+        bad.mkdir(parents=True, exist_ok=True)
+        if kind == "dicom":
+            path = bad / "broken.dcm"
+            path.write_bytes(b"\0" * 128 + b"DICM" + rng.bytes(300))
+        elif kind == "nifti":
+            good = bad / "full.nii.gz"
+            write_nifti(good, slab(), spacing=spacing)
+            data = good.read_bytes()
+            good.unlink()
+            path = bad / "truncated.nii.gz"
+            path.write_bytes(data[: len(data) // 3])
+        elif kind == "png":
+            path = bad / "garbage.png"
+            path.write_bytes(rng.bytes(500))
+        else:
+            raise ValueError(f"corrupt kinds are dicom, nifti, png: not {kind!r}")
+        out["corrupt"].append(path)
+    if non_image_folder:
+        notes = root / "notes"
+        notes.mkdir(parents=True, exist_ok=True)
+        (notes / "README.txt").write_text("study protocol notes, no images\n")
+        (notes / "protocol.json").write_text('{"sequence": "T1"}\n')
+        out["non_image"].append(notes)
+    return out
