@@ -55,6 +55,9 @@ class CohortEvent:
         total: items in the cohort (for ``discover``: folders or rows seen).
         row: the finished row (``item`` events).
         eta_s: estimated seconds left, from this run's throughput.
+        items: every item of the cohort (``start`` events), e.g. to open
+            a row's series while the run goes on.
+        rows: the rows already journalled by earlier runs (``start``).
     """
 
     stage: str
@@ -62,6 +65,8 @@ class CohortEvent:
     total: int
     row: dict[str, Any] | None = None
     eta_s: float | None = None
+    items: list[Item] | None = None
+    rows: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -241,7 +246,9 @@ def _process(
         keys = {it.key for it in items}
         todo = [it for it in items if it.key not in done]
         n_done = len(keys & done)
-        yield CohortEvent("start", n_done, len(items))
+        latest = journal.latest(task)
+        earlier = [latest[it.key] for it in items if it.key in done]
+        yield CohortEvent("start", n_done, len(items), items=items, rows=earlier)
         for row in ex.rows(todo, options, out):
             journal.append(task, row)
             processed += 1
