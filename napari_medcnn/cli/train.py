@@ -5,6 +5,11 @@ is drained here: one progress line per epoch on stderr, the final summary
 (metrics, confusion matrix, recommendation) as JSON on stdout.  Ctrl-C
 cancels cleanly: the parent is untouched and nothing is written unless
 ``--save-cancelled``.
+
+Started by ``torchrun --nproc_per_node=N`` the same command trains with N
+processes (DistributedDataParallel, see ``training/distributed.py``): only
+rank 0 prints progress and the summary and writes the checkpoint, its card
+and ``--json``; the other ranks print errors only.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "unless --overwrite. " + EXIT_STATUS + " (Labels that cannot be "
         "used, a parent that cannot be loaded or a failed training: 2. A "
         "cancelled run: 1 when --save-cancelled wrote its checkpoint, else "
-        "2.)",
+        "2.) Under torchrun --nproc_per_node=N it trains with N processes "
+        "(gloo on CPU, NCCL on CUDA; --batch-size is per process); rank 0 "
+        "alone prints and writes.",
     )
     p.add_argument("--labels", nargs="+", required=True, metavar="SIDECAR_OR_CSV")
     p.add_argument(
@@ -154,12 +161,8 @@ def _run_train(args: argparse.Namespace) -> int:
         resolve_model,
         weights_path_for,
     )
-    from napari_medcnn.training.control import TrainControl
-    from napari_medcnn.training.data.augment import DEFAULTS
-    from napari_medcnn.training.data.dataset import load_labeled
-    from napari_medcnn.training.finetune import finetune
-    from napari_medcnn.training.labels.store import LabelsError
-    from napari_medcnn.training.trainer import TrainConfig, TrainingOutOfMemory
+    from napari_medcnn.training import distributed
+    from napari_medcnn.training.transfer import VOLUME_ARCHS, is_volume_arch
 
     try:
         weights = weights_path_for(args.out)
@@ -174,18 +177,39 @@ def _run_train(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
-    from napari_medcnn.training.transfer import VOLUME_ARCHS, is_volume_arch
-
     card = parent.card
-    volume_arch = is_volume_arch(args.arch)
     record, input_kind = card.preprocessing, card.input_kind
-    if volume_arch:
+    if is_volume_arch(args.arch):
         try:
             record = _volume_record(args, card)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING
         input_kind = VOLUME_ARCHS[args.arch][1]
+    try:
+        with distributed.process_group(args.device) as run:
+            return _train(args, parent, record, input_kind, run)
+    except ValueError as exc:  # torchrun variables or device unusable
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+
+
+def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
+    """Load the labels, train and report (rank 0 only prints and writes)."""
+    from napari_medcnn.training import distributed
+    from napari_medcnn.training.control import TrainControl
+    from napari_medcnn.training.data.augment import DEFAULTS
+    from napari_medcnn.training.data.dataset import load_labeled
+    from napari_medcnn.training.finetune import finetune
+    from napari_medcnn.training.labels.store import LabelsError
+    from napari_medcnn.training.trainer import TrainConfig, TrainingOutOfMemory
+    from napari_medcnn.training.transfer import is_volume_arch
+
+    def say(text: str) -> None:
+        if run.is_main:
+            print(text, file=sys.stderr, flush=True)
+
+    volume_arch = is_volume_arch(args.arch)
     kfold: Any = args.kfold
     if kfold != "auto":
         kfold = int(kfold) or None
@@ -198,14 +222,14 @@ def _run_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         freeze_backbone_epochs=args.freeze_epochs,
         seed=args.seed,
-        device=args.device,
+        device=run.device,
         accumulate=args.accumulate,
     )
     ctl = TrainControl()
     try:
         gen = load_labeled(args.labels, record, input_kind=input_kind)
         data = _drain(gen)
-        print(f"{len(data)} labelled examples: {data.counts()}", file=sys.stderr)
+        say(f"{len(data)} labelled examples: {data.counts()}")
         sequence = volume_arch and input_kind == "sequence"
         gen = finetune(
             data,
@@ -223,13 +247,18 @@ def _run_train(args: argparse.Namespace) -> int:
             provenance={"tool": "napari-medcnn train (CLI)"},
         )
         with _cancel_on_sigint(ctl):
-            result = _drain(gen, lambda ev: ev.kind == "epoch")
+            result = _drain(gen, lambda ev: run.is_main and ev.kind == "epoch")
+        distributed.dump_replica(result.model)
     except TrainingOutOfMemory as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
     except (LabelsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
+    if not run.is_main:  # rank 0 reports and writes; same exit status
+        if result.cancelled:
+            return EXIT_PARTIAL if args.save_cancelled else EXIT_NOTHING
+        return EXIT_DONE
     summary = result.summary()
     text = json.dumps(summary, indent=2, default=str)
     print(text)
@@ -241,9 +270,9 @@ def _run_train(args: argparse.Namespace) -> int:
         atomic_write(Path(args.json), text.encode("utf-8"), overwrite=args.overwrite)
     if result.cancelled:
         saved = f"; wrote {result.checkpoint}" if result.checkpoint else ""
-        print(f"cancelled: the parent is unchanged{saved}", file=sys.stderr)
+        say(f"cancelled: the parent is unchanged{saved}")
         return EXIT_PARTIAL if result.checkpoint else EXIT_NOTHING
-    print(f"wrote {result.checkpoint}: {result.advice.verdict}", file=sys.stderr)
+    say(f"wrote {result.checkpoint}: {result.advice.verdict}")
     return EXIT_DONE
 
 

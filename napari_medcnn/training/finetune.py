@@ -9,6 +9,12 @@ and ``n_folds`` in their metrics), then measures the confusion matrix and
 per-class metrics, judges the curves (:func:`~.advice.recommend`) and
 writes the checkpoint and its card atomically.  A cancelled run writes
 nothing unless asked; its :class:`FinetuneResult` can still be saved.
+
+Under ``torchrun`` every process runs this same function: each plans the
+same split (checked across processes), trains its share in
+DistributedDataParallel (see :mod:`.distributed`), and only rank 0 writes
+the checkpoint; the card's ``provenance["distributed"]`` records the world
+size, the backend and whether the replicas ended identical.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from napari_medcnn.models.card import ModelCard
+from napari_medcnn.training import distributed
 from napari_medcnn.training.advice import Advice, recommend
 from napari_medcnn.training.control import TrainControl
 from napari_medcnn.training.data.dataset import LabeledSet
@@ -213,6 +220,7 @@ def finetune(
             "prepare them with the model card's preprocessing"
         )
     plan = plan_split(data.y, data.groups, val_fraction, kfold, cfg.seed)
+    distributed.check_same_split(plan.folds, data.y, data.groups)
     k = len(plan.folds)
     oof = np.zeros((len(data), len(data.classes)), np.float32)
     res: TrainResult | None = None
@@ -251,6 +259,7 @@ def finetune(
         metrics = summarize(logits, labels, temperature)
         metrics["scope"] = "out-of-fold" if k > 1 else "validation"
     advice = recommend(res.history)
+    run = _distributed_note(model, cfg)
     card.temperature = temperature
     card.name = name or (
         f"{card.arch} fine-tuned on {len(data)} labels"
@@ -278,6 +287,7 @@ def finetune(
             "advice": advice.to_dict(),
             "history": res.history,
             "versions": _versions(),
+            "distributed": run,
             **(provenance or {}),
         }
     )
@@ -291,6 +301,25 @@ def finetune(
         "cancelled" if cancelled else res.stop_reason,
         warnings=plan.warnings + data.warnings,
     )
-    if out is not None and (not cancelled or save_cancelled):
+    if not run.get("replicas_identical", True):
+        result.warnings.append(
+            "the training processes ended with different weights; rank 0's were saved"
+        )
+    if out is not None and (not cancelled or save_cancelled) and distributed.is_main():
         result.save(out)
     return result
+
+
+def _distributed_note(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """The card's record of how many processes trained (1: no torchrun).
+
+    Under torchrun: the backend, the global batch (``batch_size`` is per
+    process) and whether every replica holds rank 0's weights and buffers
+    (compared across processes, so every rank must call this).
+    """
+    ctx = distributed.current()
+    note: dict[str, Any] = {"world_size": ctx.world_size, "backend": ctx.backend}
+    if ctx.enabled:
+        note["global_batch_size"] = ctx.world_size * cfg.batch_size
+        note["replicas_identical"] = distributed.replicas_identical(model)
+    return note

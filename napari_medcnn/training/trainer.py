@@ -9,6 +9,13 @@ control; the CLI and the scripts drain it.  It never touches Qt.
 A cancelled run returns the best weights validated so far; running out of
 memory raises :class:`TrainingOutOfMemory` (with the best-so-far result
 attached and advice to lower the batch or patch size).
+
+Under ``torchrun`` (a ``torch.distributed`` group is up, see
+:mod:`.distributed`) the model trains in DistributedDataParallel: each
+process takes its share of the training set (``batch_size`` is per
+process), validation is sharded and its predictions gathered, and the
+metrics are summed across processes, so every rank sees the same history
+and takes the same early-stopping decision.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
+from napari_medcnn.training import distributed
 from napari_medcnn.training.control import TrainControl
 from napari_medcnn.training.data.augment import DEFAULTS, build_augmentation
 
@@ -232,26 +240,58 @@ def _evaluate(model, loader, loss_fn, device) -> tuple[float, np.ndarray, np.nda
     return total / n, np.concatenate(logits), np.concatenate(labels)
 
 
+def _validate(model, loader, loss_fn, device, labels):
+    """Mean validation loss, logits and labels of every validation row.
+
+    Under torchrun ``loader`` holds this process's
+    :func:`~.distributed.shard` of the rows: the loss is averaged and the
+    logits gathered across processes (the same on every rank), and
+    ``labels`` (all rows) are returned.
+    """
+    if not distributed.current().enabled:
+        return _evaluate(model, loader, loss_fn, device)
+    m = len(loader.dataset)  # 0 when there are more processes than rows
+    loss, logits = 0.0, np.zeros((0, 0), np.float32)
+    if m:
+        loss, logits, _ = _evaluate(model, loader, loss_fn, device)
+    total, n = distributed.sum_across(loss * m, m)
+    labels = np.asarray(labels, dtype=np.int64)
+    return total / max(n, 1), distributed.gather_rows(logits, len(labels)), labels
+
+
 def _loaders(train, val, cfg: TrainConfig, n_classes: int, aug):
     gen = torch.Generator().manual_seed(cfg.seed)
     y = np.asarray(train[1], dtype=np.int64)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     sampler = None
-    if cfg.balance == "sampler":
-        w = 1.0 / np.maximum(counts, 1)[y]
+    w = 1.0 / np.maximum(counts, 1)[y] if cfg.balance == "sampler" else None
+    train_set = ArrayDataset(train[0], y, transform=aug)
+    val_set = ArrayDataset(*val)
+    val_batch = cfg.batch_size if val_set.lazy else max(64, cfg.batch_size)
+    if distributed.current().enabled:
+        # each process: its share of the training rows, its shard of the
+        # validation rows (whole, unpadded: gathered back after evaluation)
+        sampler = distributed.train_sampler(train_set, cfg.seed, w)
+        train_loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            drop_last=sampler.num_samples > cfg.batch_size,
+        )
+        shard = Subset(val_set, distributed.shard(len(val_set)))
+        return train_loader, DataLoader(shard, batch_size=val_batch), counts
+    if w is not None:
         sampler = WeightedRandomSampler(
             torch.as_tensor(w), len(y), replacement=True, generator=gen
         )
     train_loader = DataLoader(
-        ArrayDataset(train[0], y, transform=aug),
+        train_set,
         batch_size=cfg.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
         generator=gen if sampler is None else None,
         drop_last=len(y) > cfg.batch_size,
     )
-    val_set = ArrayDataset(*val)
-    val_batch = cfg.batch_size if val_set.lazy else max(64, cfg.batch_size)
     val_loader = DataLoader(val_set, batch_size=val_batch)
     return train_loader, val_loader, counts
 
@@ -296,14 +336,15 @@ def fit(
 
     cfg = config or TrainConfig()
     cfg.validate()
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    # under torchrun each rank draws its own dropout and augmentation
+    # (rank 0, and a single process, draw what they always did)
+    seed = cfg.seed + distributed.current().rank
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     device = torch.device(cfg.device) if cfg.device else best_device()
     model.to(device)
     spatial_dims = train[0].ndim - 2
-    aug = (
-        build_augmentation(cfg.augment, spatial_dims, cfg.seed) if cfg.augment else None
-    )
+    aug = build_augmentation(cfg.augment, spatial_dims, seed) if cfg.augment else None
     n_classes = last_linear(model).out_features
     train_loader, val_loader, counts = _loaders(train, val, cfg, n_classes, aug)
     weight = None
@@ -343,6 +384,7 @@ def fit(
     paused_s = 0.0
     since_best = 0
     reason = "completed"
+    net, net_frozen = model, None  # the module that trains (DDP under torchrun)
 
     def elapsed() -> float:
         return time.perf_counter() - t0 - paused_s
@@ -360,6 +402,10 @@ def fit(
         for epoch in range(1, cfg.epochs + 1):
             frozen = epoch <= cfg.freeze_backbone_epochs
             _set_backbone_frozen(model, frozen)
+            if frozen != net_frozen:  # DDP syncs what requires grad at wrap
+                net, net_frozen = distributed.wrap(model, device), frozen
+            if hasattr(train_loader.sampler, "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)
             model.train()
             if frozen:
                 _freeze_norm_stats(model)
@@ -369,16 +415,18 @@ def fit(
                     paused_s += control.wait_while_paused()
                     m = {"elapsed_s": elapsed()}
                     yield TrainEvent("paused", epoch, cfg.epochs, step, n_steps, m)
-                if control is not None and control.cancelled:
+                if distributed.any_rank(control is not None and control.cancelled):
                     return result("cancelled")
                 x, y = x.to(device), y.to(device)
                 if (step - 1) % acc == 0:
                     opt.zero_grad(set_to_none=True)
                     in_group = min(acc, n_steps - step + 1)
-                out = model(x)
-                loss = loss_fn(out, y)
-                (loss / in_group).backward()
-                if step % acc == 0 or step == n_steps:
+                stepping = step % acc == 0 or step == n_steps
+                with distributed.no_sync(net, stepping):
+                    out = net(x)
+                    loss = loss_fn(out, y)
+                    (loss / in_group).backward()
+                if stepping:
                     opt.step()
                     sched.step()
                     if ema is not None:
@@ -396,9 +444,13 @@ def fit(
                         "eta_s": elapsed() / done * (cfg.epochs * n_steps - done),
                     },
                 )  # fmt: skip
+            running, correct, seen = distributed.sum_across(running, correct, seen)
+            distributed.average_buffers(model)  # BatchNorm statistics
             judged = model if ema is None else ema.module
-            val_loss, logits, labels = _evaluate(
-                judged, val_loader, val_loss_fn, device
+            if ema is not None:
+                distributed.average_buffers(judged)
+            val_loss, logits, labels = _validate(
+                judged, val_loader, val_loss_fn, device, val[1]
             )
             probs = softmax(logits)
             row = {
