@@ -3,9 +3,9 @@ series, volume and image of a cohort, resumably, on local worker processes
 or a Dask cluster; thin over :func:`napari_medcnn.cohort.iter_cohort`.
 
 Progress is a bar with the ETA (rich) on a terminal, one line per tenth of
-the items otherwise.  Exit status: 0 when every item is ``ok`` (or skipped:
-not an image), 1 when some are ``error`` (the run still completed), 2 for
-bad arguments (nothing written)."""
+the items otherwise.  Exit status (:data:`EXIT`): 0 when every item is
+``ok`` (or skipped: not an image), 1 when some are ``error`` (the run still
+completed), 2 for bad arguments (nothing written)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 from napari_medcnn.cli.options import add_model_options
 
 EXIT = (
-    "Exit status: 0 every item ok (or skipped: no image); 1 some items failed "
-    "(the run completed; see the error column); 2 bad arguments (nothing "
-    "written)."
+    "Exit status: 0 done; 1 done, but some items failed (error rows; skipped "
+    "non-image items do not count); 2 nothing done: bad arguments, inputs, "
+    "model or output folder, or an unreachable scheduler (nothing written)."
 )
 
 
