@@ -101,20 +101,31 @@ def _death_reason(exitcode: int | None) -> str:
 
 
 # -- local ---------------------------------------------------------------------
-def _local_worker(inbox, outbox, options: CohortOptions, out_dir: str) -> None:
-    """A local worker's main loop: one item at a time until ``None``."""
+#: workers that may die before they are ready before the run gives up
+MAX_START_FAILURES = 3
+
+
+def _local_worker(wid: int, inbox, outbox, options: CohortOptions, out_dir: str):
+    """A local worker's main loop: say ready, then one item at a time until
+    ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _one_thread()
     _warm(options)
+    outbox.put(("ready", wid, None))
     while True:
         item = inbox.get()
         if item is None:
             return
-        outbox.put((item.key, process_item(item, options, out_dir)))
+        outbox.put(("row", wid, process_item(item, options, out_dir)))
 
 
 class LocalExecutor:
     """Worker processes on this machine (see module doc).
+
+    An item goes only to a worker that said it is ready (torch imported,
+    model loaded), so a worker that cannot start is never blamed on an
+    item; after :data:`MAX_START_FAILURES` such deaths the run stops with
+    :class:`ExecutorError`.
 
     Args:
         workers: how many processes (default: one per CPU core).
@@ -142,7 +153,7 @@ class LocalExecutor:
         inbox = ctx.Queue()
         proc = ctx.Process(
             target=_local_worker,
-            args=(inbox, outbox, options, str(out_dir)),
+            args=(wid, inbox, outbox, options, str(out_dir)),
             name=f"napari-medcnn-cohort-{wid}",
             daemon=True,
         )
@@ -152,40 +163,60 @@ class LocalExecutor:
     def rows(
         self, items: Sequence[Item], options: CohortOptions, out_dir: str | os.PathLike
     ) -> Iterator[dict[str, Any]]:
-        """Process ``items``; yield each row as it finishes."""
+        """Process ``items``; yield each row as it finishes.
+
+        Raises:
+            ExecutorError: the worker processes die while starting.
+        """
         ctx = mp.get_context("spawn")  # never fork a process holding torch/Qt
         outbox = ctx.Queue()
         pending = deque(items)
         holding = self._holding = {}
+        ready: set[int] = set()
+        failures = [0]
         try:
             for wid in range(min(self.workers, len(pending))):
                 self._spawn(ctx, wid, outbox, options, out_dir)
                 holding[wid] = None
             while pending or any(v is not None for v in holding.values()):
-                for wid, item in holding.items():
-                    if item is None and pending:
+                for wid in ready:
+                    if holding[wid] is None and pending:
                         holding[wid] = pending.popleft()
                         self._procs[wid][1].put(holding[wid])
                 try:
-                    key, row = outbox.get(timeout=POLL_S)
+                    kind, wid, row = outbox.get(timeout=POLL_S)
                 except queue.Empty:
-                    yield from self._reap(ctx, holding, outbox, options, out_dir)
+                    yield from self._reap(
+                        ctx, holding, ready, failures, outbox, options, out_dir
+                    )
                     continue
-                for wid, item in holding.items():
-                    if item is not None and item.key == key:
-                        holding[wid] = None
-                        break
+                if kind == "ready":
+                    ready.add(wid)
+                    continue
+                holding[wid] = None
                 yield row
         finally:
             self.close()
 
-    def _reap(self, ctx, holding, outbox, options, out_dir) -> Iterator[dict]:
+    def _reap(
+        self, ctx, holding, ready, failures, outbox, options, out_dir
+    ) -> Iterator[dict]:
         """Rows for the items of dead workers; replace those workers."""
         for wid, (proc, _) in list(self._procs.items()):
             if proc.is_alive():
                 continue
-            item = holding.get(wid)
             proc.join(0)
+            item = holding.get(wid)
+            if wid not in ready:
+                failures[0] += 1
+                if failures[0] >= MAX_START_FAILURES:
+                    raise ExecutorError(
+                        f"the cohort worker processes die while starting "
+                        f"({_death_reason(proc.exitcode)}); a script that "
+                        "starts a cohort run must guard it with "
+                        "'if __name__ == \"__main__\":'"
+                    )
+            ready.discard(wid)
             if item is not None:
                 holding[wid] = None
                 where = item.files[0] if len(item.files) == 1 else item.path
