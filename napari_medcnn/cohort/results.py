@@ -7,7 +7,8 @@ Columns, in order: the item's identity (``key``, ``path``, ``series_uid``,
 ``probability``, one ``p_<class>`` per class, domain, ``uncertainty``,
 ``scope``, ``n_slices``, ``top_slice``, ``warnings``, ``slice_importance``
 as JSON), the explanation (``explain_method``, ``saliency_file``,
-``saliency_warnings``), ``thumbnail``, the model (``model_id``,
+``saliency_warnings``, ``saliency_trusted`` and the deletion/insertion
+AUCs against their random-order references), ``thumbnail``, the model (``model_id``,
 ``model_name``), timings in seconds, ``finished_at``, ``worker`` and its
 peak memory in MiB, then the manifest's extra columns.
 """
@@ -43,6 +44,11 @@ TAIL = (
     "explain_method",
     "saliency_file",
     "saliency_warnings",
+    "saliency_trusted",
+    "saliency_deletion_auc",
+    "saliency_deletion_auc_random",
+    "saliency_insertion_auc",
+    "saliency_insertion_auc_random",
     "thumbnail",
     "model_id",
     "model_name",
@@ -63,9 +69,13 @@ FLOATS = {
     "t_explain_s",
     "t_total_s",
     "worker_peak_rss_mb",
+    "saliency_deletion_auc",
+    "saliency_deletion_auc_random",
+    "saliency_insertion_auc",
+    "saliency_insertion_auc_random",
 }
 INTS = {"n_slices", "top_slice"}
-BOOLS = {"in_domain"}
+BOOLS = {"in_domain", "saliency_trusted"}
 
 
 def columns(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> list[str]:

@@ -250,3 +250,64 @@ def test_a_worker_that_dies_fails_only_its_item(cohort, tmp_path):
     (dead,) = [r for r in rows if r["key"] == killed]
     assert dead["status"] == "error" and "SIGKILL" in dead["error"]
     assert all(r["status"] == "ok" for r in rows if r["key"] != killed)
+
+
+def test_explain_writes_maps_aligned_with_the_scans(tmp_path):
+    import numpy as np
+
+    from napari_medcnn.io import load
+    from napari_medcnn.saliency.export import sidecar_path
+
+    root = tmp_path / "in"
+    made = write_cohort(
+        root, n_dicom=1, n_nifti=1, n_png=1, corrupt=(), non_image_folder=False,
+        shape=(6, 48, 48),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    r = cli("cohort", str(root), "--out", str(out), "--workers", "1",
+            "--explain", "gradcam")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {r["kind"]: r for r in read_rows(out)}
+    assert set(rows) == {"dicom", "nifti", "image"}
+    for kind, row in rows.items():
+        assert row["explain_method"] == "gradcam"
+        sal = out / row["saliency_file"]
+        assert sal.is_file() and sidecar_path(sal).is_file()
+        # the trust check ran: AUCs in [0, 1] and a verdict
+        for col in ("saliency_deletion_auc", "saliency_insertion_auc",
+                    "saliency_deletion_auc_random"):  # fmt: skip
+            assert 0.0 <= float(row[col]) <= 1.0
+        assert row["saliency_trusted"] in ("True", "False")
+    # a volume's map has the scan's shape as the reader loads it
+    scan = load(made["nifti"][0])[0]
+    (m,) = load(out / rows["nifti"]["saliency_file"])
+    assert m.data.shape == scan.data.shape
+    assert np.allclose(m.spacing, scan.spacing) and np.allclose(m.affine, scan.affine)
+    img = np.load(out / rows["image"]["saliency_file"])
+    assert img.shape == load(made["png"][0])[0].data.shape[:2]
+    assert 0 <= int(rows["nifti"]["top_slice"]) < scan.data.shape[0]
+
+
+def test_deidentify_first(tmp_path):
+    from _helpers import PHI as HEADER_PHI
+    from _helpers import grep_phi, phi_series
+
+    root = tmp_path / "in"
+    phi_series(root / "Doe_Jane" / "ct", n=5)
+    original_uid = next(it.series_uid for it in discover([root]))
+    out = tmp_path / "out"
+    r = cli("cohort", str(root), "--out", str(out), "--workers", "1",
+            "--deidentify", "--key-file", str(tmp_path / "project.key"))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = read_rows(out)
+    assert row["status"] == "ok"
+    # the row names the de-identified series, not the original
+    assert row["series_uid"] and row["series_uid"] != original_uid
+    assert (out / "deid" / row["key"]).is_dir()
+    # nothing the run wrote holds the header's PHI (the copies included)
+    assert grep_phi(out / "deid") == []
+    needles = set(HEADER_PHI) | {x for s in HEADER_PHI for x in s.split("^")}
+    for p in out.rglob("*"):
+        if p.is_file() and p.suffix not in (".png", ".dcm"):
+            text = written_text(p)
+            assert not [s for s in needles if s in text], p
