@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             cohort / "scans", n_dicom=6, n_nifti=4, n_png=2, shape=(24, 128, 128)
         )
         results = work / "results"
-        cmd = [sys.executable, "-m", "napari_medcnn.cli", "cohort", str(cohort),
-               "--out", str(results), "--explain", "gradcam", "--workers", "2"]  # fmt: skip
+        cmd = [sys.executable, "-m", "napari_medcnn.cli", "cohort",
+               str(cohort), "--out", str(results), "--explain", "gradcam",
+               "--workers", "2"]  # fmt: skip
         run = subprocess.run(cmd, capture_output=True, text=True)
         print(run.stdout.strip())
         if run.returncode not in (0, 1):

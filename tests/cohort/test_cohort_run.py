@@ -269,7 +269,7 @@ def test_explain_writes_maps_aligned_with_the_scans(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {r["kind"]: r for r in read_rows(out)}
     assert set(rows) == {"dicom", "nifti", "image"}
-    for kind, row in rows.items():
+    for row in rows.values():
         assert row["explain_method"] == "gradcam"
         sal = out / row["saliency_file"]
         assert sal.is_file() and sidecar_path(sal).is_file()
