@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} items of {s}x{h}x{w} ({n_dicom} DICOM series, {n - n_dicom} "
           f"NIfTI), {args.workers} workers, best of {args.repeat}")  # fmt: skip
     for name, t in best.items():
+        per = " per worker" if name != "classify" else " (one process)"
         print(f"{name:>9}: {t:7.2f} s  {n / t:6.2f} items/s  "
-              f"peak RSS {peaks[name]:7.1f} MiB"
-              f"{' per worker' if name != 'classify' else ' (one process)'}")  # fmt: skip
+              f"peak RSS {peaks[name]:7.1f} MiB{per}")  # fmt: skip
     print(f"local / classify: {best['classify'] / best['local']:.2f}x "
           "(target >= 1.6)")  # fmt: skip
     print(f"dask / local:     {best['local'] / best['dask']:.2f}x "
