@@ -6,7 +6,7 @@ back into input order).  Each is used in two steps, so that a bad setting
 (an unreachable scheduler) is reported before anything is written:
 
     ex = make_executor("dask", workers=2, scheduler=None)
-    ex.start(options)           # may raise ExecutorError
+    ex.start(options, out_dir)  # may raise ExecutorError
     for row in ex.rows(items, options, out_dir): ...
     ex.close()                  # also on cancel (GeneratorExit)
 
@@ -146,84 +146,86 @@ class LocalExecutor:
             if item is not None and wid in self._procs
         }
 
-    def start(self, options: CohortOptions) -> None:
-        """Nothing to check before work starts."""
+    def start(self, options: CohortOptions, out_dir: str | os.PathLike) -> None:
+        """Spawn the workers now, so that they import torch and load the
+        model while the parent finds the items."""
+        self._ctx = mp.get_context("spawn")  # never fork a process with torch/Qt
+        self._outbox = self._ctx.Queue()
+        self._args = (options, str(out_dir))
+        self._ready: set[int] = set()
+        self._failures = 0
+        self._holding = {}
+        for wid in range(self.workers):
+            self._spawn(wid)
 
-    def _spawn(self, ctx, wid: int, outbox, options, out_dir) -> None:
-        inbox = ctx.Queue()
-        proc = ctx.Process(
+    def _spawn(self, wid: int) -> None:
+        inbox = self._ctx.Queue()
+        proc = self._ctx.Process(
             target=_local_worker,
-            args=(wid, inbox, outbox, options, str(out_dir)),
+            args=(wid, inbox, self._outbox, *self._args),
             name=f"napari-medcnn-cohort-{wid}",
             daemon=True,
         )
         proc.start()
         self._procs[wid] = (proc, inbox)
+        self._holding[wid] = None
 
     def rows(
         self, items: Sequence[Item], options: CohortOptions, out_dir: str | os.PathLike
     ) -> Iterator[dict[str, Any]]:
-        """Process ``items``; yield each row as it finishes.
+        """Process ``items``; yield each row as it finishes (the workers are
+        started first if :meth:`start` was not called).
 
         Raises:
             ExecutorError: the worker processes die while starting.
         """
-        ctx = mp.get_context("spawn")  # never fork a process holding torch/Qt
-        outbox = ctx.Queue()
+        if not self._procs:
+            self.start(options, out_dir)
         pending = deque(items)
-        holding = self._holding = {}
-        ready: set[int] = set()
-        failures = [0]
+        holding = self._holding
         try:
-            for wid in range(min(self.workers, len(pending))):
-                self._spawn(ctx, wid, outbox, options, out_dir)
-                holding[wid] = None
             while pending or any(v is not None for v in holding.values()):
-                for wid in ready:
+                for wid in self._ready:
                     if holding[wid] is None and pending:
                         holding[wid] = pending.popleft()
                         self._procs[wid][1].put(holding[wid])
                 try:
-                    kind, wid, row = outbox.get(timeout=POLL_S)
+                    kind, wid, row = self._outbox.get(timeout=POLL_S)
                 except queue.Empty:
-                    yield from self._reap(
-                        ctx, holding, ready, failures, outbox, options, out_dir
-                    )
+                    yield from self._reap()
                     continue
                 if kind == "ready":
-                    ready.add(wid)
+                    self._ready.add(wid)
                     continue
                 holding[wid] = None
                 yield row
         finally:
             self.close()
 
-    def _reap(
-        self, ctx, holding, ready, failures, outbox, options, out_dir
-    ) -> Iterator[dict]:
+    def _reap(self) -> Iterator[dict]:
         """Rows for the items of dead workers; replace those workers."""
         for wid, (proc, _) in list(self._procs.items()):
             if proc.is_alive():
                 continue
             proc.join(0)
-            item = holding.get(wid)
-            if wid not in ready:
-                failures[0] += 1
-                if failures[0] >= MAX_START_FAILURES:
+            item = self._holding.get(wid)
+            if wid not in self._ready:
+                self._failures += 1
+                if self._failures >= MAX_START_FAILURES:
                     raise ExecutorError(
                         f"the cohort worker processes die while starting "
                         f"({_death_reason(proc.exitcode)}); a script that "
                         "starts a cohort run must guard it with "
                         "'if __name__ == \"__main__\":'"
                     )
-            ready.discard(wid)
+            self._ready.discard(wid)
             if item is not None:
-                holding[wid] = None
+                self._holding[wid] = None
                 where = item.files[0] if len(item.files) == 1 else item.path
                 yield status_row(
                     item, "error", f"{where}: {_death_reason(proc.exitcode)}"
                 )
-            self._spawn(ctx, wid, outbox, options, out_dir)
+            self._spawn(wid)
 
     def close(self) -> None:
         """Stop every worker now (items in flight are lost, not journalled)."""
@@ -283,7 +285,7 @@ class DaskExecutor:
         self.client = None
         self.cluster = None
 
-    def start(self, options: CohortOptions) -> None:
+    def start(self, options: CohortOptions, out_dir: str | os.PathLike) -> None:
         """Start the ``LocalCluster`` or connect to the scheduler.
 
         Raises:
