@@ -15,7 +15,7 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 APT_GUI="xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
  libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0
  libxcb-cursor0 libgl1 libegl1 libfontconfig1 libdbus-1-3"
-APT_TEST="mricron-data dcm2niix chromium"
+APT_TEST="mricron-data dcm2niix chromium dicom3tools orthanc orthanc-dicomweb"
 
 say() { printf '[setup] %s\n' "$*"; }
 
