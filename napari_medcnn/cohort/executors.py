@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medcnn.cohort.items import Item
-from napari_medcnn.cohort.task import CohortOptions, process_item, status_row
+from napari_medcnn.cohort.task import CohortOptions, error_row, process_item
 
 __all__ = [
     "EXECUTORS",
@@ -222,8 +222,8 @@ class LocalExecutor:
             if item is not None:
                 self._holding[wid] = None
                 where = item.files[0] if len(item.files) == 1 else item.path
-                yield status_row(
-                    item, "error", f"{where}: {_death_reason(proc.exitcode)}"
+                yield error_row(
+                    item, f"{where}: {_death_reason(proc.exitcode)}", self._args[0]
                 )
             self._spawn(wid)
 
@@ -352,7 +352,7 @@ class DaskExecutor:
                 except Exception as exc:  # KilledWorker, lost connection
                     where = item.files[0] if len(item.files) == 1 else item.path
                     why = _dask_reason(exc)
-                    row = status_row(item, "error", f"{where}: {why}")
+                    row = error_row(item, f"{where}: {why}", options)
                 fut.release()
                 if pending:
                     ac.add(submit())

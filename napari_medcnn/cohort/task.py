@@ -30,7 +30,7 @@ import os
 import resource
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ __all__ = [
     "CohortOptions",
     "VOLATILE_COLUMNS",
     "process_item",
+    "error_row",
     "status_row",
     "task_id",
 ]
@@ -527,17 +528,7 @@ def process_item(
         reason = _reason(exc, where)
         if stage != "loading":
             reason = f"{stage} failed: {reason}"
-        reason = _one_line(reason)
-        path = item.path
-        if not options.include_phi:
-            from napari_medcnn.io.metadata import redact
-
-            tokens = _header_tokens(item)
-            reason, path = redact(reason, tokens), redact(path, tokens)
-        row = status_row(
-            item, "error", reason, model_id=model_id, model_name=model_name
-        )
-        row["path"] = path
+        row = error_row(item, reason, options, model_id=model_id, model_name=model_name)
     row["t_total_s"] = round(time.perf_counter() - t0, 4)
     row["finished_at"] = _now()
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
@@ -545,6 +536,21 @@ def process_item(
     return scrub(row)
 
 
-def options_dict(options: CohortOptions) -> dict[str, Any]:
-    """The options as JSON (no secret in them: the key file is a path)."""
-    return asdict(options)
+def error_row(
+    item: Item, reason: str, options: CohortOptions, **model: str
+) -> dict[str, Any]:
+    """An ``error`` row whose reason is one line and whose path and reason
+    are redacted with the patient's strings from the item's DICOM headers
+    (unless ``options.include_phi``); ``model``: ``model_id``/``model_name``.
+    For the executors too (a worker that died holding the item)."""
+    from napari_medcnn.inference.records import scrub
+
+    reason, path = _one_line(reason), item.path
+    if not options.include_phi:
+        from napari_medcnn.io.metadata import redact
+
+        tokens = _header_tokens(item)
+        reason, path = redact(reason, tokens), redact(path, tokens)
+    row = status_row(item, "error", reason, **model)
+    row["path"] = path
+    return scrub(row)
