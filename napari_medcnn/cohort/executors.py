@@ -2,8 +2,10 @@
 
 Both executors run the same pure :func:`~napari_medcnn.cohort.task.process_item`
 and yield its rows as they finish (in completion order; the run sorts them
-back into input order).  Each is used in two steps, so that a bad setting
-(an unreachable scheduler) is reported before anything is written:
+back into input order), and ``None`` as a heartbeat every fraction of a
+second while no row comes, so that a cancel is honoured promptly.  Each is
+used in two steps, so that a bad setting (an unreachable scheduler) is
+reported before anything is written:
 
     ex = make_executor("dask", workers=2, scheduler=None)
     ex.start(options, out_dir)  # may raise ExecutorError
@@ -35,6 +37,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -172,8 +175,9 @@ class LocalExecutor:
 
     def rows(
         self, items: Sequence[Item], options: CohortOptions, out_dir: str | os.PathLike
-    ) -> Iterator[dict[str, Any]]:
-        """Process ``items``; yield each row as it finishes (the workers are
+    ) -> Iterator[dict[str, Any] | None]:
+        """Process ``items``; yield each row as it finishes, and None about
+        every :data:`POLL_S` seconds while none does (the workers are
         started first if :meth:`start` was not called).
 
         Raises:
@@ -193,6 +197,7 @@ class LocalExecutor:
                     kind, wid, row = self._outbox.get(timeout=POLL_S)
                 except queue.Empty:
                     yield from self._reap()
+                    yield None  # a heartbeat: the run can be cancelled now
                     continue
                 if kind == "ready":
                     self._ready.add(wid)
@@ -323,8 +328,9 @@ class DaskExecutor:
 
     def rows(
         self, items: Sequence[Item], options: CohortOptions, out_dir: str | os.PathLike
-    ) -> Iterator[dict[str, Any]]:
-        """Process ``items`` on the cluster; yield rows as they finish."""
+    ) -> Iterator[dict[str, Any] | None]:
+        """Process ``items`` on the cluster; yield rows as they finish, and
+        None while none does."""
         from distributed import as_completed
 
         if self.client is None:
@@ -345,7 +351,12 @@ class DaskExecutor:
         try:
             first = [submit() for _ in range(min(limit, len(pending)))]
             ac = as_completed(first, loop=self.client.loop)
-            for fut in ac:
+            while not ac.is_empty():
+                if not ac.has_ready():
+                    time.sleep(POLL_S / 5)
+                    yield None  # a heartbeat: the run can be cancelled now
+                    continue
+                fut = next(ac)
                 item = by_future.pop(fut)
                 try:
                     row = fut.result()

@@ -50,7 +50,9 @@ class CohortEvent:
     Attributes:
         stage: ``discover`` (finding items), ``start`` (``total`` items to
             do, ``done`` already journalled), ``item`` (one finished:
-            ``row``), ``write`` (the tables and report).
+            ``row``), ``wait`` (a heartbeat about every half second while no
+            item finishes: closing the generator then cancels at once),
+            ``write`` (the tables and report).
         done: items finished so far (this run plus earlier runs).
         total: items in the cohort (for ``discover``: folders or rows seen).
         row: the finished row (``item`` events).
@@ -251,6 +253,9 @@ def _process(
         earlier = [latest[it.key] for it in items if it.key in done]
         yield CohortEvent("start", n_done, len(items), items=items, rows=earlier)
         for row in ex.rows(todo, options, out):
+            if row is None:  # no item finished yet: a chance to cancel
+                yield CohortEvent("wait", n_done + processed, len(items))
+                continue
             journal.append(task, row)
             processed += 1
             rate = processed / max(time.perf_counter() - t0, 1e-9)

@@ -124,7 +124,47 @@ class ScopeButtons(QWidget):
         row.addStretch(1)
 
 
-class ModelPanelMixin(WorkerPanel):
+class ModelLoading:
+    """Loading a checkpoint in a worker, for a panel with a ``JobHandle``
+    (``_job``), ``_pending``, ``_start``, ``_error``, ``_say`` and an
+    ``_on_model_loaded(loaded)`` slot; ``_pending["path"]`` is the path
+    asked for (None: the default model) while the load runs.
+    """
+
+    def load_model(self, path: str | None = None) -> bool:
+        """Load a checkpoint (None: the default model) in a worker.
+
+        On failure the error is shown and the previous model stays.
+        Returns False when busy or when the default model is missing.
+        """
+        from napari.qt.threading import thread_worker
+
+        if self._job.worker is not None:
+            return False
+        target = Path(path) if path is not None else self._default_model()
+        if path is None and not target.exists():
+            self._error(f"Default model not found: {target.name}")
+            return False
+        worker = thread_worker(load_model_job, start_thread=False, ignore_errors=True)(
+            str(target)
+        )
+        worker.returned.connect(self._on_model_loaded)
+        self._pending = {"kind": "load", "path": path}
+        self._start(worker, f"Loading model {target.name}…")
+        return True
+
+    def _default_model(self) -> Path:
+        return default_model_file()
+
+    def _load_first(self, model: str | None, missing: str) -> None:
+        """Load ``model`` (None: the default one, if installed) at start."""
+        if model is not None or self._default_model().exists():
+            self.load_model(model)
+        else:
+            self._say(missing, warn=True)
+
+
+class ModelPanelMixin(ModelLoading, WorkerPanel):
     """Model and job plumbing of a panel (mixed into a ``QWidget``).
 
     The panel calls :meth:`_init_panel` first, then makes its child widgets:
@@ -184,38 +224,6 @@ class ModelPanelMixin(WorkerPanel):
     def selected_layers(self) -> list[Any]:
         """The ticked image layers, in channel order."""
         return self.channels.checked()
-
-    def load_model(self, path: str | None = None) -> bool:
-        """Load a checkpoint (None: the default model) in a worker.
-
-        On failure the error is shown and the previous model stays.
-        Returns False when busy or when the default model is missing.
-        """
-        from napari.qt.threading import thread_worker
-
-        if self._job.worker is not None:
-            return False
-        target = Path(path) if path is not None else self._default_model()
-        if path is None and not target.exists():
-            self._error(f"Default model not found: {target}")
-            return False
-        worker = thread_worker(load_model_job, start_thread=False, ignore_errors=True)(
-            str(target)
-        )
-        worker.returned.connect(self._on_model_loaded)
-        self._pending = {"kind": "load"}
-        self._start(worker, f"Loading model {target.name}…")
-        return True
-
-    def _default_model(self) -> Path:
-        return default_model_file()
-
-    def _load_first(self, model: str | None, missing: str) -> None:
-        """Load ``model`` (None: the default one, if installed) at start."""
-        if model is not None or self._default_model().exists():
-            self.load_model(model)
-        else:
-            self._say(missing, warn=True)
 
     # -- worker plumbing -------------------------------------------------
     def _on_errored(self, exc: Exception) -> None:

@@ -142,6 +142,8 @@ def iter_cohort_job(
                 return CohortOutcome(
                     out, None, True, done, total, report if report.is_file() else None
                 )
+            if ev.stage == "wait":  # a heartbeat: only for the cancel check
+                continue
             now = time.perf_counter()
             early = ev.stage == "discover" and ev.done < ev.total
             if early and now - shown < DISCOVER_INTERVAL_S:

@@ -55,9 +55,12 @@ from napari_medcnn.widgets._common.jobs import (
     JobHandle,
     WorkerPanel,
     default_model_file,
-    load_model_job,
 )
-from napari_medcnn.widgets._common.model_panel import ask_model_path, model_text
+from napari_medcnn.widgets._common.model_panel import (
+    ModelLoading,
+    ask_model_path,
+    model_text,
+)
 from napari_medcnn.widgets.cohort import rows as R
 from napari_medcnn.widgets.cohort.boxes import (
     DetailPane,
@@ -86,7 +89,7 @@ WARN_COLOUR = "#e3b617"
 LIGHT_WARN_COLOUR = "#b35c00"
 
 
-class CohortWidget(WorkerPanel, QWidget):
+class CohortWidget(ModelLoading, WorkerPanel, QWidget):
     """Dock widget that runs a cohort job and browses its results.
 
     Args:
@@ -215,7 +218,11 @@ class CohortWidget(WorkerPanel, QWidget):
 
         self._update_counts()
         self._update_buttons()
-        self._load_first(model)
+        self._load_first(
+            model,
+            f"Default model not found ({default_model_file().name}). Choose a "
+            "checkpoint with “Model file…”.",
+        )
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
         """Room for the options and the table when first docked."""
@@ -375,31 +382,9 @@ class CohortWidget(WorkerPanel, QWidget):
         control = self._job.control
         if control is not None:
             control.cancel()
-            self._say("Cancelling at the next finished item…")
+            self._say("Cancelling…")
         else:
             WorkerPanel.cancel(self)
-
-    def load_model(self, path: str | None = None) -> bool:
-        """Load a checkpoint (None: the default model) in a worker.
-
-        On failure the error is shown and the previous model stays.
-        Returns False when busy or when the default model is missing.
-        """
-        from napari.qt.threading import thread_worker
-
-        if self._job.worker is not None:
-            return False
-        target = Path(path) if path is not None else self._default_model()
-        if path is None and not target.exists():
-            self._error(f"Default model not found: {target.name}")
-            return False
-        worker = thread_worker(load_model_job, start_thread=False, ignore_errors=True)(
-            str(target)
-        )
-        worker.returned.connect(self._on_model_loaded)
-        self._pending = {"kind": "load", "path": path}
-        self._start(worker, f"Loading model {target.name}…")
-        return True
 
     def set_filter(self, which: str) -> None:
         """Show only the rows of filter ``which`` (:data:`.rows.FILTERS`)."""
@@ -555,20 +540,6 @@ class CohortWidget(WorkerPanel, QWidget):
         self._update_counts()
         self._say(f"Model loaded: {card.name or card.arch}.")
 
-    def _default_model(self) -> Path:
-        return default_model_file()
-
-    def _load_first(self, model: str | None) -> None:
-        if model is not None or self._default_model().exists():
-            self.load_model(model)
-        else:
-            self._say(
-                f"Default model not found ({default_model_file().name}). Choose a "
-                "checkpoint with “Model file…”.",
-                warn=True,
-            )
-
-    # -- opening items -----------------------------------------------------
     def _on_opened(self, opened: Any) -> None:
         from napari.utils.notifications import show_warning
 
