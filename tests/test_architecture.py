@@ -30,11 +30,12 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "_atomic", "_progress", "config"}),
     frozenset({"io"}),
     frozenset({"deid", "models"}),
+    frozenset({"pacs"}),
     frozenset({"preprocessing"}),
     frozenset({"trust"}),
     frozenset({"inference"}),
     frozenset({"saliency", "training"}),
-    frozenset({"cohort"}),
+    frozenset({"cohort", "export"}),
     frozenset({"cli", "widgets", "_reader", "_sample_data"}),
 )
 #: parts that must not import a GUI toolkit
@@ -46,12 +47,14 @@ CORE = {
     "io",
     "deid",
     "models",
+    "pacs",
     "preprocessing",
     "trust",
     "inference",
     "saliency",
     "training",
     "cohort",
+    "export",
 }
 GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "vispy")
 MAX_ROOT_MODULES = 6

@@ -1,7 +1,9 @@
 """``napari-medcnn classify PATH...``: classify each scan with a checkpoint
 and write one record per scan (no patient data) to JSON and/or CSV; one
 summary line per scan on standard output (label and probability, or why
-the input is outside the model's domain, with the uncertainty)."""
+the input is outside the model's domain, with the uncertainty).  With
+``--sr DIR``, also one DICOM Comprehensive 3D SR per DICOM series (see
+:mod:`napari_medcnn.export.sr`)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ def add_classify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
+    p.add_argument(
+        "--sr",
+        metavar="DIR",
+        help="also write one DICOM Comprehensive 3D SR (TID 1500 measurement "
+        "report) per series into DIR, for the series' patient and study; "
+        "file names come from the series (no patient data). DICOM inputs "
+        "only: NIfTI and image inputs are refused",
+    )
     add_overwrite_option(p)
     p.add_argument(
         "--batch-size",
@@ -67,6 +77,9 @@ def _run_classify(args: argparse.Namespace) -> int:
 
     if not refuse_existing((args.json, args.csv), args.overwrite):
         return EXIT_NOTHING
+    if args.sr and (why := _no_dicom_source(args.paths)):
+        print(f"error: --sr: {why}", file=sys.stderr)
+        return EXIT_NOTHING
     try:
         loaded = load_model_arg(args)
     except ModelArgError as exc:
@@ -79,6 +92,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         return 2
     scope = "volume" if req.scope == "volume" else "slice"  # as --scope
     records: list[dict[str, Any]] = []
+    srs: list[tuple[Any, Any, dict[str, Any]]] = []  # (scan, result, record)
     for path in args.paths:
         try:
             scans = load(path, include_phi=False)
@@ -90,7 +104,10 @@ def _run_classify(args: argparse.Namespace) -> int:
             continue
         for scan in scans:
             try:
-                records.append(_classify_scan(scan, path, loaded, scope, args))
+                rec, result = _classify_scan(scan, path, loaded, scope, args)
+                records.append(rec)
+                if args.sr:
+                    srs.append((scan, result, rec))
             except Exception as exc:  # CardError, ValueError, torch errors
                 msg = f"{type(exc).__name__}: {exc}"
                 records.append(results.error_record(path, msg, scan.name))
@@ -98,6 +115,8 @@ def _run_classify(args: argparse.Namespace) -> int:
         print(_summary_line(rec))
     failed = sum(1 for rec in records if rec.get("error"))
     rc = exit_status(len(records) - failed, failed)
+    if srs:
+        rc = max(rc, _write_srs(srs, args.sr, loaded.card, args.overwrite))
     for out, write in ((args.json, results.write_json), (args.csv, results.write_csv)):
         if not out:
             continue
@@ -111,10 +130,59 @@ def _run_classify(args: argparse.Namespace) -> int:
     return rc
 
 
+def _no_dicom_source(paths: list[str]) -> str | None:
+    """Why a DICOM result cannot be written for one of ``paths`` (a NIfTI
+    file or a plain image has no DICOM source), or None."""
+    from napari_medcnn.export.sources import refuse_non_dicom
+    from napari_medcnn.io import detect_format
+
+    for path in paths:
+        if detect_format(path) in ("nifti", "image"):
+            try:
+                refuse_non_dicom([path])
+            except ValueError as exc:
+                return str(exc)
+    return None
+
+
+def _write_srs(
+    srs: list[tuple[Any, Any, dict[str, Any]]], out: str, card: Any, overwrite: bool
+) -> int:
+    """Write one SR per classified series into ``out``; 0, or 1 when one
+    could not be written (reported on standard error)."""
+    from pathlib import Path
+
+    from napari_medcnn.export.common import safe_file_stem
+    from napari_medcnn.export.sources import source_images
+    from napari_medcnn.export.sr import write_classification_sr
+
+    rc, used = 0, set()
+    for scan, result, rec in srs:
+        where = f"{rec.get('path')} [{scan.name}]"
+        try:
+            src = source_images(scan)
+            stem = safe_file_stem(src.first, "SR")
+            name, k = stem, 1
+            while name in used:  # a series split in several scans
+                k += 1
+                name = f"{stem}_{k}"
+            used.add(name)
+            target = Path(out) / f"{name}.dcm"
+            write_classification_sr(result, src, target, card=card, overwrite=overwrite)
+        except (OSError, ValueError) as exc:  # ExportError is a ValueError
+            why = scan.redact(str(exc))  # a file name may name the patient
+            print(f"error: {where}: no SR written: {why}", file=sys.stderr)
+            rc = 1
+            continue
+        print(f"wrote SR of {where} to {target}")
+    return rc
+
+
 def _classify_scan(
     scan: Any, path: str, loaded: Any, scope: str, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Classify one :class:`Scan`; the record (no PHI) for ``path``."""
+) -> tuple[dict[str, Any], Any]:
+    """Classify one :class:`Scan`; the record (no PHI) for ``path`` and
+    the :class:`ClassificationResult`."""
     from napari_medcnn._progress import drain
     from napari_medcnn.inference.predict import classify_scan
     from napari_medcnn.inference.records import classification_record
@@ -130,7 +198,7 @@ def _classify_scan(
             slice_importance=classify_slice_importance,
         )
     )
-    return classification_record(
+    record = classification_record(
         result,
         name=scan.name,
         channel_layers=[scan.name],
@@ -138,6 +206,7 @@ def _classify_scan(
         path=scan.redact(path),  # a folder may be named after the patient
         channel_names=loaded.card.channel_names,
     )
+    return record, result
 
 
 def _summary_line(rec: dict[str, Any]) -> str:

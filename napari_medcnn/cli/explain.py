@@ -4,8 +4,10 @@ Thin over :func:`napari_medcnn.saliency.explain` and
 :mod:`napari_medcnn.saliency.export`: the scan is read with
 :func:`napari_medcnn.io.load` (as napari reads it), the map is written in
 the array order and geometry of that scan (``.npy``, ``.nii.gz`` with the
-scan's affine, or ``.png`` composited on the windowed scan) with a JSON
-sidecar, and the trust metrics are printed as JSON.  A trust check that
+scan's affine, ``.png`` composited on the windowed scan, or ``.dcm``: a
+DICOM Parametric Map on the source series, see
+:mod:`napari_medcnn.export.pmap`) with a JSON sidecar, and the trust
+metrics are printed as JSON.  A trust check that
 the map fails is also printed plainly on stderr (``TRUST CHECK FAILED:
 ...``).  No patient data is printed or written.
 """
@@ -82,7 +84,16 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
         "--out",
         metavar="FILE",
         required=True,
-        help="output map: .npy, .nii, .nii.gz or .png (sidecar: FILE stem + .json)",
+        help="output map: .npy, .nii, .nii.gz, .png, or .dcm (a DICOM "
+        "Parametric Map of the source series: DICOM inputs only) (sidecar: "
+        "FILE stem + .json)",
+    )
+    p.add_argument(
+        "--overlay-sc",
+        metavar="FILE",
+        help="with a .dcm map: also write the map drawn on the scan (the "
+        "slice of the highest value, or --slice) as an RGB DICOM Secondary "
+        "Capture, for viewers without Parametric Map support",
     )
     add_overwrite_option(p)
     p.add_argument(
@@ -172,6 +183,50 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _write_dicom_map(
+    args: argparse.Namespace,
+    result: Any,
+    scan: Any,
+    card: Any,
+    overlay: dict[str, Any],
+) -> tuple[Any, Any]:
+    """Write the Parametric Map (and ``--overlay-sc``) and the sidecar;
+    (map path, sidecar path).  Everything is built before anything is
+    written, so a refusal leaves no file."""
+    from pathlib import Path
+
+    from napari_medcnn._atomic import atomic_write_text
+    from napari_medcnn.export.common import write_dataset
+    from napari_medcnn.export.pmap import (
+        saliency_parametric_map,
+        saliency_secondary_capture,
+    )
+    from napari_medcnn.export.sources import source_images
+    from napari_medcnn.saliency.export import saliency_record, sidecar_path
+
+    src = source_images(scan, with_pixels=False)
+    pm = saliency_parametric_map(result, src, card=card)
+    sc = None
+    if args.overlay_sc:
+        sc = saliency_secondary_capture(
+            result, src, scan.data, slice_index=args.slice_index,
+            window=scan.window, colormap=overlay["colormap"],
+            threshold_percentile=overlay["threshold_percentile"], card=card,
+        )  # fmt: skip
+    out = write_dataset(pm, args.out, overwrite=args.overwrite)
+    extra: dict[str, Any] = {"file": Path(args.out).name, "format": "dicom"}
+    extra["sop_class"] = "Parametric Map Storage"
+    if sc is not None:
+        write_dataset(sc, args.overlay_sc, overwrite=args.overwrite)
+        extra["overlay_sc"] = Path(args.overlay_sc).name
+    rec = saliency_record(
+        result, source_name=scan.name, model_name=card.name,
+        spacing=scan.spacing, extra=extra,
+    )  # fmt: skip
+    side = atomic_write_text(sidecar_path(args.out), json.dumps(rec, indent=2) + "\n")
+    return out, side
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     from napari_medcnn._progress import drain
     from napari_medcnn.inference.request import default_scope
@@ -181,10 +236,22 @@ def _run_explain(args: argparse.Namespace) -> int:
 
     method = METHOD_ALIASES[args.method]
     try:
-        map_format(args.out)
+        fmt = map_format(args.out)
     except ValueError as exc:
         return _fail(str(exc), 2)
-    if not refuse_existing((args.out, sidecar_path(args.out)), args.overwrite):
+    if args.overlay_sc and fmt != "dicom":
+        return _fail("--overlay-sc goes with a DICOM map (--out FILE.dcm)", 2)
+    if fmt == "dicom":
+        from napari_medcnn.export.sources import refuse_non_dicom
+        from napari_medcnn.io import detect_format
+
+        if detect_format(args.path) in ("nifti", "image"):
+            try:
+                refuse_non_dicom([args.path])
+            except ValueError as exc:
+                return _fail(str(exc), 2)
+    outputs = (args.out, sidecar_path(args.out), args.overlay_sc)
+    if not refuse_existing(outputs, args.overwrite):
         return EXIT_NOTHING
     try:
         loaded = load_model_arg(args)
@@ -226,17 +293,24 @@ def _run_explain(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     except Exception as exc:  # torch errors: report, no traceback
         return _fail(f"{type(exc).__name__}: {exc}", 2)
-    try:
-        out, side = write_map(
-            args.out, result, image=scan.data, affine=scan.affine,
-            spacing=scan.spacing, window=scan.window, rgb=scan.rgb,
-            source_name=scan.name, model_name=card.name,
-            overlay={"colormap": args.colormap,
-                     "threshold_percentile": args.threshold},
-            overwrite=args.overwrite,
-        )  # fmt: skip
-    except (OSError, ValueError) as exc:
-        return _fail(f"cannot write {args.out}: {exc}", 1)
+    overlay = {"colormap": args.colormap, "threshold_percentile": args.threshold}
+    if fmt == "dicom":
+        try:
+            out, side = _write_dicom_map(args, result, scan, card, overlay)
+        except ValueError as exc:  # ExportError: no source, slices unmatched
+            return _fail(scan.redact(str(exc)), 2)
+        except OSError as exc:
+            return _fail(f"cannot write {args.out}: {scan.redact(str(exc))}", 1)
+    else:
+        try:
+            out, side = write_map(
+                args.out, result, image=scan.data, affine=scan.affine,
+                spacing=scan.spacing, window=scan.window, rgb=scan.rgb,
+                source_name=scan.name, model_name=card.name, overlay=overlay,
+                overwrite=args.overwrite,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            return _fail(f"cannot write {args.out}: {exc}", 1)
     summary = {
         "input": args.path,
         "name": scan.name,

@@ -10,6 +10,10 @@
   whose third axis is the affine's z column.
 * ``.png``: a 2D map (or one slice of a volume) composited on the windowed
   scan with a colormap, values below a percentile threshold left out.
+* ``.dcm``: a DICOM Parametric Map on the source series; it needs the
+  scan's DICOM source, so it is written by
+  :func:`napari_medcnn.export.pmap.write_parametric_map` (the ``explain``
+  command calls it); :func:`write_map` refuses it.
 
 Each file gets a JSON sidecar (``<stem>.json``) with the method, target,
 model id, parameters and trust metrics: no patient data (keys such as
@@ -44,18 +48,25 @@ __all__ = [
 ]
 
 #: suffix -> format name
-FORMATS = {".npy": "npy", ".nii": "nifti", ".nii.gz": "nifti", ".png": "png"}
+FORMATS = {
+    ".npy": "npy",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".png": "png",
+    ".dcm": "dicom",
+}
 _RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def map_format(path: str | os.PathLike) -> str:
-    """``npy``, ``nifti`` or ``png`` from the file name (ValueError else)."""
+    """``npy``, ``nifti``, ``png`` or ``dicom`` (a Parametric Map) from the
+    file name (ValueError else)."""
     name = Path(path).name.lower()
-    for suffix in (".nii.gz", ".nii", ".npy", ".png"):
+    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".dcm"):
         if name.endswith(suffix):
             return FORMATS[suffix]
     raise ValueError(
-        f"{Path(path).name}: unknown map format; use .npy, .nii, .nii.gz or .png"
+        f"{Path(path).name}: unknown map format; use .npy, .nii, .nii.gz, .png or .dcm"
     )
 
 
@@ -63,7 +74,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar beside ``path``: ``map.nii.gz`` -> ``map.json``."""
     p = Path(path)
     name = p.name
-    for suffix in (".nii.gz", ".nii", ".npy", ".png"):
+    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".dcm"):
         if name.lower().endswith(suffix):
             return p.with_name(name[: -len(suffix)] + ".json")
     return p.with_name(p.name + ".json")
@@ -358,6 +369,11 @@ def write_map(
     from napari_medcnn._atomic import check_overwrite
 
     fmt = map_format(path)
+    if fmt == "dicom":
+        raise ValueError(
+            f"{Path(path).name}: a DICOM Parametric Map needs the scan's DICOM "
+            "source; write it with napari_medcnn.export.pmap.write_parametric_map"
+        )
     check_overwrite(
         [path, sidecar_path(path) if sidecar else None], overwrite=overwrite
     )

@@ -6,8 +6,8 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 
 def ask_export_path(parent: QWidget, name: str, fmt: str) -> tuple[str, bool] | None:
-    """Ask where to export (``fmt`` is ``csv`` or ``json``); None when
-    cancelled.  The suffix is added when the user left it out.
+    """Ask where to export (``fmt`` is ``csv``, ``json`` or ``dcm``: a
+    DICOM SR); None when cancelled.  The suffix is added when the user left it out.
 
     Returns:
         (path, confirmed): ``confirmed`` is True when the dialog itself
@@ -16,7 +16,7 @@ def ask_export_path(parent: QWidget, name: str, fmt: str) -> tuple[str, bool] | 
     """
     stem = "".join(c if c.isalnum() else "_" for c in name)
     default = f"{stem or 'classification'}_classification.{fmt}"
-    filt = "CSV (*.csv)" if fmt == "csv" else "JSON (*.json)"
+    filt = {"csv": "CSV (*.csv)", "dcm": "DICOM SR (*.dcm)"}.get(fmt, "JSON (*.json)")
     path, _ = QFileDialog.getSaveFileName(
         parent, "Export classification", default, filt
     )

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
@@ -79,6 +80,8 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._init_panel(viewer)
         self._record: dict[str, Any] | None = None
         self._result_layer: Any = None
+        self._result: Any = None  # the ClassificationResult, for the DICOM SR
+        self._result_card: Any = None
 
         self._colors = theme_colors(getattr(viewer, "theme", "dark"))
 
@@ -105,10 +108,16 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self.curve.setVisible(False)
         self.csv_button = QPushButton("Export CSV…")
         self.json_button = QPushButton("Export JSON…")
+        self.sr_button = QPushButton("Export DICOM SR…")
+        self.sr_button.setToolTip(
+            "A DICOM Comprehensive 3D SR of this classification for the "
+            "source series' patient and study (DICOM layers only)"
+        )
         export_row = QHBoxLayout()
         export_row.addStretch(1)
         export_row.addWidget(self.csv_button)
         export_row.addWidget(self.json_button)
+        export_row.addWidget(self.sr_button)
         layout = scrolled_layout(self)
         layout.addWidget(self.model_controls)
         layout.addWidget(self.scope_box)
@@ -123,6 +132,7 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._connect_model_controls()
         self.csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.json_button.clicked.connect(lambda: self._export_dialog("json"))
+        self.sr_button.clicked.connect(lambda: self._export_dialog("dcm"))
         self.curve.slice_clicked.connect(self.go_to_slice)
         # napari holds these weakly, but a closed panel's Python side may
         # outlive its Qt side: disconnect them when Qt destroys the panel, so
@@ -216,6 +226,34 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
             raise ValueError("nothing to export: classify first")
         return write_records([self._record], path, overwrite=overwrite)
 
+    def export_sr(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the last classification as a DICOM Comprehensive 3D SR
+        (:mod:`napari_medcnn.export.sr`) to ``path`` (a ``.dcm`` file, or a
+        folder: named from the series).  An existing file is refused unless
+        ``overwrite``.
+
+        Raises:
+            ValueError: nothing classified yet, or the layer has no DICOM
+                source (NIfTI, image, a layer made in napari): the message
+                says why.
+        """
+        from napari_medcnn.export.sources import source_images
+        from napari_medcnn.export.sr import write_classification_sr
+
+        layer = self._result_layer
+        if self._result is None or layer is None:
+            raise ValueError("nothing to export: classify first")
+        shape = np.shape(layer.data)
+        spatial = len(shape) - (1 if getattr(layer, "rgb", False) else 0)
+        src = source_images(
+            dict(layer.metadata),
+            n_slices=shape[0] if spatial == 3 else 1,
+            name=str(layer.name),
+        )
+        return write_classification_sr(
+            self._result, src, path, card=self._result_card, overwrite=overwrite
+        )
+
     def _default_model(self) -> Path:
         return default_model_file()  # this module's name, which tests swap
 
@@ -249,6 +287,8 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._record = record
         first.metadata = {**first.metadata, "classification": record}
         self._result_layer = first
+        self._result = result
+        self._result_card = self._model.card if self._model else None
         current = None
         if result.slice_probabilities is not None:
             current = current_slice_index(first, self._viewer.dims.point)
@@ -307,6 +347,9 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self.cancel_button.setEnabled(busy)
         for w in (self.csv_button, self.json_button):
             w.setEnabled(not busy and self._record is not None)
+        layer = self._result_layer
+        dicom = layer is not None and bool(layer.metadata.get("source_paths"))
+        self.sr_button.setEnabled(not busy and self._result is not None and dicom)
 
     def _export_dialog(self, fmt: str) -> None:
         if self._record is None:
@@ -315,9 +358,10 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         if not asked:
             return
         path, confirmed = asked
+        write = self.export_sr if fmt == "dcm" else self.export
         try:
-            self.export(path, overwrite=confirmed)
-        except OSError as exc:
+            write(path, overwrite=confirmed)
+        except (OSError, ValueError) as exc:  # ExportError: no DICOM source
             self._error(f"Export failed: {exc}")
             return
         self._say(f"Exported to {Path(path).name}.")

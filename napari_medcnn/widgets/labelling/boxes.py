@@ -145,6 +145,8 @@ class RegionBox(QGroupBox):
         patch_spin, patch_dims_combo, region_epochs: patch size (mm), 2D or
             3D patches, training epochs.
         region_button, to_labels_button: "Train & map" and "Map → Labels".
+        seg_button: "Export SEG…" (the probability map as a FRACTIONAL
+            DICOM SEG, else the Labels layer as a BINARY one).
     """
 
     def __init__(self, parent: QWidget | None = None):
@@ -174,6 +176,12 @@ class RegionBox(QGroupBox):
         self.to_labels_button.setToolTip(
             "Copy the predicted classes into a Labels layer to correct and retrain."
         )
+        self.seg_button = QPushButton("Export SEG…")
+        self.seg_button.setToolTip(
+            "Save the probability map (one segment per class, FRACTIONAL), or "
+            "without one the Labels layer (BINARY), as a DICOM Segmentation of "
+            "the scan's series (DICOM scans only)."
+        )
         g = QGridLayout(self)
         g.addWidget(QLabel("Labels layer:"), 0, 0)
         g.addWidget(self.labels_combo, 0, 1, 1, 3)
@@ -184,6 +192,7 @@ class RegionBox(QGroupBox):
         g.addWidget(self.region_epochs, 2, 1)
         g.addWidget(self.region_button, 3, 0, 1, 2)
         g.addWidget(self.to_labels_button, 3, 2, 1, 2)
+        g.addWidget(self.seg_button, 4, 2, 1, 2)
 
     def fill_labels(self, labels: list[Any]) -> None:
         """Offer the Labels layers ``labels``, keeping the chosen one."""

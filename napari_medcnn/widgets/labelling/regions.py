@@ -105,6 +105,69 @@ class RegionMixin:
             name, self._map.label_image(), layer, kind="labels", opacity=0.5
         )
 
+    def export_seg(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write a DICOM Segmentation of the scan's series
+        (:mod:`napari_medcnn.export.seg`): the last probability map as a
+        FRACTIONAL SEG (one segment per class, named after it, made by the
+        patch classifier) when there is one for this scan, else the chosen
+        Labels layer as a BINARY SEG (label ``k`` = class ``k``).
+
+        Raises:
+            ValueError: nothing to export, or the scan has no DICOM source
+                (NIfTI, image): the message says why.
+        """
+        import numpy as np
+
+        from napari_medcnn.export.common import Algorithm
+        from napari_medcnn.export.seg import write_segmentation
+        from napari_medcnn.export.sources import source_images
+
+        use_map = self._map is not None and self._map_layer is self.layer
+        layer = self.layer
+        labels = self.labels_combo.currentData()
+        if layer is None or (not use_map and labels is None):
+            raise ValueError("nothing to export: paint regions or train a map first")
+        shape = level0(layer).shape
+        spatial = len(shape) - (1 if getattr(layer, "rgb", False) else 0)
+        src = source_images(
+            dict(layer.metadata),
+            n_slices=shape[0] if spatial == 3 else 1,
+            name=str(layer.name),
+        )
+        if use_map:
+            probs = np.moveaxis(np.asarray(self._map.probs, np.float32), 0, -1)
+            run = str(self._patch.get("path") or "patch classifier")
+            algorithm = Algorithm(
+                name="napari-medcnn patch classifier",
+                model_id=Path(run).name[:64],
+                classes=tuple(self._map.classes),
+            )
+            data, names = np.clip(probs, 0.0, 1.0), list(self._map.classes)
+        else:
+            algorithm, data, names = None, np.asarray(labels.data), list(self.classes)
+        return write_segmentation(
+            data, src, path, overwrite=overwrite, segment_names=names,
+            algorithm=algorithm,
+        )  # fmt: skip
+
+    def _export_seg_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        name = "".join(c if c.isalnum() else "_" for c in str(self.layer.name))
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export DICOM SEG", f"{name}_seg.dcm", "DICOM SEG (*.dcm)"
+        )
+        if not path:
+            return
+        confirmed = path.lower().endswith(".dcm")
+        path = path if confirmed else f"{path}.dcm"
+        try:
+            out = self.export_seg(path, overwrite=confirmed)
+        except (OSError, ValueError) as exc:
+            self._error(f"Export failed: {exc}")
+            return
+        self._say(f"Exported to {Path(out).name}.")
+
     def next_case(self) -> bool:
         """Rank the unlabelled slices/images of the open image layers by the
         model's uncertainty and go to the most informative (a worker)."""
@@ -197,6 +260,12 @@ class RegionMixin:
             not busy and has_scan and self.labels_combo.count() > 0
         )
         self.to_labels_button.setEnabled(not busy and self._map is not None)
+        dicom = self.layer is not None and bool(self.layer.metadata.get("source_paths"))
+        self.seg_button.setEnabled(
+            not busy
+            and dicom
+            and (self._map is not None or self.labels_combo.count() > 0)
+        )
         self.next_button.setEnabled(not busy and has_scan)
         self.cancel_button.setEnabled(busy)
 

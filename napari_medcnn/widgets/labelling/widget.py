@@ -108,6 +108,7 @@ class LabellingWidget(RegionMixin, QWidget):
         self.region_epochs = rb.region_epochs
         self.region_button = rb.region_button
         self.to_labels_button = rb.to_labels_button
+        self.seg_button = rb.seg_button
         self.run_controls = rc = RunControls(actions=())
         rc.progress.setRange(0, 1)
         self.progress, self.cancel_button, self.status = (
@@ -145,6 +146,7 @@ class LabellingWidget(RegionMixin, QWidget):
         self.next_button.clicked.connect(self.next_case)
         self.region_button.clicked.connect(self.train_regions)
         self.to_labels_button.clicked.connect(self.map_to_labels)
+        self.seg_button.clicked.connect(self._export_seg_dialog)
         self.cancel_button.clicked.connect(self.cancel)
         for emitter in (
             viewer.layers.events.inserted,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-EXPORT_FILTERS = "NIfTI (*.nii.gz);;NumPy (*.npy);;PNG overlay (*.png)"
+EXPORT_FILTERS = (
+    "NIfTI (*.nii.gz);;NumPy (*.npy);;PNG overlay (*.png);;DICOM Parametric Map (*.dcm)"
+)
 
 
 def ask_export_path(parent: QWidget, name: str) -> tuple[str, bool] | None:
@@ -22,7 +24,8 @@ def ask_export_path(parent: QWidget, name: str) -> tuple[str, bool] | None:
     if not path:
         return None
     suffix = ".png" if "png" in chosen else ".npy" if "npy" in chosen else ".nii.gz"
-    known = (".nii.gz", ".nii", ".npy", ".png")
+    suffix = ".dcm" if "dcm" in chosen else suffix
+    known = (".nii.gz", ".nii", ".npy", ".png", ".dcm")
     if path.lower().endswith(known):
         return path, True
     return path + suffix, False

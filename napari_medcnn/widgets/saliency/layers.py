@@ -241,17 +241,22 @@ def export_overlay(
     display: DisplayOptions,
     model_name: str | None = None,
     overwrite: bool = False,
+    card: Any = None,
 ) -> tuple[Any, Any]:
     """Write ``result``'s map aligned with ``source`` (a layer from the
     plugin's reader carries its LPS affine and window in its metadata; any
     other layer is taken as axis-aligned with its scale) and the sidecar
-    (existing files refused unless ``overwrite``).
+    (existing files refused unless ``overwrite``).  ``.dcm``: a DICOM
+    Parametric Map on the source layer's DICOM series
+    (:func:`export_dicom_overlay`).
 
     Returns:
         (map path, sidecar path); see ``saliency.export.write_map``.
     """
-    from napari_medcnn.saliency.export import write_map
+    from napari_medcnn.saliency.export import map_format, write_map
 
+    if map_format(path) == "dicom":
+        return export_dicom_overlay(path, result, source, model_name, overwrite, card)
     md = getattr(source, "metadata", None) or {}
     affine = md.get("affine")
     if affine is None or np.shape(affine) != (4, 4):
@@ -265,3 +270,48 @@ def export_overlay(
         rgb=bool(getattr(source, "rgb", False)), source_name=str(source.name),
         model_name=model_name, overlay=display.to_dict(), overwrite=overwrite,
     )  # fmt: skip
+
+
+def export_dicom_overlay(
+    path: Any,
+    result: Any,
+    source: Any,
+    model_name: str | None = None,
+    overwrite: bool = False,
+    card: Any = None,
+) -> tuple[Any, Any]:
+    """Write ``result``'s map as a DICOM Parametric Map on the DICOM series
+    ``source`` was read from (:mod:`napari_medcnn.export.pmap`), plus the
+    JSON sidecar; existing files refused unless ``overwrite``.
+
+    Raises:
+        ValueError: ``source`` has no DICOM source (NIfTI, image, a layer
+            made in napari); the message says why.
+    """
+    import json
+    from pathlib import Path
+
+    from napari_medcnn._atomic import atomic_write_text, check_overwrite
+    from napari_medcnn.export.pmap import write_parametric_map
+    from napari_medcnn.export.sources import source_images
+    from napari_medcnn.saliency.export import saliency_record, sidecar_path
+
+    side = sidecar_path(path)
+    check_overwrite([path, side], overwrite=overwrite)
+    shape = np.shape(
+        source.data[0] if getattr(source, "multiscale", False) else source.data
+    )
+    spatial = len(shape) - (1 if getattr(source, "rgb", False) else 0)
+    src = source_images(
+        dict(getattr(source, "metadata", None) or {}),
+        n_slices=shape[0] if spatial == 3 else 1,
+        name=str(source.name),
+    )
+    out = write_parametric_map(result, src, path, card=card, overwrite=overwrite)
+    rec = saliency_record(
+        result, source_name=str(source.name), model_name=model_name,
+        spacing=tuple(source.scale),
+        extra={"file": Path(path).name, "format": "dicom"},
+    )  # fmt: skip
+    atomic_write_text(side, json.dumps(rec, indent=2) + "\n")
+    return out, side

@@ -282,7 +282,8 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         self, path: str | Path, index: int = 0, overwrite: bool = False
     ) -> tuple[Path, Path | None]:
         """Write map ``index`` of the last run (format from the suffix:
-        ``.nii.gz``/``.nii``, ``.npy``, ``.png``) and its JSON sidecar
+        ``.nii.gz``/``.nii``, ``.npy``, ``.png``, ``.dcm``: a DICOM
+        Parametric Map of the source series) and its JSON sidecar
         (``<stem>.json``).  An existing map or sidecar is refused
         (``OverwriteError``, a ``FileExistsError``) unless ``overwrite``.
 
@@ -297,7 +298,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         name = self._model.card.name if self._model else None
         return export_overlay(
             path, shown["result"], shown["source"], self.display(), name,
-            overwrite=overwrite,
+            overwrite=overwrite, card=self._model.card if self._model else None,
         )  # fmt: skip
 
     def _on_model_loaded(self, loaded: Any) -> None:
