@@ -20,6 +20,8 @@ one is added by appending its ``add_`` function to :data:`SUBCOMMANDS`:
 * ``deidentify IN... --out DIR``: DICOM PS3.15 Annex E Basic Profile
   de-identification (with its options) into a new folder; ``--dry-run``
   lists the changes by tag and action, never values.
+* ``pacs echo|find|get|send``: a PACS over DICOMweb or DIMSE (see
+  ``cli/pacs.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from napari_medcnn.cli.demo import (
 )
 from napari_medcnn.cli.explain import add_explain
 from napari_medcnn.cli.info import add_info
+from napari_medcnn.cli.pacs import add_pacs
 from napari_medcnn.cli.train import add_train
 
 __all__ = ["CLASSIFY_WIDGET", "DEMO_WIDGETS", "PLUGIN", "SAMPLE_KEYS", "main"]
@@ -53,6 +56,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_deidentify,
     add_train,
     add_cohort,
+    add_pacs,
 )
 
 
