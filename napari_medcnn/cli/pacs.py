@@ -29,7 +29,9 @@ _ACTIONS = {
     "(default: the user cache, <study>/<series>/), atomically: a failed or "
     "interrupted retrieve leaves no partial series",
     "send": "store FILES (DICOM files or folders) with STOW-RS or C-STORE, "
-    "optionally de-identified first (--deidentify)",
+    "optionally de-identified first (--deidentify); de-identified objects "
+    "(or results of a de-identified scan) are refused unless "
+    "--confirm-deidentified",
 }
 _EPILOG = (
     "Secrets are read from environment variables (--password-env, "
@@ -87,6 +89,12 @@ def _common_options() -> argparse.ArgumentParser:
         help="send: de-identify (PS3.15 Basic Profile) before sending",
     )
     p.add_argument("--key", metavar="KEYFILE", help="send --deidentify: project key")
+    p.add_argument(
+        "--confirm-deidentified",
+        action="store_true",
+        help="send: send de-identified objects (or results of a de-identified "
+        "scan) too; without it they are refused (--deidentify implies it)",
+    )
     return p
 
 
@@ -223,6 +231,8 @@ def _get(client, args) -> int:
 
 
 def _send(client, args) -> int:
+    from napari_medcnn.pacs import send
+
     if not args.files:
         print("error: send needs FILES (DICOM files or folders)", file=sys.stderr)
         return EXIT_NOTHING
@@ -238,7 +248,9 @@ def _send(client, args) -> int:
             except (DeidError, KeyFileError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_NOTHING
-        result = client.store(files)
+        # --deidentify asked for de-identified copies: that is the confirmation
+        confirm = args.confirm_deidentified or args.deidentify
+        result = send(client, files, confirm_deidentified=confirm)
     for path, reason in result.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     print(f"stored {len(result.stored)} instance(s); {len(result.failed)} failed")

@@ -9,6 +9,9 @@ DIMSE, with a local folder as a third, offline implementation.
   QIDO-RS, WADO-RS, STOW-RS) or :class:`~napari_medcnn.pacs.dimse.DimseClient`
   (pynetdicom: C-ECHO, C-FIND, C-GET / C-MOVE, C-STORE);
   :class:`~napari_medcnn.pacs.folder.FolderPacs` is a folder.
+* :func:`send`: stores files with a client, after the privacy rule
+  (:func:`~napari_medcnn.pacs.store.refuse_deidentified`: de-identified
+  objects only with ``confirm_deidentified=True``).
 * :func:`retrieve`: drains a client's ``retrieve_series`` progress
   generator and loads the series with :func:`napari_medcnn.io.load`.
 
@@ -53,6 +56,7 @@ __all__ = [
     "profiles_path",
     "retrieve",
     "save_profile",
+    "send",
     "series_dir",
 ]
 
@@ -91,3 +95,34 @@ def retrieve(
 
     folder = drain(client.retrieve_series(study_uid, series_uid, dest))
     return load(folder, **load_kwargs)
+
+
+def send(
+    client: PacsClient,
+    paths,
+    *,
+    confirm_deidentified: bool = False,
+) -> StoreResult:
+    """Send the DICOM files in ``paths`` (folders recursively) with
+    ``client.store`` (STOW-RS or C-STORE), after the privacy rule.
+
+    Args:
+        client: from :func:`connect` (or a
+            :class:`~napari_medcnn.pacs.folder.FolderPacs`).
+        paths: files or folders.
+        confirm_deidentified: the user confirmed sending objects that were
+            de-identified (or results of a de-identified scan).
+
+    Returns:
+        the :class:`StoreResult` (what was stored, what failed).
+
+    Raises:
+        PacsError: de-identified objects without ``confirm_deidentified``
+            (nothing is sent), or the PACS cannot be reached.
+    """
+    from napari_medcnn.pacs.store import refuse_deidentified
+
+    paths = [os.fspath(p) for p in paths]
+    where = getattr(client, "server", None) or getattr(client, "name", "PACS")
+    refuse_deidentified(paths, where, confirm_deidentified=confirm_deidentified)
+    return client.store(paths)

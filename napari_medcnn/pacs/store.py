@@ -1,7 +1,12 @@
 """What a send reads and reports: the DICOM files under the given paths
-(:func:`read_for_store`) and :class:`StoreResult`; and
+(:func:`read_for_store`) and :class:`StoreResult`;
 :func:`deidentify_for_sending`, the "de-identify before sending" step (the
-project's PS3.15 de-identification into a temporary folder)."""
+project's PS3.15 de-identification into a temporary folder); and the
+privacy rule of a send, :func:`refuse_deidentified`: objects that were
+de-identified (or are results of a de-identified source, which copy its
+``PatientIdentityRemoved``) are sent only when the user confirmed it, so a
+PACS does not get a second, anonymous copy of its own patients by
+accident."""
 
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ from pydicom.dataset import Dataset
 
 __all__ = [
     "StoreResult",
+    "deidentified_files",
     "deidentify_for_sending",
     "is_deidentified",
     "read_for_store",
+    "refuse_deidentified",
 ]
 
 
@@ -76,6 +83,59 @@ def is_deidentified(ds: Dataset) -> bool:
     """Whether a header says it was de-identified (PatientIdentityRemoved
     ``YES``, as the project's de-identification writes)."""
     return str(ds.get("PatientIdentityRemoved", "")).upper() == "YES"
+
+
+def deidentified_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The files under ``paths`` (folders recursively) whose header says
+    they were de-identified (:func:`is_deidentified`); headers only, files
+    that are not DICOM are skipped."""
+    out = []
+    for path in _files(paths):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # not DICOM: the send itself reports it
+            continue
+        if is_deidentified(ds):
+            out.append(str(path))
+    return out
+
+
+def refuse_deidentified(
+    paths: Iterable[str | os.PathLike],
+    server: object,
+    *,
+    confirm_deidentified: bool = False,
+) -> list[str]:
+    """The privacy rule of a send, checked before anything is sent.
+
+    Args:
+        paths: the files or folders to send.
+        server: the :class:`~napari_medcnn.pacs.server.Server` (or its
+            label) the message names.
+        confirm_deidentified: the user confirmed sending de-identified
+            objects.
+
+    Returns:
+        the de-identified files among ``paths`` (empty: nothing to confirm).
+
+    Raises:
+        PacsError: some objects were de-identified and
+            ``confirm_deidentified`` is False; the message says how many
+            and how to confirm, and names no file (paths can hold names).
+    """
+    from napari_medcnn.pacs.server import PacsError
+
+    paths = list(paths)
+    found = deidentified_files(paths)
+    if found and not confirm_deidentified:
+        raise PacsError(
+            server,
+            f"refused to send: {len(found)} object(s) are de-identified (or "
+            "results of a de-identified scan), so the PACS would get an "
+            "anonymous copy of its patients' data; confirm to send them "
+            "anyway (confirm_deidentified=True, --confirm-deidentified)",
+        )
+    return found
 
 
 def deidentify_for_sending(

@@ -67,7 +67,8 @@ def test_cli_send_find_get(env, tmp_path, capsys, caplog, protocol):
 
     junk = tmp_path / "notes.txt"
     junk.write_text("not DICOM")
-    rc, out, err = run(["pacs", "send", *args, str(sent.folder), str(junk)],
+    rc, out, err = run(["pacs", "send", *args, "--confirm-deidentified",
+                       str(sent.folder), str(junk)],
                        capsys, caplog)  # fmt: skip
     assert rc == 1 and "stored 4 instance(s); 1 failed" in out
     assert "notes.txt: not a DICOM file" in err
