@@ -7,11 +7,20 @@ token), never in a URL or a logged header; HTTPS is verified against
 turned into a :class:`PacsError` that names the server and the reason
 (connection refused, authentication refused, a timeout, a missing
 resource) with the secrets masked.
+
+dicomweb-client (and urllib3 under it) logs every request's URL at DEBUG
+level, query string included, so a search by patient ID or name would put the patient's
+identifiers into any DEBUG log; :class:`_QueryRedactor`, attached to its
+loggers when a client is made, replaces query strings with
+``?[query redacted]`` (and drops logged headers, which may carry the
+authorisation).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +43,42 @@ from napari_medcnn.pacs.server import PacsError, Secret, Server
 from napari_medcnn.pacs.store import StoreResult, read_for_store
 
 __all__ = ["DicomWebClient"]
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+_HEADERS = re.compile(r"\{.*\}")
+
+
+class _QueryRedactor(logging.Filter):
+    """Masks URL query strings (patient filters) and header dicts in the
+    records of dicomweb-client's and urllib3's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = _HEADERS.sub(
+            "{headers redacted}", _QUERY.sub("?[query redacted]", text)
+        )
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def _redact_library_logs() -> None:
+    """Attach :class:`_QueryRedactor` to every dicomweb-client logger (a
+    logger's filters do not apply to its children's records)."""
+    import dicomweb_client.web  # noqa: F401 - creates its loggers
+    import urllib3.connectionpool  # noqa: F401 - logs "GET /path?query"
+
+    libs = ("dicomweb_client", "urllib3")
+    names = [
+        n
+        for n in logging.root.manager.loggerDict
+        if n in libs or n.startswith(tuple(f"{lib}." for lib in libs))
+    ]
+    for name in names:
+        lib = logging.getLogger(name)
+        if not any(isinstance(f, _QueryRedactor) for f in lib.filters):
+            lib.addFilter(_QueryRedactor())
+
 
 _STUDY_FIELDS = (
     "StudyInstanceUID",
@@ -107,6 +152,7 @@ class DicomWebClient:
 
         if server.kind != "dicomweb":
             raise ValueError(f"{server.label} is not a DICOMweb server")
+        _redact_library_logs()
         self.server = server
         password, token = server.resolved_password(), server.resolved_token()
         self._secrets = [s for s in (password, token) if s]

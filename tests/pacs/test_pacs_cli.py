@@ -134,3 +134,17 @@ def test_cli_profile(env, capsys, caplog):
     assert rc == 0 and out.startswith("lab (http://127.0.0.1:")
     rc, _, err = run(["pacs", "echo", "--profile", "nope"], capsys, caplog)
     assert rc == 2 and "no PACS profile 'nope'" in err
+
+
+def test_search_filters_stay_out_of_debug_logs(env, capsys, caplog):
+    """dicomweb-client logs each request URL at DEBUG: the patient filter in
+    its query string must not reach the log."""
+    rc, out, _ = run(
+        ["pacs", "find", *web_args(env), "--patient-id", "PID-SECRET-4711",
+         "--patient-name", "Secretname^Jane"],
+        capsys, caplog,
+    )  # fmt: skip
+    assert rc in (0, 1)
+    assert "dicomweb_client" in caplog.text  # the library did log its requests
+    assert "PID-SECRET-4711" not in caplog.text
+    assert "Secretname" not in caplog.text
