@@ -20,6 +20,9 @@ one is added by appending its ``add_`` function to :data:`SUBCOMMANDS`:
 * ``deidentify IN... --out DIR``: DICOM PS3.15 Annex E Basic Profile
   de-identification (with its options) into a new folder; ``--dry-run``
   lists the changes by tag and action, never values.
+* ``manifest show|rekey FILE``: decrypt a de-identification manifest (or
+  look a pseudonym up) for an authorised re-identification; change the
+  passphrase of an encrypted manifest or key file (see ``cli/manifest.py``).
 * ``pacs echo|find|get|send``: a PACS over DICOMweb or DIMSE (see
   ``cli/pacs.py``).
 """
@@ -41,6 +44,7 @@ from napari_medcnn.cli.demo import (
 )
 from napari_medcnn.cli.explain import add_explain
 from napari_medcnn.cli.info import add_info
+from napari_medcnn.cli.manifest import add_manifest
 from napari_medcnn.cli.pacs import add_pacs
 from napari_medcnn.cli.train import add_train
 
@@ -54,6 +58,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_demo,
     add_explain,
     add_deidentify,
+    add_manifest,
     add_train,
     add_cohort,
     add_pacs,

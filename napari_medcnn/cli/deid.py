@@ -5,10 +5,15 @@ are skipped and listed, which is not an error); 1 some DICOM files failed
 and the others were written; 2 nothing done: bad arguments, an input that
 does not exist, no DICOM file, an output folder that is not new or empty,
 unwritable or full, an existing manifest or report without ``--overwrite``,
-an unreadable key file, or every DICOM file failed.  Standard output gets
-the report (tags and actions, never values); skipped and failed inputs, and
-the input file of each burned-in-text flag, are listed on standard error,
-since input paths may hold names.
+an unreadable key file (or an encrypted one without its passphrase, or a
+wrong passphrase), ``--manifest`` without a passphrase or
+``--plaintext-manifest``, or every DICOM file failed.  With a passphrase
+(``--passphrase-file FILE`` or ``NAPARI_MEDCNN_PASSPHRASE``, never an
+argument) the manifest and a new key file are sealed
+(:mod:`napari_medcnn.deid.sealed`).  Standard output gets the report
+(tags and actions, never values); skipped and failed inputs, and the input
+file of each burned-in-text flag, are listed on standard error, since input
+paths may hold names.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import json
 import sys
 from pathlib import Path
 
+from napari_medcnn.cli.manifest import (
+    PassphraseError,
+    add_passphrase_option,
+    passphrase_arg,
+)
 from napari_medcnn.cli.options import (
     EXIT_NOTHING,
     EXIT_STATUS,
@@ -56,10 +66,13 @@ def add_deidentify(sub: argparse._SubParsersAction) -> None:
         epilog="The same --key file gives the same UIDs, pseudonyms and date "
         "shifts in every run, so exports made into separate folders can be "
         "merged later. Keep the key and the --manifest file apart from the "
-        "export: together they re-identify it. Files whose pixels may carry "
-        "burned-in text are listed on standard error by input file (and "
-        "output name). " + EXIT_STATUS + " (Skipped files that are not "
-        "DICOM are reported, not counted as failures.)",
+        "export: together they re-identify it; with a passphrase both are "
+        "encrypted ('napari-medcnn manifest show' reads the manifest). "
+        "Files whose pixels may carry burned-in text are listed on standard "
+        "error by input file (and output name). "
+        + EXIT_STATUS
+        + " (Skipped files that are not DICOM are reported, not counted as "
+        "failures.)",
     )
     p.add_argument("inputs", nargs="+", metavar="IN")
     p.add_argument(
@@ -115,14 +128,27 @@ def add_deidentify(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--key",
         metavar="KEYFILE",
-        help="project key file (created with a new random key if missing); "
-        "without it a one-off key is used",
+        help="project key file (created with a new random key if missing, "
+        "encrypted under the passphrase when one is given); without it a "
+        "one-off key is used",
     )
     p.add_argument(
         "--manifest",
         metavar="FILE",
         help="write the original -> new identifier mapping here (JSON, or CSV "
-        "for .csv); must be outside --out",
+        "for .csv), encrypted under the passphrase; must be outside --out. "
+        "Needs a passphrase, or --plaintext-manifest",
+    )
+    add_passphrase_option(
+        p,
+        " Encrypts --manifest and a new --key file (AES-256-GCM, scrypt), "
+        "and opens an encrypted --key file.",
+    )
+    p.add_argument(
+        "--plaintext-manifest",
+        action="store_true",
+        help="UNSAFE: write --manifest unencrypted (it re-identifies every "
+        "patient; only file mode 0600 protects it)",
     )
     p.add_argument("--report", metavar="FILE", help="write the report as JSON (no PHI)")
     p.add_argument(
@@ -132,6 +158,28 @@ def add_deidentify(sub: argparse._SubParsersAction) -> None:
     )
     add_overwrite_option(p)
     p.set_defaults(func=run_deidentify)
+
+
+def _warn_plaintext_key(key: str | None, passphrase: bytes | None, dry_run: bool):
+    """Warn (standard error) that ``--key`` is, or will be, unencrypted."""
+    from napari_medcnn.deid.keys import is_sealed_file
+
+    if key is None:
+        return
+    if Path(key).exists():
+        if not is_sealed_file(key):
+            print(
+                f"warning: the key file {key} is not encrypted: with the "
+                "manifest it re-identifies the export; encrypt it with "
+                "'napari-medcnn manifest rekey'",
+                file=sys.stderr,
+            )
+    elif passphrase is None and not dry_run:
+        print(
+            f"warning: the new key file {key} will not be encrypted (no "
+            "passphrase given); keep it private, or give --passphrase-file",
+            file=sys.stderr,
+        )
 
 
 def run_deidentify(args: argparse.Namespace) -> int:
@@ -146,8 +194,32 @@ def run_deidentify(args: argparse.Namespace) -> int:
         print(f"error: no such file or folder: {missing[0]}", file=sys.stderr)
         return EXIT_NOTHING
     manifest = None if args.dry_run else args.manifest
+    try:
+        passphrase = passphrase_arg(args.passphrase_file)
+    except PassphraseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
+    if manifest is not None and passphrase is None and not args.plaintext_manifest:
+        print(
+            "error: --manifest re-identifies every patient, so it is written "
+            "encrypted: give a passphrase (--passphrase-file FILE or the "
+            "environment variable NAPARI_MEDCNN_PASSPHRASE), or pass "
+            "--plaintext-manifest to write it unencrypted (unsafe); nothing "
+            "was written",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING
     if not refuse_existing((manifest, args.report), args.overwrite):
         return EXIT_NOTHING
+    if manifest is not None and args.plaintext_manifest:
+        print(
+            "warning: --plaintext-manifest is unsafe: the manifest links every "
+            "pseudonym back to the patient's name and ID, and only file mode "
+            "0600 protects it; prefer a passphrase, or encrypt it later with "
+            "'napari-medcnn manifest rekey'",
+            file=sys.stderr,
+        )
+    _warn_plaintext_key(args.key, passphrase, args.dry_run)
     options = DeidOptions(
         retain_dates_shifted=args.keep_dates_shifted,
         retain_patient_characteristics=args.keep_patient_characteristics,
@@ -165,6 +237,8 @@ def run_deidentify(args: argparse.Namespace) -> int:
             options=options,
             key_file=args.key,
             manifest=manifest,
+            passphrase=passphrase,
+            plaintext_manifest=args.plaintext_manifest,
             dry_run=args.dry_run,
             overwrite=args.overwrite,
         )
@@ -202,5 +276,6 @@ def run_deidentify(args: argparse.Namespace) -> int:
         if not args.key:
             print("note: one-off key; pass --key FILE to keep UIDs stable")
         if result.manifest:
-            print(f"manifest (keep it private): {result.manifest}")
+            how = "plaintext" if args.plaintext_manifest else "encrypted"
+            print(f"manifest ({how}; keep it private): {result.manifest}")
     return rc

@@ -29,11 +29,20 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from napari_medcnn._atomic import atomic_write
+from napari_medcnn.deid.sealed import (
+    ENV_PASSPHRASE,
+    MAGIC,
+    SealedFileError,
+    is_sealed,
+    open_sealed,
+    write_sealed,
+)
 
 __all__ = [
     "KeyFileError",
     "ProjectKey",
     "dummy_value",
+    "is_sealed_file",
     "scrub_text",
     "shift_da",
     "shift_dt",
@@ -67,32 +76,62 @@ class ProjectKey:
         return cls(secrets.token_bytes(32))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, *, create: bool = False) -> ProjectKey:
-        """Read a key file (64 hex digits, or at least 16 raw bytes).
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        create: bool = False,
+        passphrase: str | bytes | None = None,
+    ) -> ProjectKey:
+        """Read a key file: sealed (see :mod:`.sealed`), or plaintext (64
+        hex digits, or at least 16 raw bytes, as written before sealing).
 
         With ``create``, a missing file is created with a new random key,
-        written atomically and readable by its owner only (mode 0600).
+        written atomically and readable by its owner only (mode 0600):
+        sealed under ``passphrase`` when one is given, else plaintext.
+
+        Args:
+            passphrase: opens a sealed key file (and seals a new one); a
+                plaintext key file is read without it.  When None, a sealed
+                key file is opened with the environment variable
+                ``NAPARI_MEDCNN_PASSPHRASE`` if it is set (so that commands
+                without ``--passphrase-file``, such as ``cohort``, can use
+                a sealed key); a new key is never sealed implicitly.
 
         Raises:
-            KeyFileError: unreadable, too short, or missing without ``create``.
+            KeyFileError: unreadable, too short, missing without ``create``,
+                sealed and no passphrase given, or the passphrase is wrong
+                or the file was changed ("authentication failed").
         """
         p = Path(path)
         if not p.exists():
             if not create:
                 raise KeyFileError(f"key file not found: {p}")
             key = cls.random()
-            write_private(p, key._secret.hex() + "\n")
+            text = key._secret.hex() + "\n"
+            if passphrase is None:
+                write_private(p, text)
+            else:
+                write_sealed(p, text.encode("ascii"), passphrase)
             return key
         try:
             raw = p.read_bytes()
         except OSError as exc:
             raise KeyFileError(f"cannot read key file {p}: {exc.strerror}") from None
-        text = raw.strip()
-        try:
-            secret = bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            secret = raw
-        return cls(secret)
+        if is_sealed(raw):
+            if passphrase is None:
+                passphrase = os.environ.get(ENV_PASSPHRASE) or None
+            if passphrase is None:
+                raise KeyFileError(
+                    f"key file {p} is encrypted: give its passphrase "
+                    "(--passphrase-file FILE or the environment variable "
+                    "NAPARI_MEDCNN_PASSPHRASE)"
+                )
+            try:
+                raw = open_sealed(raw, passphrase, what=f"key file {p}")
+            except SealedFileError as exc:
+                raise KeyFileError(str(exc)) from None
+        return cls(_parse_secret(raw))
 
     @property
     def fingerprint(self) -> str:
@@ -127,11 +166,30 @@ class ProjectKey:
         return -(MIN_SHIFT_DAYS + n % (MAX_SHIFT_DAYS - MIN_SHIFT_DAYS + 1))
 
 
-def write_private(path: Path, text: str, overwrite: bool = False) -> None:
-    """Create ``path`` with ``text`` atomically, mode 0600; an existing file
-    is refused (``OverwriteError``) unless ``overwrite``."""
+def _parse_secret(raw: bytes) -> bytes:
+    """A key file's secret: 64 hex digits (a line), else the raw bytes."""
+    try:
+        return bytes.fromhex(raw.strip().decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return raw
+
+
+def is_sealed_file(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` exists and is sealed (encrypted)."""
+    try:
+        with open(path, "rb") as fh:
+            return is_sealed(fh.read(len(MAGIC)))
+    except OSError:
+        return False
+
+
+def write_private(path: Path, text: str | bytes, overwrite: bool = False) -> None:
+    """Create ``path`` with ``text`` (str as UTF-8, or bytes) atomically,
+    mode 0600; an existing file is refused (``OverwriteError``) unless
+    ``overwrite``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode("ascii"), mode=0o600, overwrite=overwrite)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    atomic_write(path, data, mode=0o600, overwrite=overwrite)
 
 
 # -- replacement values -------------------------------------------------------

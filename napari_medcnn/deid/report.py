@@ -28,6 +28,7 @@ from pydicom.datadict import dictionary_description
 from napari_medcnn.deid.dataset import Change, DatasetOutcome
 from napari_medcnn.deid.keys import write_private
 from napari_medcnn.deid.options import DeidOptions
+from napari_medcnn.deid.sealed import write_sealed
 from napari_medcnn.deid.table import EDITION
 
 __all__ = ["DeidReport", "Manifest", "ReportRow", "tag_name", "tag_text"]
@@ -215,10 +216,15 @@ class Manifest:
         key_fingerprint: str,
         options: DeidOptions,
         overwrite: bool = False,
+        passphrase: str | bytes | None = None,
     ) -> Path:
         """Write JSON, or CSV (``kind,original,new``) for a ``.csv`` path,
         atomically and readable by the owner only (mode 0600).  An existing
-        file is refused (``OverwriteError``) unless ``overwrite``."""
+        file is refused (``OverwriteError``) unless ``overwrite``.
+
+        With ``passphrase``, the same text (UTF-8) is sealed
+        (:mod:`.sealed`: scrypt and AES-256-GCM) instead of written in
+        plaintext; ``napari-medcnn manifest show`` reads it back."""
         p = Path(path)
         data = self.to_dict(key_fingerprint, options)
         if p.suffix.lower() == ".csv":
@@ -238,5 +244,8 @@ class Manifest:
             text = buf.getvalue()
         else:
             text = json.dumps(data, indent=2) + "\n"
-        write_private(p, text, overwrite=overwrite)
+        if passphrase is not None:
+            write_sealed(p, text.encode("utf-8"), passphrase, overwrite=overwrite)
+        else:
+            write_private(p, text, overwrite=overwrite)
         return p

@@ -22,7 +22,9 @@ What it guarantees:
   ``<pseudonym>/<study>/<modality>_S<series number>_<series>/<instance>.dcm``
   (hex digests of the new UIDs), so no folder name carries PHI.
 * The mapping manifest (original -> new identifiers) is written only when a
-  path is given, never inside the export folder, mode 0600.
+  path is given, never inside the export folder, mode 0600, and sealed
+  (encrypted and authenticated, :mod:`.sealed`) when a passphrase is given;
+  the key file too.
 
 The profile itself (Table E.1-1, actions, options, UID remapping, date
 shift, private attributes, identity flags) lives in :mod:`.deid_dataset`,
@@ -157,6 +159,8 @@ def iter_deidentify(
     key: ProjectKey | None = None,
     key_file: str | os.PathLike | None = None,
     manifest: str | os.PathLike | None = None,
+    passphrase: str | bytes | None = None,
+    plaintext_manifest: bool = False,
     dry_run: bool = False,
     overwrite: bool = False,
 ) -> Generator[tuple[str, int, int], None, DeidResult]:
@@ -170,7 +174,12 @@ def iter_deidentify(
             missing, except in a dry run), else a one-off random key.
         key_file: where the key lives (checked to be outside ``out_dir``).
         manifest: where to write the original -> new mapping (JSON, or CSV
-            for ``.csv``); None writes none.
+            for ``.csv``); None writes none.  Sealed (encrypted) under
+            ``passphrase`` when one is given, else plaintext (mode 0600).
+        passphrase: opens a sealed ``key_file`` and seals a new one, and
+            seals the manifest (scrypt, AES-256-GCM: :mod:`.sealed`).
+        plaintext_manifest: write the manifest in plaintext even though a
+            passphrase is given (unsafe: it re-identifies every patient).
         dry_run: compute the report only; nothing is written anywhere.
         overwrite: an existing ``manifest`` may be replaced.
 
@@ -189,7 +198,7 @@ def iter_deidentify(
     options = options or DeidOptions()
     # a key file that exists is read first: a bad one stops before any work
     if key is None and key_file is not None and Path(key_file).exists():
-        key = ProjectKey.from_file(key_file)
+        key = ProjectKey.from_file(key_file, passphrase=passphrase)
     inputs = list(inputs)
     files, skipped = collect_inputs(inputs)
     stage = "preview" if dry_run else "deidentify"
@@ -207,7 +216,7 @@ def iter_deidentify(
                         options=options, overwrite=overwrite)  # fmt: skip
         # a dry run or a refused export creates nothing, not even a key file
         if key is None and key_file is not None:
-            key = ProjectKey.from_file(key_file, create=True)
+            key = ProjectKey.from_file(key_file, create=True, passphrase=passphrase)
     elif out_dir is not None:
         out = Path(out_dir).expanduser().resolve()
     key = key or ProjectKey.random()
@@ -225,9 +234,11 @@ def iter_deidentify(
     finally:  # also on Cancel: the writes in flight complete
         run.close()
     if manifest is not None and not dry_run:
+        seal_with = None if plaintext_manifest else passphrase
         result.manifest = run.mapping.write(
-            manifest, key.fingerprint, options, overwrite=overwrite
-        )
+            manifest, key.fingerprint, options, overwrite=overwrite,
+            passphrase=seal_with,
+        )  # fmt: skip
     return result
 
 

@@ -72,9 +72,14 @@ def test_cli_deidentify(series, tmp_path, capsys):
     key, mf, rep = tmp_path / "k" / "proj.key", tmp_path / "m.json", tmp_path / "r.json"
     args = ["--keep-dates-shifted", "--keep-patient-characteristics"]
     args += ["--key", str(key), "--manifest", str(mf), "--report", str(rep)]
+    # no passphrase: the old plaintext key and manifest, on explicit request
+    # only (the encrypted ones are tested in test_manifest_cli.py)
+    args += ["--plaintext-manifest"]
     rc = main(["deidentify", str(root), "--out", str(tmp_path / "out"), *args])
     out = capsys.readouterr()
     assert rc == 0, out.err
+    assert "--plaintext-manifest is unsafe" in out.err
+    assert "will not be encrypted" in out.err
     assert "wrote 5 file(s)" in out.out and "(0010,0010)" in out.out
     for phi in ("Doe", "PID-0042", "ACC-77812", "19600214"):
         assert phi not in out.out and phi not in rep.read_text()
@@ -181,17 +186,21 @@ def test_cli_refuses_to_overwrite_report_and_manifest(series, tmp_path, capsys):
     assert rc == 0 and json.loads(report.read_text())["files"] == 5
     manifest.write_text("keep me")
     out = tmp_path / "out"
-    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest)
+    # (plaintext manifests here, the old behaviour, now asked for explicitly)
+    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest,
+                    "--plaintext-manifest")  # fmt: skip
     assert rc == 2 and str(manifest) in cap.err
     assert manifest.read_text() == "keep me" and not out.exists()
-    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest, "--overwrite")
+    rc, cap = _deid(capsys, root, "--out", out, "--manifest", manifest, "--overwrite",
+                    "--plaintext-manifest")  # fmt: skip
     assert rc == 0 and json.loads(manifest.read_text())["files"]
     # one path for two outputs of the same run
     rc, cap = _deid(capsys, root, "--dry-run", "--report", report, "--manifest",
                     report, "--overwrite")  # fmt: skip
     assert rc == 0  # a dry run writes no manifest
     rc, cap = _deid(capsys, root, "--out", tmp_path / "o2", "--report", report,
-                    "--manifest", report, "--overwrite")  # fmt: skip
+                    "--manifest", report, "--overwrite",
+                    "--plaintext-manifest")  # fmt: skip
     assert rc == 2 and "same file" in cap.err
 
 

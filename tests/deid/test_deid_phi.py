@@ -4,9 +4,9 @@ The workflow, through the command line as a user runs it: ``deidentify``
 the PHI-laden scans (JSON report, key file, manifest apart), then ``info``
 and ``classify`` (JSON and CSV export) on the de-identified copies, with a
 checkpoint (weights and model card) saved next to them.  Every file written
-(except the manifest, which exists to hold the link and is written apart, on
+and the encrypted manifest (which holds the link, written apart, on
 request), everything printed and every log record is searched for the PHI
-strings.
+strings; ``manifest show`` then decrypts the link.
 
 A second test runs ``classify`` on the original scans: the record's input
 path and layer name (from Series Description) both name the patient there,
@@ -45,8 +45,12 @@ def test_workflow_writes_and_logs_no_phi(tmp_path, capsys, caplog):
         return rc
 
     manifest = tmp_path / "private" / "manifest.json"
+    secret = tmp_path / "private" / "passphrase"
+    secret.parent.mkdir()
+    secret.write_text("correct horse battery staple\n")
     assert run("deidentify", src, "--out", work / "deid", "--key",
                tmp_path / "private" / "project.key", "--manifest", manifest,
+               "--passphrase-file", secret,
                "--report", work / "report.json", "--keep-dates-shifted",
                "--clean-descriptors") == 0  # fmt: skip
     assert run("info", work / "deid") == 0
@@ -68,8 +72,12 @@ def test_workflow_writes_and_logs_no_phi(tmp_path, capsys, caplog):
     assert _grep(shown) == []
     logs = "\n".join(r.getMessage() for r in caplog.records)
     assert _grep(logs.replace(str(src), "<input>")) == []
-    # the manifest, and only the manifest, links back to the patient
-    assert "PID-0042" in manifest.read_text()
+    # the manifest, and only the manifest, links back to the patient: it is
+    # encrypted, so not even its bytes hold the PHI
+    blob = manifest.read_bytes().decode("latin-1")
+    assert _grep(blob) == []
+    assert run("manifest", "show", manifest, "--passphrase-file", secret) == 0
+    assert "PID-0042" in printed[-1]
 
 
 def test_classify_on_original_phi_scan_writes_no_phi(tmp_path, capsys):

@@ -15,16 +15,25 @@ from napari_medcnn.widgets._common.jobs import guarded
 
 
 def iter_preview_job(
-    inputs: Sequence[str], options: DeidOptions, key_file: str | None
+    inputs: Sequence[str],
+    options: DeidOptions,
+    key_file: str | None,
+    passphrase: str | None = None,
 ) -> Generator[Any, None, Any]:
-    """A dry run for a worker thread (core generator, no Qt)."""
+    """A dry run for a worker thread (core generator, no Qt); ``passphrase``
+    opens an encrypted key file."""
     from napari_medcnn.deid.run import iter_deidentify
 
     return (
         yield from guarded(
             iter_deidentify(
-                inputs, None, options=options, key_file=key_file, dry_run=True
-            )  # fmt: skip
+                inputs,
+                None,
+                options=options,
+                key_file=key_file,
+                passphrase=passphrase,
+                dry_run=True,
+            )
         )
     )
 
@@ -35,8 +44,13 @@ def iter_export_job(
     options: DeidOptions,
     key_file: str | None,
     manifest: str | None,
+    passphrase: str | None = None,
+    plaintext_manifest: bool = False,
 ) -> Generator[Any, None, tuple[Any, list[Any], int]]:
     """Export, then re-read every written series (core generator, no Qt).
+
+    ``passphrase`` opens an encrypted key file, encrypts a new one and the
+    manifest (unless ``plaintext_manifest``).
 
     Yields ``("deidentify", i, n)`` then ``("load", i, n)``; returns
     ``(DeidResult, scans, n_unloadable)``: series that hold no image (SR,
@@ -47,8 +61,14 @@ def iter_export_job(
 
     result = yield from guarded(
         iter_deidentify(
-            inputs, out_dir, options=options, key_file=key_file, manifest=manifest
-        )  # fmt: skip
+            inputs,
+            out_dir,
+            options=options,
+            key_file=key_file,
+            manifest=manifest,
+            passphrase=passphrase,
+            plaintext_manifest=plaintext_manifest,
+        )
     )
     scans: list[Any] = []
     unloadable = 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -90,6 +91,23 @@ class DeidentifyWidget(WorkerPanel, QWidget):
             "or CSV for .csv). It re-identifies the export: keep it apart."
         )
         self.manifest_browse = QPushButton("Browse…")
+        # typed here, held in memory only: never saved, logged or shown
+        self.passphrase_edit = QLineEdit()
+        self.passphrase_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase_edit.setPlaceholderText(
+            "encrypts the manifest and a new key file; opens an encrypted key"
+        )
+        self.passphrase_edit.setToolTip(
+            "With a passphrase the manifest and a new key file are encrypted "
+            "(AES-256-GCM, key from scrypt); 'napari-medcnn manifest show' "
+            "decrypts the manifest. A manifest needs a passphrase unless "
+            "'Plaintext manifest' is ticked."
+        )
+        self.plaintext_check = QCheckBox("Plaintext manifest (unsafe)")
+        self.plaintext_check.setToolTip(
+            "Write the manifest unencrypted: it re-identifies every patient "
+            "and only file permissions (0600) protect it."
+        )
         self.run_controls = rc = RunControls(
             ("Preview (dry run)", "Export"),
             "Choose the scans and an export folder.",
@@ -113,6 +131,9 @@ class DeidentifyWidget(WorkerPanel, QWidget):
         extra.addWidget(QLabel("Manifest"), 2, 0)
         extra.addWidget(self.manifest_edit, 2, 1)
         extra.addWidget(self.manifest_browse, 2, 2)
+        extra.addWidget(QLabel("Passphrase"), 3, 0)
+        extra.addWidget(self.passphrase_edit, 3, 1)
+        extra.addWidget(self.plaintext_check, 3, 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.scans_box)
         layout.addWidget(self.profile_box)
@@ -206,7 +227,8 @@ class DeidentifyWidget(WorkerPanel, QWidget):
 
         worker = thread_worker(
             iter_preview_job, start_thread=False, ignore_errors=True
-        )(self.inputs(), self.options(), self._text(self.key_edit))
+        )(self.inputs(), self.options(), self._text(self.key_edit),
+          self._passphrase())  # fmt: skip
         worker.returned.connect(self._on_previewed)
         self._start(worker, "Preview…")
 
@@ -222,6 +244,8 @@ class DeidentifyWidget(WorkerPanel, QWidget):
             self.options(),
             self._text(self.key_edit),
             self._text(self.manifest_edit),
+            self._passphrase(),
+            self.plaintext_check.isChecked(),
         )
         worker.returned.connect(self._on_exported)
         self._start(worker, "Exporting…")
@@ -295,6 +319,16 @@ class DeidentifyWidget(WorkerPanel, QWidget):
             problem = "Choose an image layer read from DICOM, or a folder."
         elif need_output and not self.out_edit.text().strip():
             problem = "Choose an export folder."
+        elif (
+            need_output
+            and self._text(self.manifest_edit)
+            and self._passphrase() is None
+            and not self.plaintext_check.isChecked()
+        ):
+            problem = (
+                "The manifest re-identifies every patient: type a passphrase "
+                "to encrypt it, or tick 'Plaintext manifest (unsafe)'."
+            )
         if problem:
             self.status.setText(problem)
             show_error(problem)
@@ -332,6 +366,9 @@ class DeidentifyWidget(WorkerPanel, QWidget):
         for button in (self.preview_button, self.export_button):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+
+    def _passphrase(self) -> str | None:
+        return self.passphrase_edit.text() or None
 
     @staticmethod
     def _text(edit) -> str | None:
