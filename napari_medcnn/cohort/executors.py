@@ -3,12 +3,14 @@
 Both executors run the same pure :func:`~napari_medcnn.cohort.task.process_item`
 and yield its rows as they finish (in completion order; the run sorts them
 back into input order), and ``None`` as a heartbeat every fraction of a
-second while no row comes, so that a cancel is honoured promptly.  Each is
-used in two steps, so that a bad setting (an unreachable scheduler) is
-reported before anything is written:
+second while no row comes, so that a cancel is honoured promptly.  Each starts in the background
+while the run finds its items, and a bad setting (an unreachable scheduler)
+is reported before anything is written:
 
     ex = make_executor("dask", workers=2, scheduler=None)
-    ex.start(options, out_dir)  # may raise ExecutorError
+    ex.start(options, out_dir)  # starts in the background
+    ...                         # (find the items meanwhile)
+    ex.wait_ready()             # may raise ExecutorError
     for row in ex.rows(items, options, out_dir): ...
     ex.close()                  # also on cancel (GeneratorExit)
 
@@ -37,6 +39,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -160,6 +163,9 @@ class LocalExecutor:
         self._holding = {}
         for wid in range(self.workers):
             self._spawn(wid)
+
+    def wait_ready(self) -> None:
+        """Nothing to wait for: workers say they are ready per item."""
 
     def _spawn(self, wid: int) -> None:
         inbox = self._ctx.Queue()
@@ -291,11 +297,30 @@ class DaskExecutor:
         self.cluster = None
 
     def start(self, options: CohortOptions, out_dir: str | os.PathLike) -> None:
-        """Start the ``LocalCluster`` or connect to the scheduler.
+        """Start the ``LocalCluster`` or connect to the scheduler, in a
+        thread, so that the workers start while the items are found;
+        :meth:`wait_ready` waits for it and reports a failure."""
+        self._thread = threading.Thread(
+            target=self._connect, args=(options,), name="napari-medcnn-dask-start"
+        )
+        self._error: ExecutorError | None = None
+        self._thread.start()
+
+    def wait_ready(self) -> None:
+        """Wait until the cluster is up and every worker has the model.
 
         Raises:
             ExecutorError: the scheduler cannot be reached.
         """
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+        if self.client is None:
+            raise ExecutorError("DaskExecutor used before start()")
+
+    def _connect(self, options: CohortOptions) -> None:
         import dask
         from distributed import Client, LocalCluster
 
@@ -315,16 +340,21 @@ class DaskExecutor:
                     silence_logs=logging.ERROR,
                 )
                 self.client = Client(self.cluster, set_as_default=False)
+            self.client.register_plugin(_dask_plugin(options))
+            if self.scheduler:
+                info = self.client.scheduler_info()
+                self.workers = max(1, len(info.get("workers", {})))
         except (OSError, TimeoutError) as exc:
-            self.close()
             where = self.scheduler or "a local cluster"
-            raise ExecutorError(
+            self._error = ExecutorError(
                 f"cannot reach the Dask scheduler at {where}: {exc}"
-            ) from exc
-        self.client.register_plugin(_dask_plugin(options))
-        if self.scheduler:
-            info = self.client.scheduler_info()
-            self.workers = max(1, len(info.get("workers", {})))
+            )
+            self._close_now()
+        except Exception as exc:  # noqa: BLE001 - reported by wait_ready
+            self._error = ExecutorError(
+                f"the Dask cluster did not start ({type(exc).__name__}: {exc})"
+            )
+            self._close_now()
 
     def rows(
         self, items: Sequence[Item], options: CohortOptions, out_dir: str | os.PathLike
@@ -333,8 +363,9 @@ class DaskExecutor:
         None while none does."""
         from distributed import as_completed
 
-        if self.client is None:
-            raise ExecutorError("DaskExecutor.rows before start()")
+        if getattr(self, "_thread", None) is None:
+            self.start(options, out_dir)
+        self.wait_ready()
         out = str(Path(out_dir).resolve())
         pending = deque(items)
         by_future: dict[Any, Item] = {}
@@ -374,7 +405,14 @@ class DaskExecutor:
             self.close()
 
     def close(self) -> None:
-        """Close the client (and the LocalCluster this executor started)."""
+        """Close the client (and the LocalCluster this executor started),
+        after a start still under way has ended."""
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._close_now()
+
+    def _close_now(self) -> None:
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         for thing in (client, cluster):

@@ -216,13 +216,14 @@ def iter_cohort(
         ex = make_executor(executor, workers=workers, scheduler=scheduler)
     except ValueError as exc:
         raise CohortInputError(str(exc)) from exc
-    try:
-        # workers start (import torch, load the model) while items are found
-        ex.start(options, out)
-    except ExecutorError as exc:
-        raise CohortInputError(str(exc)) from exc
+    # workers start (import torch, load the model) while items are found
+    ex.start(options, out)
     try:
         items = yield from _discovered(inputs)
+        try:
+            ex.wait_ready()
+        except ExecutorError as exc:
+            raise CohortInputError(str(exc)) from exc
         out.mkdir(parents=True, exist_ok=True)
         with _Lock(out):
             result = yield from _process(
