@@ -3,9 +3,9 @@
 Both executors run the same pure :func:`~napari_medcnn.cohort.task.process_item`
 and yield its rows as they finish (in completion order; the run sorts them
 back into input order), and ``None`` as a heartbeat every fraction of a
-second while no row comes, so that a cancel is honoured promptly.  Each starts in the background
-while the run finds its items, and a bad setting (an unreachable scheduler)
-is reported before anything is written:
+second while no row comes, so that a cancel is honoured promptly.  Each
+starts in the background while the run finds its items, and a bad setting
+(an unreachable scheduler) is reported before anything is written:
 
     ex = make_executor("dask", workers=2, scheduler=None)
     ex.start(options, out_dir)  # starts in the background
@@ -71,10 +71,13 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def _one_thread() -> None:
     """One torch/BLAS thread in this worker process (N workers share the
     cores; more threads each would only fight over them)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in _THREAD_VARS:
         os.environ[var] = "1"
     import torch
 
@@ -338,6 +341,8 @@ class DaskExecutor:
                     processes=True,
                     dashboard_address=None,
                     silence_logs=logging.ERROR,
+                    # one BLAS/OpenMP thread from the worker's first import
+                    env=dict.fromkeys(_THREAD_VARS, "1"),
                 )
                 self.client = Client(self.cluster, set_as_default=False)
             self.client.register_plugin(_dask_plugin(options))
