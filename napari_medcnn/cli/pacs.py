@@ -25,8 +25,8 @@ _ACTIONS = {
     "echo": "test the connection (C-ECHO, or a QIDO-RS search)",
     "find": "search studies (or the series of --study) with the filters; "
     "patient names are masked unless --show-names",
-    "get": "retrieve --series (or every series of --study) into --out "
-    "(default: the user cache, <study>/<series>/), atomically: a failed or "
+    "get": "retrieve --series (or every series of --study) into --out DIR "
+    "(required: <DIR>/<study>/<series>/), atomically: a failed or "
     "interrupted retrieve leaves no partial series",
     "send": "store FILES (DICOM files or folders) with STOW-RS or C-STORE, "
     "optionally de-identified first (--deidentify); de-identified objects "
@@ -80,7 +80,7 @@ def _common_options() -> argparse.ArgumentParser:
     f.add_argument("--description")
     f.add_argument("--study", metavar="UID")
     f.add_argument("--series", metavar="UID")
-    p.add_argument("--out", metavar="DIR", help="get: folder (default: the cache)")
+    p.add_argument("--out", metavar="DIR", help="get: folder to write into (required)")
     p.add_argument("--json", action="store_true", help="find: print JSON")
     p.add_argument("--show-names", action="store_true", help="find: show patient names")
     p.add_argument(
@@ -205,6 +205,11 @@ def _get(client, args) -> int:
 
     if not args.study:
         print("error: get needs --study UID (and optionally --series UID)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NOTHING
+    if not args.out:
+        print("error: get needs --out DIR: retrieved series are written only "
+              "into a folder you choose (the PACS cache is deleted at exit)",
               file=sys.stderr)  # fmt: skip
         return EXIT_NOTHING
     if args.series:

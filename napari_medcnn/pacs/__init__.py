@@ -12,6 +12,9 @@ DIMSE, with a local folder as a third, offline implementation.
 * :func:`send`: stores files with a client, after the privacy rule
   (:func:`~napari_medcnn.pacs.store.refuse_deidentified`: de-identified
   objects only with ``confirm_deidentified=True``).
+* :func:`session_cache`: where retrieves without a destination go, a
+  temporary folder (mode 0700) removed by :func:`clear_session_cache` and
+  at exit.
 * :func:`retrieve`: drains a client's ``retrieve_series`` progress
   generator and loads the series with :func:`napari_medcnn.io.load`.
 
@@ -28,7 +31,9 @@ from napari_medcnn.pacs.client import (
     SeriesResult,
     StudyResult,
     cache_root,
+    clear_session_cache,
     series_dir,
+    session_cache,
 )
 from napari_medcnn.pacs.server import (
     PacsError,
@@ -50,6 +55,7 @@ __all__ = [
     "StoreResult",
     "StudyResult",
     "cache_root",
+    "clear_session_cache",
     "connect",
     "delete_profile",
     "load_profiles",
@@ -58,6 +64,7 @@ __all__ = [
     "save_profile",
     "send",
     "series_dir",
+    "session_cache",
 ]
 
 

@@ -9,6 +9,12 @@ folder beside the target (:class:`SeriesStaging`) and the folder is renamed
 into place only when the series is complete, so an error, a cancel
 (``cancel`` set, or the generator closed by ``worker.quit()``) or a crash
 leaves no partial series in the cache.
+
+Without a destination, series go to the per-session cache
+(:func:`session_cache`): a temporary folder, mode 0700, removed by
+:func:`clear_session_cache` and at interpreter exit, so nothing retrieved
+from a PACS stays on disk after the session unless the user saved it
+(``dest``: a folder the user chose).
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ __all__ = [
     "StudyResult",
     "cache_root",
     "check_cancel",
+    "clear_session_cache",
+    "in_session_cache",
     "normalise_filters",
     "series_dir",
+    "session_cache",
 ]
 
 #: a cancel request: an Event that is set, or a callable that returns True
@@ -256,21 +265,58 @@ def check_cancel(cancel: Cancel, server: Server | str, what: str) -> None:
 
 
 # -- the cache --------------------------------------------------------------
-def cache_root() -> Path:
-    """``<user cache>/napari-medcnn/pacs`` (created, mode 0700)."""
-    import platformdirs
+_session_lock = threading.Lock()
+_session: Path | None = None
+_atexit_registered = False
 
-    root = Path(platformdirs.user_cache_dir("napari-medcnn")) / "pacs"
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(root, 0o700)
-    return root
+
+def session_cache() -> Path:
+    """This process's PACS cache: a temporary folder (mode 0700, made on
+    first use with ``tempfile.mkdtemp(prefix="napari-medcnn-pacs-")``) that
+    :func:`clear_session_cache` removes, and that is removed at interpreter
+    exit (``atexit``).  Nothing retrieved into it outlives the session."""
+    global _session, _atexit_registered
+    with _session_lock:
+        if _session is None or not _session.is_dir():
+            _session = Path(tempfile.mkdtemp(prefix="napari-medcnn-pacs-"))
+            os.chmod(_session, 0o700)
+        if not _atexit_registered:
+            import atexit
+
+            atexit.register(clear_session_cache)
+            _atexit_registered = True
+        return _session
+
+
+def clear_session_cache() -> bool:
+    """Delete the session cache and everything retrieved into it (a later
+    retrieve makes a fresh one).  Returns whether there was one."""
+    global _session
+    with _session_lock:
+        folder, _session = _session, None
+    if folder is None:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def in_session_cache(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in the current session cache."""
+    folder = _session
+    return folder is not None and Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def cache_root() -> Path:
+    """Where retrieves without a destination go: :func:`session_cache`."""
+    return session_cache()
 
 
 _UID = re.compile(r"[0-9A-Za-z.\-_]{1,64}")
 
 
 def series_dir(dest: str | os.PathLike | None, study_uid: str, series_uid: str) -> Path:
-    """``<dest>/<study UID>/<series UID>`` (``dest`` None: :func:`cache_root`).
+    """``<dest>/<study UID>/<series UID>`` (``dest`` None: the
+    :func:`session_cache`, deleted at exit).
 
     Raises:
         ValueError: a UID with characters that do not belong in a UID (a
@@ -396,7 +442,7 @@ class PacsClient(Protocol):
         dest: str | os.PathLike | None = None,
         cancel: Cancel = None,
     ) -> Generator[tuple[str, int, int], None, Path]:
-        """Retrieve one series into ``<dest or cache>/<study>/<series>``.
+        """Retrieve one series into ``<dest or session cache>/<study>/<series>``.
 
         Yields ``("retrieve", i, n)``; returns the folder (complete, or
         not there at all)."""

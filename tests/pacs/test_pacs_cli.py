@@ -120,6 +120,9 @@ def test_cli_errors_exit_2_without_secrets(env, capsys, caplog, monkeypatch):
     assert rc == 2 and "connection refused" in err
     rc, _, err = run(["pacs", "get", *web_args(env)], capsys, caplog)
     assert rc == 2 and "--study" in err
+    rc, _, err = run(["pacs", "get", *web_args(env), "--study", "1.2.3"],
+                     capsys, caplog)  # fmt: skip
+    assert rc == 2 and "get needs --out DIR" in err and "deleted at exit" in err
     rc, _, err = run(["pacs", "echo", "--dimse", "nonsense"], capsys, caplog)
     assert rc == 2 and "AET@HOST:PORT" in err
 

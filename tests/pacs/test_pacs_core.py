@@ -18,13 +18,20 @@ from napari_medcnn.pacs import (
     Secret,
     Server,
     cache_root,
+    clear_session_cache,
     delete_profile,
     load_profiles,
     profiles_path,
     save_profile,
     series_dir,
+    session_cache,
 )
-from napari_medcnn.pacs.client import SeriesStaging, date_range, normalise_filters
+from napari_medcnn.pacs.client import (
+    SeriesStaging,
+    date_range,
+    in_session_cache,
+    normalise_filters,
+)
 from napari_medcnn.pacs.dicomweb import DicomWebClient
 from napari_medcnn.pacs.dimse import DimseClient
 from napari_medcnn.pacs.folder import FolderPacs
@@ -132,10 +139,77 @@ def test_series_dir_refuses_paths(tmp_path):
             series_dir(tmp_path, bad, "1.2")
 
 
-def test_cache_root_is_private(user_dirs):
+@pytest.fixture
+def session(tmp_path, monkeypatch):
+    """A fresh session cache under ``tmp_path`` (removed afterwards)."""
+    import tempfile
+
+    clear_session_cache()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    yield tmp_path / "tmp"
+    clear_session_cache()
+
+
+def test_session_cache_is_private_and_temporary(session, user_dirs):
     root = cache_root()
-    assert root == user_dirs / "cache" / "napari-medcnn" / "pacs"
+    assert root == session_cache() and root.parent == session
+    assert root.name.startswith("napari-medcnn-pacs-")
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert not (user_dirs / "cache").exists()  # nothing in the user cache
+    folder = series_dir(None, "1.2", "3.4")
+    assert folder == root / "1.2" / "3.4"
+
+
+def test_clear_session_cache_removes_everything(session, tmp_path):
+    sent = make_deid_series(tmp_path / "src", seed=4, n=2)
+    pacs = FolderPacs(tmp_path / "pacs")
+    pacs.store([sent.folder])
+    folder = drain(pacs.retrieve_series(sent.study_uid, sent.series_uid))
+    root = session_cache()
+    assert folder.is_relative_to(root) and len(list(folder.glob("*.dcm"))) == 2
+    assert in_session_cache(folder) and not in_session_cache(sent.folder)
+    assert clear_session_cache()
+    assert not root.exists() and list(session.iterdir()) == []
+    assert not clear_session_cache()  # nothing left to clear
+    again = session_cache()  # a later retrieve gets a fresh folder
+    assert again != root and stat.S_IMODE(again.stat().st_mode) == 0o700
+
+
+_AT_EXIT = """
+import sys
+from pathlib import Path
+from napari_medcnn._progress import drain
+from napari_medcnn.pacs.folder import FolderPacs
+pacs = FolderPacs(Path(sys.argv[1]))
+folder = drain(pacs.retrieve_series(sys.argv[2], sys.argv[3]))
+assert len(list(folder.glob("*.dcm"))) == 2
+print(folder)
+"""
+
+
+def test_session_cache_is_removed_at_exit(tmp_path):
+    """A process that retrieves into the session cache and exits leaves
+    nothing on disk (``atexit``)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sent = make_deid_series(tmp_path / "src", seed=5, n=2)
+    FolderPacs(tmp_path / "pacs").store([sent.folder])
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, str(tmp_path / "pacs"),
+         sent.study_uid, sent.series_uid],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.is_relative_to(tmp) and folder.name == sent.series_uid
+    assert not folder.exists() and list(tmp.iterdir()) == []
 
 
 def test_staging_is_all_or_nothing(tmp_path):
@@ -151,9 +225,9 @@ def test_staging_is_all_or_nothing(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
 
 
-def test_folder_pacs_round_trip(tmp_path, user_dirs):
+def test_folder_pacs_round_trip(tmp_path, user_dirs, session):
     """The local implementation: store, find (filters), retrieve into the
-    user cache (default), load; cancel leaves nothing."""
+    session cache (default), load; cancel leaves nothing."""
     sent = make_deid_series(tmp_path / "src", seed=3, n=4)
     pacs = FolderPacs(tmp_path / "pacs", name="offline")
     stored = pacs.store([sent.folder, tmp_path / "missing.dcm"])

@@ -84,11 +84,27 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def user_dirs(monkeypatch, tmp_path, caplog):
-    """A fresh config and cache folder; DEBUG logs captured."""
+    """A fresh config and cache folder, and a fresh session cache under
+    ``tmp_path / "tmp"``; DEBUG logs captured."""
+    import tempfile
+
+    from napari_medcnn.pacs import clear_session_cache
+
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path
+    clear_session_cache()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    yield tmp_path
+    clear_session_cache()
+
+
+def _on_disk(user_dirs: Path) -> list[Path]:
+    """Everything in the temporary folder the session cache lives in, and
+    in the user cache (where retrieves went before)."""
+    roots = (user_dirs / "tmp", user_dirs / "cache" / "napari-medcnn")
+    return [p for root in roots for p in root.rglob("*")]
 
 
 def _dock(viewer):
@@ -193,10 +209,12 @@ def test_search_retrieve_classify_send_sr(
     np.testing.assert_allclose(layer.scale, kwargs["scale"])
     np.testing.assert_allclose(layer.translate, kwargs["translate"])
     np.testing.assert_allclose(layer.metadata["affine"], kwargs["metadata"]["affine"])
+    from napari_medcnn.pacs import session_cache
+
     folder = w.last_retrieved.folders[0]
-    assert folder == user_dirs / "cache" / "napari-medcnn" / "pacs" / str(
-        stored.study_uid
-    ) / str(stored.series_uid)
+    root = session_cache()
+    assert root.parent == user_dirs / "tmp"
+    assert folder == root / str(stored.study_uid) / str(stored.series_uid)
 
     # classify, then send the SR of the classification
     _classify(layer, tiny)
@@ -225,6 +243,11 @@ def test_search_retrieve_classify_send_sr(
     _no_phi(w.status.text(), w.test_status.text(), w.send_target.text(), *ours)
     assert PASSWORD not in caplog.text
 
+    # closing the panel deletes the session cache: nothing retrieved stays
+    assert folder.is_dir()  # kept while the panel is open ("Send results")
+    w.close()
+    assert not root.exists() and _on_disk(user_dirs) == []
+
 
 @pytest.mark.gui
 def test_cancelled_retrieve_loads_and_keeps_nothing(
@@ -243,9 +266,46 @@ def test_cancelled_retrieve_loads_and_keeps_nothing(
     assert w.last_retrieved is not None and w.last_retrieved.cancelled
     assert "cancelled" in w.status.text()
     assert len(viewer.layers) == n_before
-    cache = user_dirs / "cache" / "napari-medcnn" / "pacs"
-    assert [p for p in cache.rglob("*") if p.is_file()] == []
-    assert not (cache / str(stored.study_uid) / str(stored.series_uid)).exists()
+    assert [p for p in _on_disk(user_dirs) if p.is_file()] == []
+
+
+@pytest.mark.gui
+def test_retrieve_error_keeps_nothing(make_napari_viewer, qtbot, stored, user_dirs):
+    """A retrieve from a server that stopped answering fails with the
+    reason; nothing of it is on disk."""
+    from napari_medcnn.pacs.orthanc import free_port
+
+    viewer = make_napari_viewer()
+    w = _dock(viewer)
+    w.set_server(stored.server())
+    _search(qtbot, w, patient_id=PHI_ID, modality="MR")
+    assert len(w.rows) == 1
+    w.select_rows([0])
+    w.address_edit.setText(f"http://127.0.0.1:{free_port()}/dicom-web")
+    n_before = len(viewer.layers)
+    assert w.retrieve()
+    _idle(qtbot, w)
+    assert w.status.text().startswith("Retrieve failed: "), w.status.text()
+    assert len(viewer.layers) == n_before
+    assert [p for p in _on_disk(user_dirs) if p.is_file()] == []
+
+
+def test_retrieve_job_error_deletes_what_it_retrieved(stored, user_dirs):
+    """The retrieve job: a series that fails after one that arrived
+    leaves nothing in the session cache (a chosen folder is kept)."""
+    from napari_medcnn._progress import drain
+    from napari_medcnn.pacs import PacsError
+    from napari_medcnn.widgets.pacs.jobs import iter_retrieve_job
+
+    good = (str(stored.study_uid), str(stored.series_uid))
+    bad = (str(stored.study_uid), "1.2.826.0.1.3680043.99.1")
+    with pytest.raises(PacsError):
+        drain(iter_retrieve_job(stored.server(), [good, bad]))
+    assert [p for p in _on_disk(user_dirs) if p.is_file()] == []
+    mine = user_dirs / "mine"
+    with pytest.raises(PacsError):
+        drain(iter_retrieve_job(stored.server(), [good, bad], mine))
+    assert len(list((mine / good[0] / good[1]).glob("*.dcm"))) == 6
 
 
 @pytest.mark.gui
@@ -359,3 +419,28 @@ def test_send_seg_and_parametric_map_then_retrieve_skips_them(
         f"Retrieved {len(w.rows)} series: {n_added} layer(s) added. "
         f"{len(got.not_images)} series hold no image (not loaded)."
     )
+
+
+@pytest.mark.gui
+def test_a_destroyed_panel_deletes_the_session_cache(
+    make_napari_viewer, qtbot, user_dirs
+):
+    """The panel's ``destroyed`` path (napari deleting the dock) clears the
+    session cache; a panel with a chosen ``cache_dir`` leaves it alone."""
+    from napari_medcnn.pacs import series_dir
+    from napari_medcnn.widgets.pacs import PacsWidget
+
+    viewer = make_napari_viewer()
+    mine = user_dirs / "mine"
+    kept = PacsWidget(viewer, cache_dir=mine)
+    series_dir(mine, "1.2", "3.4").mkdir(parents=True)
+    kept.close()
+    assert (mine / "1.2" / "3.4").is_dir()
+
+    w = PacsWidget(viewer)
+    folder = series_dir(None, "1.2", "3.4")
+    folder.mkdir(parents=True)
+    (folder / "a.dcm").write_bytes(b"x")
+    w.deleteLater()
+    qtbot.waitUntil(lambda: not folder.exists(), timeout=WAIT_MS)
+    assert _on_disk(user_dirs) == []

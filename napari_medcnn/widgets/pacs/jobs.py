@@ -43,7 +43,8 @@ class Retrieved:
     Attributes:
         layers: ``(data, add_kwargs, "image")`` per scan, as the plugin's
             reader gives them (geometry in mm, metadata).
-        folders: the retrieved series folders (in the cache).
+        folders: the retrieved series folders (in the session cache, or
+            the destination given).
         cancelled: the user cancelled: nothing is to be loaded.
         not_images: reasons, one per retrieved series that holds no image
             (an SR, a SEG...: kept in the cache, not loaded); no paths.
@@ -101,15 +102,17 @@ def iter_retrieve_job(
     cancel: threading.Event | None = None,
 ) -> Generator[tuple[str, int, int], None, Retrieved]:
     """Retrieve ``(study UID, series UID)`` pairs into ``dest`` (None: the
-    user cache) and read them with :func:`napari_medcnn.io.load`, the same
-    reader as a disk load.
+    session cache, :func:`napari_medcnn.pacs.session_cache`) and read them
+    with :func:`napari_medcnn.io.load`, the same reader as a disk load.
 
     Yields ``("retrieve", i, n)`` per instance of the series being
     retrieved (``n`` its instance count) and ``("series", k, m)`` after
     each series.  A set ``cancel`` stops the retrieve at the next
     instance: the series in progress leaves nothing in the cache, and the
     job returns ``Retrieved(cancelled=True)`` with no layers, so nothing is
-    loaded.
+    loaded.  After a cancel or an error, the series this job already
+    retrieved into the session cache are deleted too (a ``dest`` the
+    caller chose is left as it is).
 
     A series that holds no image (an SR, a SEG) is kept in the cache and
     listed in ``Retrieved.not_images``; the others still load.
@@ -123,27 +126,49 @@ def iter_retrieve_job(
 
     client = connect(server)
     out = Retrieved()
-    for k, (study_uid, series_uid) in enumerate(items, 1):
-        try:
-            folder = yield from client.retrieve_series(
-                study_uid, series_uid, dest, cancel=cancel
-            )
-        except PacsError:
+    kept = False
+    try:
+        for k, (study_uid, series_uid) in enumerate(items, 1):
+            try:
+                folder = yield from client.retrieve_series(
+                    study_uid, series_uid, dest, cancel=cancel
+                )
+            except PacsError:
+                if cancel is not None and cancel.is_set():
+                    return Retrieved(cancelled=True)
+                raise
+            out.folders.append(folder)
+            try:
+                scans = guarded_call(load, folder)
+            except ScanReadError as exc:  # an SR, a SEG: nothing to show
+                out.not_images.append(str(getattr(exc, "reason", "") or "no image"))
+                scans = []
+            for scan in scans:
+                out.layers.append(scan.to_layer_data())
+            yield ("series", k, len(items))
             if cancel is not None and cancel.is_set():
-                return Retrieved(folders=out.folders, cancelled=True)
-            raise
-        out.folders.append(folder)
-        try:
-            scans = guarded_call(load, folder)
-        except ScanReadError as exc:  # an SR, a SEG: nothing to show
-            out.not_images.append(str(getattr(exc, "reason", "") or "no image"))
-            scans = []
-        for scan in scans:
-            out.layers.append(scan.to_layer_data())
-        yield ("series", k, len(items))
-        if cancel is not None and cancel.is_set():
-            return Retrieved(folders=out.folders, cancelled=True)
-    return out
+                return Retrieved(cancelled=True)
+        kept = True
+        return out
+    finally:
+        if not kept and dest is None:  # an error, a cancel: nothing is kept
+            _forget(out.folders)
+
+
+def _forget(folders: Sequence[Path]) -> None:
+    """Delete series folders of the session cache (and their study folder
+    when it is left empty); a folder the user chose is never touched."""
+    import contextlib
+    import shutil
+
+    from napari_medcnn.pacs.client import in_session_cache
+
+    for folder in folders:
+        if not in_session_cache(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
 
 
 def send_job(

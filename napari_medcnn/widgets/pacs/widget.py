@@ -6,6 +6,12 @@ A stateful panel (a small ``QWidget``).  Every network call runs in a napari
 the next instance (the series in progress leaves nothing in the cache and
 nothing is loaded) and any other job at its next step.
 
+Retrieved series go to the session cache
+(:func:`napari_medcnn.pacs.session_cache`, mode 0700) unless a
+``cache_dir`` is given: a cancel or an error deletes what the retrieve
+wrote, closing the panel deletes the session cache, and the process
+deletes it at exit.
+
 Privacy: patient names are masked in the table (``patient <key>``) unless
 "Show names" is ticked; status lines, notifications and logs carry no
 patient data; the password field is masked, the password lives in the
@@ -89,7 +95,11 @@ class PacsWidget(WorkerPanel, QWidget):
         viewer: the napari viewer retrieved series are added to, and whose
             current layer "Send results" sends.
         cache_dir: where retrieved series go (``<study>/<series>/``);
-            None: the user cache (:func:`napari_medcnn.pacs.cache_root`).
+            None: the session cache (:func:`napari_medcnn.pacs.session_cache`,
+            a temporary folder, mode 0700), which the panel deletes when it
+            closes (and the process at exit).  The files of a loaded series
+            stay there while the panel is open: "Send results" builds its
+            objects against them.
     """
 
     def __init__(
@@ -111,6 +121,8 @@ class PacsWidget(WorkerPanel, QWidget):
         # a closed panel stops its job; the slot must not hold `self`
         self._job = JobHandle()
         self.destroyed.connect(self._job.quit)
+        if cache_dir is None:  # nothing retrieved outlives the panel
+            self.destroyed.connect(_clear_session_cache)
 
         # -- server -----------------------------------------------------------
         self.profile_combo = QComboBox()
@@ -467,6 +479,14 @@ class PacsWidget(WorkerPanel, QWidget):
         what = " + ".join(plan.kinds)
         return self._begin(worker, "send", f"Sending {what} of '{layer.name}'…")
 
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """Closing the panel stops its job and deletes the session cache."""
+        if self._job.worker is not None:
+            self._job.quit()
+        if self.cache_dir is None:
+            _clear_session_cache()
+        super().closeEvent(event)
+
     def cancel(self) -> None:
         """Stop the running job: a retrieve at its next instance (nothing
         kept, nothing loaded), any other job after its current step."""
@@ -664,6 +684,13 @@ class PacsWidget(WorkerPanel, QWidget):
             not busy and self._viewer.layers.selection.active is not None
         )
         self.cancel_button.setEnabled(busy)
+
+
+def _clear_session_cache(*_args: Any) -> None:
+    """Delete the session cache (a closed panel; must not hold the panel)."""
+    from napari_medcnn.pacs import clear_session_cache
+
+    clear_session_cache()
 
 
 def _disconnect(connections: Any, *_args: Any) -> None:
