@@ -237,6 +237,24 @@ def safe_file_stem(ds: Any, kind: str) -> str:
     return f"{kind}_{modality}_{num}{uid[:8]}"
 
 
+def write_result(
+    ds: Any,
+    out: str | os.PathLike,
+    source: Any,
+    kind: str,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a result object to ``out``: a ``.dcm`` file, or a folder where
+    the file is named :func:`safe_file_stem` of ``source`` (the first source
+    dataset) and ``kind`` (``SR``, ``PM``, ``SEG``) plus ``.dcm``; see
+    :func:`write_dataset`.  Returns the path written."""
+    path = Path(out)
+    if not path.name.lower().endswith(".dcm"):
+        path = path / (safe_file_stem(source, kind) + ".dcm")
+    return write_dataset(ds, path, overwrite=overwrite)
+
+
 def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a DICOM dataset (a highdicom object) to ``path`` atomically.
 

@@ -36,8 +36,8 @@ from napari_medcnn.export.common import (
     Algorithm,
     common_kwargs,
     copy_laterality,
-    safe_file_stem,
     write_dataset,
+    write_result,
 )
 from napari_medcnn.export.sources import SourceImages, source_images
 
@@ -250,10 +250,7 @@ def write_parametric_map(
     ``.dcm`` file, or a folder: then ``PM_<modality>_s<n>_<hex>.dcm``)."""
     src = _sources(source, result)
     pm = saliency_parametric_map(result, src, card=card)
-    path = Path(out)
-    if not path.name.lower().endswith(".dcm"):
-        path = path / (safe_file_stem(src.first, "PM") + ".dcm")
-    return write_dataset(pm, path, overwrite=overwrite)
+    return write_result(pm, out, src.first, "PM", overwrite=overwrite)
 
 
 def write_secondary_capture(

@@ -34,8 +34,7 @@ from napari_medcnn.export.common import (
     ExportError,
     class_code,
     common_kwargs,
-    safe_file_stem,
-    write_dataset,
+    write_result,
 )
 from napari_medcnn.export.sources import SourceImages, source_images
 
@@ -172,7 +171,4 @@ def write_segmentation(
     to it (segment names, algorithm, category)."""
     src = source if isinstance(source, SourceImages) else source_images(source)
     seg = segmentation(data, src, **options)
-    path = Path(out)
-    if not path.name.lower().endswith(".dcm"):
-        path = path / (safe_file_stem(src.first, "SEG") + ".dcm")
-    return write_dataset(seg, path, overwrite=overwrite)
+    return write_result(seg, out, src.first, "SEG", overwrite=overwrite)

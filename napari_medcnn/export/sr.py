@@ -45,8 +45,7 @@ from napari_medcnn.export.common import (
     Algorithm,
     common_kwargs,
     private_code,
-    safe_file_stem,
-    write_dataset,
+    write_result,
 )
 from napari_medcnn.export.sources import SourceImages, source_images
 
@@ -264,7 +263,4 @@ def write_classification_sr(
     """
     src = source if isinstance(source, SourceImages) else source_images(source)
     sr = classification_sr(result, src, card=card)
-    path = Path(out)
-    if not path.name.lower().endswith(".dcm"):
-        path = path / (safe_file_stem(src.first, "SR") + ".dcm")
-    return write_dataset(sr, path, overwrite=overwrite)
+    return write_result(sr, out, src.first, "SR", overwrite=overwrite)
