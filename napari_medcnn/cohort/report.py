@@ -46,6 +46,7 @@ from typing import Any
 
 from napari_medcnn import __version__
 from napari_medcnn._atomic import atomic_write_text
+from napari_medcnn.cohort.results import OWN_COLUMNS
 from napari_medcnn.inference.records import json_safe, scrub
 
 __all__ = [
@@ -76,37 +77,6 @@ THUMBNAIL_PX = 320
 _PHI_COLUMN = re.compile(
     r"patient|birth|^dob$|dateofbirth|^mrn$|medicalrecord|^ssn$|socialsecurity"
     r"|accession|^(first|last|given|family|sur|full|maiden)names?$|^initials$"
-)
-
-#: columns the report lays out itself; any other is a manifest column
-#: shown at the end of the table.
-KNOWN_COLUMNS = frozenset(
-    {
-        "key",
-        "path",
-        "series_uid",
-        "id",
-        "name",
-        "kind",
-        "status",
-        "error",
-        "label",
-        "probability",
-        "in_domain",
-        "domain_score",
-        "domain_reasons",
-        "uncertainty",
-        "scope",
-        "n_slices",
-        "explain_method",
-        "saliency_file",
-        "saliency_warnings",
-        "thumbnail",
-        "model_id",
-        "model_name",
-        "t_total_s",
-        "finished_at",
-    }
 )
 
 
@@ -388,7 +358,7 @@ def _extra_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:
         for k in r:
-            if k not in KNOWN_COLUMNS and not k.startswith("p_") and k not in seen:
+            if k not in OWN_COLUMNS and not k.startswith("p_") and k not in seen:
                 seen[k] = None
     return list(seen)
 

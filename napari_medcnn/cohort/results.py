@@ -60,6 +60,9 @@ TAIL = (
     "worker",
     "worker_peak_rss_mb",
 )
+#: every column a cohort row has of its own (besides ``p_<class>``); any
+#: other column came from the manifest
+OWN_COLUMNS = frozenset((*HEAD, *RESULT, *TAIL))
 FLOATS = {
     "probability",
     "domain_score",
@@ -174,18 +177,16 @@ def write_results(
     out_dir: str | os.PathLike,
     *,
     classes: Sequence[str],
-    run: Mapping[str, Any],
+    summary: Mapping[str, Any],
 ) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.parquet`` and ``summary.json`` into
-    ``out_dir`` (atomically, replacing the previous run's); their paths by
-    name, and the summary under ``"summary"`` in the returned dict's
-    ``summary.json`` file."""
+    """Write ``results.csv``, ``results.parquet`` and ``summary.json`` (the
+    given :func:`summary`) into ``out_dir``, atomically, replacing the
+    previous run's; their paths by name (``csv``, ``parquet``, ``summary``)."""
     out = Path(out_dir)
     cols = columns(rows, classes)
-    paths = {
+    text = json.dumps(summary, indent=2, sort_keys=False)
+    return {
         "csv": atomic_write(out / "results.csv", to_csv(rows, cols).encode()),
         "parquet": atomic_write(out / "results.parquet", to_parquet(rows, cols)),
+        "summary": atomic_write(out / "summary.json", (text + "\n").encode()),
     }
-    text = json.dumps(summary(rows, run=run), indent=2, sort_keys=False)
-    paths["summary"] = atomic_write(out / "summary.json", (text + "\n").encode())
-    return paths

@@ -453,3 +453,21 @@ def test_renders_in_headless_chromium(report, tmp_path):
     table = [a for a in page.all("table") if a.get("id") == "results"][0]
     assert table["data-sorted"] == "name:asc"
     assert "3 of 10 items" in " ".join(page.text)
+
+
+def test_only_manifest_columns_are_shown_as_extra_columns(tmp_path):
+    """A row's own columns (timings, worker, trust AUCs...) are not manifest
+    columns: only the manifest's own ones get extra table columns."""
+    from napari_medcnn.cohort.report import write_report
+
+    row = {
+        "key": "0123456789abcdef", "path": "a.nii.gz", "status": "ok",
+        "label": "tumor", "probability": 0.9, "p_no_tumor": 0.1, "p_tumor": 0.9,
+        "worker": "host:1", "worker_peak_rss_mb": 300.0, "t_load_s": 0.1,
+        "top_slice": 3, "saliency_trusted": True, "saliency_deletion_auc": 0.2,
+        "site": "north-campus",
+    }  # fmt: skip
+    text = write_report([row], tmp_path, classes=["no_tumor", "tumor"]).read_text()
+    assert ">site<" in text
+    for own in ("worker_peak_rss_mb", "t_load_s", "saliency_deletion_auc"):
+        assert f">{own}<" not in text
