@@ -34,7 +34,7 @@ from typing import Any
 from napari_medcnn.cohort.executors import ExecutorError, make_executor
 from napari_medcnn.cohort.items import CohortInputError, Item, iter_discover
 from napari_medcnn.cohort.journal import JOURNAL_NAME, Journal
-from napari_medcnn.cohort.results import write_results
+from napari_medcnn.cohort.results import summary, write_results
 from napari_medcnn.cohort.task import CohortOptions, load_model, task_id
 
 __all__ = ["CohortEvent", "CohortResult", "iter_cohort", "OUTPUT_NAMES"]
@@ -312,10 +312,8 @@ def _finish(
         "complete": len(rows) == len(items),
         "cancelled": cancelled,
     }
-    files = write_results(rows, out, classes=card.classes, run=run)
-    from napari_medcnn.cohort.results import summary
-
     summ = summary(rows, run=run)
+    files = write_results(rows, out, classes=card.classes, summary=summ)
     if report:
         from napari_medcnn.cohort.report import write_report
 

@@ -474,9 +474,12 @@ def process_item(
         if not options.include_phi:
             from napari_medcnn.io.metadata import redact
 
-            # the original headers' strings too: a de-identified copy no
-            # longer knows the name its folder was given
-            path = redact(path, scan.phi_tokens | _header_tokens(item))
+            tokens = scan.phi_tokens
+            if options.deidentify:
+                # a de-identified copy no longer knows the name its folder
+                # was given: the original headers' strings too
+                tokens = tokens | _header_tokens(item)
+            path = redact(path, tokens)
         record = classification_record(
             result,
             name=scan.name,
