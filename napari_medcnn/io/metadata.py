@@ -168,7 +168,8 @@ REDACTED = "[redacted]"
 
 def phi_tokens(ds: Dataset) -> frozenset[str]:
     """The identifying strings of ``ds``: each :data:`IDENTITY_TAGS` value
-    whole, and the parts of names (split at ``^``, spaces, commas).
+    whole, the parts of names (split at ``^``, spaces, commas), and a date
+    (the birth date) also as it is written with separators.
 
     Parts shorter than 3 characters are left out (they would redact ordinary
     words); the tokens are never stored or exported, only used to redact.
@@ -186,8 +187,28 @@ def phi_tokens(ds: Dataset) -> frozenset[str]:
                 continue
             parts = {text, text.replace("^", " ").strip()}
             parts.update(re.split(r"[\^\s,=]+", text))
+            if kw == "PatientBirthDate":
+                parts.update(_date_forms(text))
             out.update(p for p in parts if len(p) >= 3)
     return frozenset(out)
+
+
+_DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+def _date_forms(text: str) -> set[str]:
+    """The ways people write a DICOM date (DA, ``YYYYMMDD``) in a folder or
+    file name: ``1941-12-23``, ``1941.12.23``, ``1941/12/23``,
+    ``1941_12_23``, ``23.12.1941``, ``23-12-1941``, ``23/12/1941``,
+    ``12/23/1941``; none for anything else."""
+    m = _DA.fullmatch(text)
+    if not m:
+        return set()
+    y, mo, d = m.groups()
+    forms = {f"{y}{sep}{mo}{sep}{d}" for sep in "-./_"}
+    forms |= {f"{d}{sep}{mo}{sep}{y}" for sep in "-./_"}
+    forms.add(f"{mo}/{d}/{y}")
+    return forms
 
 
 def redact(text: str, tokens: frozenset[str] | set[str]) -> str:
