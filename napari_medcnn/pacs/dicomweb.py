@@ -3,10 +3,14 @@ call of the plugin is in this one module.
 
 Authentication is set on the ``requests`` session (HTTP basic or a bearer
 token), never in a URL or a logged header; HTTPS is verified against
-``server.ca_bundle`` (or the system's CAs).  Every ``requests`` failure is
+``server.ca_bundle`` (or the system's CAs), and ``server.client_cert`` /
+``client_key`` are presented to servers that require a client
+certificate (the files checked first by
+:func:`napari_medcnn.pacs.tls.check_files`).  Every ``requests`` failure is
 turned into a :class:`PacsError` that names the server and the reason
 (connection refused, authentication refused, a timeout, a missing
-resource) with the secrets masked.
+resource, an untrusted certificate, a refused client certificate) with
+the secrets masked.
 
 dicomweb-client (and urllib3 under it) logs every request's URL at DEBUG
 level, query string included, so a search by patient ID or name would put the patient's
@@ -26,6 +30,7 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from pydicom.dataset import Dataset
@@ -41,6 +46,12 @@ from napari_medcnn.pacs.client import (
 )
 from napari_medcnn.pacs.server import PacsError, Secret, Server
 from napari_medcnn.pacs.store import StoreResult, read_for_store
+from napari_medcnn.pacs.tls import (
+    TlsConfigError,
+    check_files,
+    client_context,
+    diagnose,
+)
 
 __all__ = ["DicomWebClient"]
 
@@ -134,6 +145,34 @@ class _CABundleAdapter(requests.adapters.HTTPAdapter):
         return super().send(request, **kwargs)
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    """The ``ssl.SSLError`` inside what requests/urllib3 raise (or the
+    exception itself), for its reason."""
+    import ssl
+
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError):
+            return e
+        for x in (getattr(e, "reason", None), e.__cause__, e.__context__,
+                  *getattr(e, "args", ())):  # fmt: skip
+            if isinstance(x, BaseException):
+                todo.append(x)
+    return exc
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    import ssl
+
+    inner = _innermost(exc)
+    return isinstance(inner, ssl.SSLError) or "ssl" in type(inner).__name__.lower()
+
+
 class DicomWebClient:
     """A :class:`~napari_medcnn.pacs.client.PacsClient` for a DICOMweb
     server (``server.kind == "dicomweb"``).
@@ -163,11 +202,22 @@ class DicomWebClient:
             sess.auth = requests.auth.HTTPBasicAuth(
                 server.user, password.reveal() if password else ""
             )
+        if server.ca_bundle and not Path(server.ca_bundle).is_file():
+            raise PacsError(server, f"CA bundle {server.ca_bundle} not found")
+        if server.url.lower().startswith("https:"):
+            try:
+                check_files(server.ca_bundle, server.client_cert, server.client_key)
+            except TlsConfigError as exc:
+                raise PacsError(server, str(exc)) from None
         if server.ca_bundle:
-            if not Path(server.ca_bundle).is_file():
-                raise PacsError(server, f"CA bundle {server.ca_bundle} not found")
             sess.verify = server.ca_bundle
             sess.mount("https://", _CABundleAdapter(server.ca_bundle))
+        if server.client_cert:
+            sess.cert = (
+                (server.client_cert, server.client_key)
+                if server.client_key
+                else server.client_cert
+            )
         self._session = sess
         t = server.timeout
         self._client = DICOMwebClient(
@@ -211,16 +261,19 @@ class DicomWebClient:
                 reason = exc.response.reason if exc.response is not None else ""
                 why = f"HTTP {code} {reason}".strip()
             raise self._error(f"{why} (while trying to {what})") from None
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as exc:
             raise self._error(
-                f"HTTPS certificate not trusted while trying to {what}: give the "
-                "server's CA bundle (--ca-bundle FILE)"
+                f"{self._ssl_reason(exc)} (while trying to {what})"
             ) from None
         except requests.exceptions.Timeout:
             raise self._error(
                 f"no answer within {t:g} s (timed out while trying to {what})"
             ) from None
         except requests.exceptions.ConnectionError as exc:
+            if _is_tls_failure(exc):  # a TLS 1.3 alert after the handshake
+                raise self._error(
+                    f"{self._ssl_reason(exc)} (while trying to {what})"
+                ) from None
             if "timed out" in str(exc).lower():
                 raise self._error(
                     f"no answer within {t:g} s (timed out while trying to {what})"
@@ -236,6 +289,21 @@ class DicomWebClient:
                 f"unexpected answer while trying to {what} ({type(exc).__name__}: "
                 f"{str(exc)[:200]})"
             ) from None
+
+    def _ssl_reason(self, exc: BaseException) -> str:
+        """One line for an HTTPS failure (see
+        :func:`~napari_medcnn.pacs.tls.describe_ssl_error`)."""
+        s = self.server
+        parts = urlsplit(s.url)
+        try:
+            context = client_context(s.ca_bundle, s.client_cert, s.client_key)
+        except TlsConfigError as err:
+            return str(err)
+        why = diagnose(
+            _innermost(exc), context, parts.hostname or "", parts.port or 443,
+            s.timeout, has_client_cert=bool(s.client_cert),
+        )  # fmt: skip
+        return why.replace("TLS handshake failed", "HTTPS handshake failed", 1)
 
     # get_remaining (paging with offset) is not used: some servers (Orthanc's
     # DICOMweb plugin with filters) ignore the offset and it never ends

@@ -7,9 +7,17 @@ started for the retrieve on ``server.storage_port`` with our calling AE
 title (the PACS must know it as a DICOM node).  The SCP accepts only the
 PACS's AE title as caller and only instances of the requested series.
 
+With ``server.tls`` every association is DICOM TLS (``tls_args`` of
+pynetdicom: the server's certificate verified against ``server.ca_bundle``
+with its host name, our ``client_cert`` presented), and the C-MOVE Storage
+SCP accepts only TLS peers whose certificate ``server.ca_bundle`` signed,
+presenting ``client_cert`` itself (contexts from :mod:`napari_medcnn.pacs.tls`).
+
 A failed association becomes a :class:`PacsError` that names the node and
-the reason: connection refused, no answer within the timeout, or the
-rejection's own reason (e.g. "called AE title not recognised").
+the reason: connection refused, no answer within the timeout, the
+rejection's own reason (e.g. "called AE title not recognised"), or why the
+TLS handshake failed (certificate not trusted, client certificate refused
+or missing, a plain connection to a TLS port).
 """
 
 from __future__ import annotations
@@ -37,6 +45,13 @@ from napari_medcnn.pacs.client import (
 )
 from napari_medcnn.pacs.server import PacsError, Server
 from napari_medcnn.pacs.store import StoreResult, read_for_store
+from napari_medcnn.pacs.tls import (
+    TlsConfigError,
+    client_context,
+    probe,
+    server_context,
+    speaks_tls,
+)
 
 __all__ = ["RETRIEVE_SOP_CLASSES", "DimseClient"]
 
@@ -107,6 +122,14 @@ class DimseClient:
         if server.kind != "dimse":
             raise ValueError(f"{server.label} is not a DIMSE node")
         self.server = server
+        self._tls = None
+        if server.tls:
+            try:
+                self._tls = client_context(
+                    server.ca_bundle, server.client_cert, server.client_key
+                )
+            except TlsConfigError as exc:
+                raise PacsError(server, str(exc)) from None
 
     def __repr__(self) -> str:
         return f"DimseClient({self.server.label!r})"
@@ -123,9 +146,20 @@ class DimseClient:
         ae.connection_timeout = t
         return ae
 
+    def _tls_reason(self) -> str | None:
+        """Why the TLS handshake fails (None: it does not, or no TLS)."""
+        s = self.server
+        if self._tls is None:
+            return None
+        return probe(self._tls, s.host, s.port, s.timeout,
+                     has_client_cert=bool(s.client_cert))  # fmt: skip
+
     def _why_not_connected(self) -> str:
         """Probe the node once to say why no association was made."""
         s = self.server
+        reason = self._tls_reason()
+        if reason:
+            return reason
         try:
             with socket.create_connection((s.host, s.port), timeout=s.timeout):
                 pass
@@ -160,6 +194,8 @@ class DimseClient:
 
         handlers = [(evt.EVT_ACSE_RECV, on_acse), (evt.EVT_CONN_OPEN, on_open)]
         handlers += kwargs.pop("evt_handlers", [])
+        if self._tls is not None:
+            kwargs["tls_args"] = (self._tls, s.host)
         assoc = ae.associate(
             s.host, s.port, ae_title=s.called_aet, evt_handlers=handlers, **kwargs
         )
@@ -175,6 +211,14 @@ class DimseClient:
                 )
             if "open" not in seen:
                 raise self._error(f"{self._why_not_connected()} (trying to {what})")
+            reason = self._tls_reason()
+            if reason:
+                raise self._error(f"{reason} (trying to {what})")
+            if self._tls is None and speaks_tls(s.host, s.port, min(s.timeout, 3.0)):
+                raise self._error(
+                    f"the connection was closed: {s.host}:{s.port} expects DICOM "
+                    f"TLS (use --tls with --ca-bundle) (trying to {what})"
+                )
             raise self._error(
                 f"no answer within {s.timeout:g} s, or the association was "
                 f"aborted (trying to {what})"
@@ -356,11 +400,23 @@ class DimseClient:
             scp.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         lock = threading.Lock()
         handler = self._store_handler(staging, query.SeriesInstanceUID, lock)
+        ssl_context = None
+        if self._tls is not None:
+            if not s.client_cert:
+                raise self._error(
+                    "C-MOVE over DICOM TLS needs our certificate for our Storage "
+                    "SCP (--client-cert FILE); or retrieve with C-GET"
+                )
+            try:
+                ssl_context = server_context(s.client_cert, s.client_key, s.ca_bundle)
+            except TlsConfigError as exc:
+                raise self._error(str(exc)) from None
         try:
             server = scp.start_server(
                 (self._scp_bind_host(), s.storage_port),
                 block=False,
                 evt_handlers=[(evt.EVT_C_STORE, handler)],
+                ssl_context=ssl_context,
             )
         except OSError as exc:
             raise self._error(

@@ -3,7 +3,9 @@
 A :class:`Server` names one PACS: a DICOMweb URL (with optional separate
 QIDO, WADO and STOW prefixes) or a DIMSE node (``AET@host:port``), our
 calling AE title, authentication (HTTP basic or a bearer token), a CA
-bundle for HTTPS and a timeout in seconds.
+bundle for HTTPS (and DICOM TLS), an optional client certificate and key
+(paths, never key material), DIMSE over TLS (``tls``) and a timeout in
+seconds.
 
 Secrets (a password or a token) are :class:`Secret` objects: their
 ``repr`` and ``str`` are ``***``, so a profile can be printed, logged or put
@@ -161,7 +163,13 @@ class Server:
             file) or None; prefer ``password_env`` / ``token_env``.
         password_env, token_env: names of environment variables holding the
             password or the bearer token.
-        ca_bundle: a CA bundle file for HTTPS (None: the system's).
+        ca_bundle: a CA bundle file verifying the server's certificate over
+            HTTPS or DICOM TLS (None: the system's CAs).
+        client_cert, client_key: paths of our client certificate (PEM) and
+            its unencrypted private key (None: the key is in ``client_cert``)
+            for servers that require one (HTTPS or DICOM TLS); for DICOM TLS
+            the certificate is also our Storage SCP's (C-MOVE).
+        tls: DIMSE over TLS (dimse only; DICOMweb uses an https:// URL).
         timeout: seconds to wait for a connection or an answer.
     """
 
@@ -183,6 +191,9 @@ class Server:
     token: Secret | None = field(default=None, repr=False)
     token_env: str | None = None
     ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls: bool = False
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -208,6 +219,11 @@ class Server:
                     f"server {self.name!r}: put no user or password in the URL; "
                     "use --user with --password-env (or the profile)"
                 )
+            if parts.scheme == "http" and (self.tls or self.client_cert):
+                raise ValueError(
+                    f"server {self.name!r}: TLS and client certificates need an "
+                    "https:// URL"
+                )
         else:
             if not (self.host and self.port and self.called_aet):
                 raise ValueError(
@@ -215,6 +231,15 @@ class Server:
                 )
             if self.retrieve not in ("auto", "get", "move"):
                 raise ValueError("retrieve must be 'auto', 'get' or 'move'")
+        self.tls = bool(self.tls)
+        for name in ("ca_bundle", "client_cert", "client_key"):
+            value = getattr(self, name)
+            if value is not None:  # a path, never the key itself
+                setattr(self, name, os.fspath(value) or None)
+        if self.client_key and not self.client_cert:
+            raise ValueError(
+                f"server {self.name!r}: a client key needs its client certificate"
+            )
         self.timeout = float(self.timeout)
         if self.timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
@@ -280,8 +305,9 @@ class Server:
                 if not include_secrets:
                     continue
                 value = value.reveal()
-            if value is not None:
-                out[f.name] = value
+            if value is None or (f.name == "tls" and not value):
+                continue  # an old profile file stays as it was
+            out[f.name] = value
         return out
 
     @classmethod
