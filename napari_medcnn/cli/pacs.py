@@ -4,7 +4,10 @@
 The server is ``--dicomweb URL``, ``--dimse AET@HOST:PORT`` or a saved
 ``--profile NAME``.  Secrets come only from environment variables
 (``--password-env VAR``, ``--token-env VAR``) or the profile, never from
-the command line, and are never printed.  Patient names are masked in
+the command line, and are never printed.  In transit: HTTPS and DICOM TLS
+(``--tls``) verify the server against ``--ca-bundle`` (or the system's
+CAs), and ``--client-cert``/``--client-key`` present a client certificate
+(file paths only).  Patient names are masked in
 ``find`` unless ``--show-names``.
 """
 
@@ -16,7 +19,14 @@ import sys
 import tempfile
 from typing import Any
 
+from napari_medcnn.cli.manifest import PassphraseError
 from napari_medcnn.cli.options import EXIT_DONE, EXIT_NOTHING, EXIT_STATUS, exit_status
+from napari_medcnn.cli.pacs_vault import (
+    add_open_cache,
+    add_vault_options,
+    get_into_vault,
+    send_passphrase,
+)
 
 __all__ = ["add_pacs", "run_pacs", "server_from_args"]
 
@@ -63,7 +73,31 @@ def _common_options() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="U", help="HTTP basic user (DICOMweb)")
     p.add_argument("--password-env", metavar="VAR", help="variable with the password")
     p.add_argument("--token-env", metavar="VAR", help="variable with a bearer token")
-    p.add_argument("--ca-bundle", metavar="F", help="CA bundle for HTTPS")
+    p.add_argument(
+        "--ca-bundle",
+        metavar="F",
+        help="CA bundle (PEM) verifying the server over HTTPS or DICOM TLS "
+        "(default: the system's CAs)",
+    )
+    p.add_argument(
+        "--client-cert",
+        metavar="F",
+        help="our client certificate (PEM) for servers that require one "
+        "(HTTPS or DICOM TLS; also our Storage SCP's for C-MOVE over TLS)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="F",
+        help="its unencrypted private key (PEM); not needed when the "
+        "certificate file holds the key",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="DIMSE over TLS (with --ca-bundle, and --client-cert when the "
+        "PACS requires one); DICOMweb uses an https:// URL instead",
+    )
     p.add_argument("--timeout", type=float, metavar="S", help="seconds (default 30)")
     p.add_argument(
         "--save-profile",
@@ -95,6 +129,7 @@ def _common_options() -> argparse.ArgumentParser:
         help="send: send de-identified objects (or results of a de-identified "
         "scan) too; without it they are refused (--deidentify implies it)",
     )
+    add_vault_options(p)  # --keep-encrypted, --passphrase-file (pacs_vault.py)
     return p
 
 
@@ -119,6 +154,7 @@ def add_pacs(sub: argparse._SubParsersAction) -> None:
         else:
             a.set_defaults(files=[])
     p.set_defaults(func=run_pacs)
+    add_open_cache(acts)  # its own func: needs no server
 
 
 def server_from_args(args: argparse.Namespace) -> Any:
@@ -135,10 +171,13 @@ def server_from_args(args: argparse.Namespace) -> Any:
         ("retrieve", "retrieve"), ("user", "user"),
         ("password_env", "password_env"), ("token_env", "token_env"),
         ("ca_bundle", "ca_bundle"), ("timeout", "timeout"),
+        ("client_cert", "client_cert"), ("client_key", "client_key"),
+        ("tls", "tls"),
     ):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None:
             opts[key] = value
+    _check_files(opts)
     if args.profile:
         profiles = load_profiles()
         if args.profile not in profiles:
@@ -152,6 +191,21 @@ def server_from_args(args: argparse.Namespace) -> Any:
     raise ValueError(
         "give a server: --dicomweb URL, --dimse AET@HOST:PORT or --profile"
     )
+
+
+def _check_files(opts: dict[str, Any]) -> None:
+    """A named CA bundle, certificate or key file must exist (said before
+    any connection, exit status 2)."""
+    import os
+
+    for key, what, flag in (
+        ("ca_bundle", "CA bundle", "--ca-bundle"),
+        ("client_cert", "client certificate", "--client-cert"),
+        ("client_key", "client key", "--client-key"),
+    ):
+        path = opts.get(key)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{what} {path} not found ({flag})")
 
 
 def _study_filters(args) -> dict[str, Any]:
@@ -185,7 +239,14 @@ def _find(client, args) -> int:
             description=args.description,
             series_uid=args.series,
         )
-        rows = [{**s.display_row(), "series_uid": s.series_uid} for s in found]
+        mask = not args.show_names
+        tokens: frozenset[str] = frozenset()
+        if mask:  # a series response need not carry the patient: ask the study
+            for study in client.find_studies(study_uid=args.study):
+                tokens |= study.tokens
+        rows = [
+            {**s.display_row(mask, tokens), "series_uid": s.series_uid} for s in found
+        ]
     else:
         studies = client.find_studies(**_study_filters(args))
         rows = [
@@ -207,6 +268,8 @@ def _get(client, args) -> int:
         print("error: get needs --study UID (and optionally --series UID)",
               file=sys.stderr)  # fmt: skip
         return EXIT_NOTHING
+    if args.keep_encrypted:
+        return get_into_vault(client, args)
     if not args.out:
         print("error: get needs --out DIR: retrieved series are written only "
               "into a folder you choose (the PACS cache is deleted at exit)",
@@ -249,8 +312,9 @@ def _send(client, args) -> int:
 
             try:
                 files = [str(p) for p in deidentify_for_sending(
-                    files, f"{tmp}/out", key_file=args.key)]  # fmt: skip
-            except (DeidError, KeyFileError) as exc:
+                    files, f"{tmp}/out", key_file=args.key,
+                    passphrase=send_passphrase(args))]  # fmt: skip
+            except (DeidError, KeyFileError, PassphraseError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_NOTHING
         # --deidentify asked for de-identified copies: that is the confirmation

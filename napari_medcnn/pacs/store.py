@@ -143,13 +143,24 @@ def deidentify_for_sending(
     out_dir: str | os.PathLike,
     *,
     key_file: str | os.PathLike | None = None,
+    passphrase: str | bytes | None = None,
 ) -> list[Path]:
     """De-identify ``paths`` (PS3.15 Basic Profile, the project's defaults)
     into the new or empty folder ``out_dir``; returns the files to send.
 
+    Args:
+        key_file: the project key (reproducible pseudonyms); None: a
+            one-off key.
+        passphrase: opens an encrypted (sealed) ``key_file``; None: the
+            environment variable ``NAPARI_MEDCNN_PASSPHRASE`` if set.
+
     Raises:
         napari_medcnn.deid.run.DeidError: nothing could be written.
+        napari_medcnn.deid.keys.KeyFileError: the key file cannot be read,
+            is encrypted and no passphrase was given, or the passphrase is
+            wrong ("authentication failed").
     """
     from napari_medcnn.deid.run import deidentify
 
-    return list(deidentify(list(paths), out_dir, key_file=key_file).outputs)
+    result = deidentify(list(paths), out_dir, key_file=key_file, passphrase=passphrase)
+    return list(result.outputs)

@@ -22,6 +22,7 @@ __all__ = [
     "Retrieved",
     "SearchHit",
     "echo_job",
+    "iter_open_vault_job",
     "iter_retrieve_job",
     "iter_search_job",
     "send_job",
@@ -100,6 +101,7 @@ def iter_retrieve_job(
     items: Sequence[tuple[str, str]],
     dest: str | os.PathLike | None = None,
     cancel: threading.Event | None = None,
+    vault: Any = None,
 ) -> Generator[tuple[str, int, int], None, Retrieved]:
     """Retrieve ``(study UID, series UID)`` pairs into ``dest`` (None: the
     session cache, :func:`napari_medcnn.pacs.session_cache`) and read them
@@ -117,8 +119,14 @@ def iter_retrieve_job(
     A series that holds no image (an SR, a SEG) is kept in the cache and
     listed in ``Retrieved.not_images``; the others still load.
 
+    With ``vault`` (an unlocked :class:`napari_medcnn.pacs.vault.Vault`),
+    each series is also sealed into that encrypted cache (``("seal", i,
+    n)`` events) before it is loaded; the plaintext copy is the session
+    cache's, deleted at close and at exit.
+
     Raises:
         PacsError: the PACS failed.
+        VaultError: the encrypted cache cannot be written.
     """
     from napari_medcnn.io import load
     from napari_medcnn.io.scan import ScanReadError
@@ -138,6 +146,8 @@ def iter_retrieve_job(
                     return Retrieved(cancelled=True)
                 raise
             out.folders.append(folder)
+            if vault is not None:
+                yield from vault.iter_add_folder(folder, study_uid, series_uid, cancel)
             try:
                 scans = guarded_call(load, folder)
             except ScanReadError as exc:  # an SR, a SEG: nothing to show
@@ -152,6 +162,55 @@ def iter_retrieve_job(
         return out
     finally:
         if not kept and dest is None:  # an error, a cancel: nothing is kept
+            _forget(out.folders)
+
+
+def iter_open_vault_job(
+    vault: Any,
+    entries: Sequence[Any],
+    cancel: threading.Event | None = None,
+) -> Generator[tuple[str, int, int], None, Retrieved]:
+    """Decrypt series of an encrypted cache (``entries``:
+    :class:`napari_medcnn.pacs.vault.VaultSeries`) into the session cache
+    (mode 0700, deleted at close and at exit) and read them with
+    :func:`napari_medcnn.io.load`, like a retrieve.
+
+    Yields ``("decrypt", i, n)`` per instance and ``("series", k, m)``
+    after each series.  A cancel returns ``Retrieved(cancelled=True)``;
+    after a cancel or an error (a changed file: "authentication failed")
+    what this job decrypted is deleted again.
+
+    Raises:
+        VaultError: a file of the cache was changed, truncated or swapped.
+    """
+    from napari_medcnn.io import load
+    from napari_medcnn.io.scan import ScanReadError
+    from napari_medcnn.pacs import PacsError
+
+    out = Retrieved()
+    kept = False
+    try:
+        for k, entry in enumerate(entries, 1):
+            try:
+                folder = yield from vault.iter_extract(entry, None, cancel=cancel)
+            except PacsError:
+                if cancel is not None and cancel.is_set():
+                    return Retrieved(cancelled=True)
+                raise
+            out.folders.append(folder)
+            try:
+                scans = guarded_call(load, folder)
+            except ScanReadError as exc:
+                out.not_images.append(str(getattr(exc, "reason", "") or "no image"))
+                scans = []
+            out.layers.extend(scan.to_layer_data() for scan in scans)
+            yield ("series", k, len(entries))
+            if cancel is not None and cancel.is_set():
+                return Retrieved(cancelled=True)
+        kept = True
+        return out
+    finally:
+        if not kept:
             _forget(out.folders)
 
 

@@ -10,7 +10,10 @@ Retrieved series go to the session cache
 (:func:`napari_medcnn.pacs.session_cache`, mode 0700) unless a
 ``cache_dir`` is given: a cancel or an error deletes what the retrieve
 wrote, closing the panel deletes the session cache, and the process
-deletes it at exit.
+deletes it at exit.  With "Keep retrieved series encrypted at rest"
+(:mod:`.encrypted`) each retrieved series is also sealed into an encrypted
+cache folder (:mod:`napari_medcnn.pacs.vault`); "Open encrypted…" decrypts
+one into the session cache again.
 
 Privacy: patient names are masked in the table (``patient <key>``) unless
 "Show names" is ticked; status lines, notifications and logs carry no
@@ -49,9 +52,10 @@ from qtpy.QtWidgets import (
 
 from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
 from napari_medcnn.widgets._common.jobs import JobHandle, WorkerPanel
-from napari_medcnn.widgets.pacs import dialogs
+from napari_medcnn.widgets.pacs import dialogs, encrypted
 from napari_medcnn.widgets.pacs.jobs import (
     echo_job,
+    iter_open_vault_job,
     iter_retrieve_job,
     iter_search_job,
     send_job,
@@ -145,6 +149,9 @@ class PacsWidget(WorkerPanel, QWidget):
         self.test_button = QPushButton("Test")
         self.test_status = QLabel("Not tested.")
         self.test_status.setWordWrap(True)
+        self.tls_button = QPushButton("TLS…")  # dialogs.ask_tls_settings
+        self.tls_button.setToolTip("CA bundle, client certificate, DIMSE over TLS")
+        self._tls: dict[str, Any] = {}
         server_box = QGroupBox("Server")
         form = QFormLayout(server_box)
         form.addRow("Profile", self.profile_combo)
@@ -160,6 +167,7 @@ class PacsWidget(WorkerPanel, QWidget):
         form.addRow(save_row)
         test_row = QHBoxLayout()
         test_row.addWidget(self.test_button)
+        test_row.addWidget(self.tls_button)
         test_row.addWidget(self.test_status, 1)
         form.addRow(test_row)
 
@@ -210,6 +218,8 @@ class PacsWidget(WorkerPanel, QWidget):
         )
         self.send_target = QLabel("")
         self.send_target.setWordWrap(True)
+        # -- the encrypted cache (encrypted.py) ---------------------------------
+        self.encrypted_box = encrypted.EncryptedCacheBox()
 
         layout = scrolled_layout(self)
         layout.addWidget(server_box)
@@ -221,15 +231,18 @@ class PacsWidget(WorkerPanel, QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.run_controls)
         layout.addWidget(self.send_target)
+        layout.addWidget(self.encrypted_box)
 
         # -- signals ------------------------------------------------------------
         self.profile_combo.currentTextChanged.connect(self._on_profile_picked)
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
         self.save_button.clicked.connect(self._save_clicked)
         self.test_button.clicked.connect(self.test)
+        self.tls_button.clicked.connect(self._tls_clicked)
         self.search_button.clicked.connect(self.search)
         self.retrieve_button.clicked.connect(self.retrieve)
         self.send_button.clicked.connect(self.send_results)
+        self.encrypted_box.open_button.clicked.connect(self.open_encrypted)
         self.cancel_button.clicked.connect(self.cancel)
         self.show_names.toggled.connect(self._fill_table)
         self.table.itemSelectionChanged.connect(self._update_buttons)
@@ -300,6 +313,7 @@ class PacsWidget(WorkerPanel, QWidget):
         self.password_edit.setText(secret.reveal() if secret else "")
         self.name_edit.setText(server.name)
         self._profile = server
+        self._tls = {k: getattr(server, k) for k in dialogs.TLS_FIELDS}
         self.test_status.setText("Not tested.")
 
     def server(self) -> Any:
@@ -324,7 +338,7 @@ class PacsWidget(WorkerPanel, QWidget):
             keep = {k: v for k, v in base.to_dict().items()
                     if k in ("qido_prefix", "wado_prefix", "stow_prefix",
                              "storage_port", "retrieve", "password_env",
-                             "token_env", "ca_bundle", "timeout")}  # fmt: skip
+                             "token_env", "timeout")}  # fmt: skip
             if base.token is not None:
                 keep["token"] = base.token
         opts: dict[str, Any] = {
@@ -332,6 +346,8 @@ class PacsWidget(WorkerPanel, QWidget):
             "calling_aet": self.calling_aet_edit.text().strip() or "NAPARI_MEDCNN",
             "user": self.user_edit.text().strip() or None,
             "password": self.password_edit.text() or None,
+            **{k: v for k, v in self._tls.items() if k != "tls"},
+            "tls": bool(self._tls.get("tls")) and kind == "dimse",
         }
         name = self.name_edit.text().strip() or address
         if kind == "dicomweb":
@@ -433,13 +449,57 @@ class PacsWidget(WorkerPanel, QWidget):
 
         items = [(self._rows[r][1].study_uid, self._rows[r][1].series_uid)
                  for r in rows]  # fmt: skip
+        vault = None
+        if self.encrypted_box.keep_encrypted:
+            vault, why = self.encrypted_box.unlock()
+            if vault is None:
+                self._say(f"Not retrieved: {why}")
+                return False
         self._cancel = threading.Event()
         worker = thread_worker(
             iter_retrieve_job, start_thread=False, ignore_errors=True
-        )(server, items, self.cache_dir, self._cancel)
+        )(server, items, self.cache_dir, self._cancel, vault)
         worker.yielded.connect(self._on_step)
         worker.returned.connect(self._on_retrieved)
         return self._begin(worker, "retrieve", f"Retrieving {len(items)} series…")
+
+    def open_encrypted(self, index: int | None = None) -> bool:
+        """Decrypt a series of the encrypted cache into the session cache
+        (removed when the panel closes) and open it, in a worker; asks for
+        the folder, the passphrase and the series (``index`` into
+        :meth:`~napari_medcnn.pacs.vault.Vault.series` skips that
+        question).  Returns whether it started."""
+        if self._job.worker is not None:
+            return False
+        from napari_medcnn.pacs.vault import VaultError
+
+        vault, why = self.encrypted_box.unlock()
+        if vault is None:
+            self._say(why)
+            return False
+        try:
+            entries = vault.series()
+        except VaultError as exc:
+            self._say(f"Encrypted cache: {exc}")
+            return False
+        if not entries:
+            self._say("The encrypted cache holds no series.")
+            return False
+        if index is None:
+            labels = [" ".join(v for v in e.display_row().values() if v)
+                      for e in entries]  # fmt: skip
+            index = encrypted.ask_vault_series(self, labels)
+            if index is None:
+                return False
+        from napari.qt.threading import thread_worker
+
+        self._cancel = threading.Event()
+        worker = thread_worker(
+            iter_open_vault_job, start_thread=False, ignore_errors=True
+        )(vault, [entries[index]], self._cancel)
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(self._on_retrieved)
+        return self._begin(worker, "retrieve", "Decrypting 1 series…")
 
     def send_results(self, layer: Any = None) -> bool:
         """Send the result of ``layer`` (default: the current layer): the SR
@@ -485,6 +545,7 @@ class PacsWidget(WorkerPanel, QWidget):
             self._job.quit()
         if self.cache_dir is None:
             _clear_session_cache()
+        self.encrypted_box.lock()
         super().closeEvent(event)
 
     def cancel(self) -> None:
@@ -517,7 +578,8 @@ class PacsWidget(WorkerPanel, QWidget):
         step = self._show_step(event)
         if step is None:
             return
-        what = {"search": "studies", "retrieve": "instances", "series": "series"}
+        what = {"search": "studies", "retrieve": "instances", "series": "series",
+                "seal": "sealed", "decrypt": "decrypted"}  # fmt: skip
         self._say(f"{self._kind.capitalize()}… {step[0]} / {step[1]} "
                   f"{what.get(event[0], '')}".rstrip())  # fmt: skip
 
@@ -605,7 +667,7 @@ class PacsWidget(WorkerPanel, QWidget):
                 "patient": srow["patient"],
                 "date": srow["date"],
                 "study_description": srow["description"],
-                **series.display_row(),
+                **series.display_row(mask, study.tokens),
             }
             same_study = prev is not None and prev.study_uid == study.study_uid
             for c, (_header, key) in enumerate(COLUMNS):
@@ -641,6 +703,12 @@ class PacsWidget(WorkerPanel, QWidget):
         self.user_edit.setEnabled(web)
         self.password_edit.setEnabled(web)
         self.remember_box.setEnabled(web)
+
+    def _tls_clicked(self) -> None:
+        settings = dialogs.ask_tls_settings(self, dict(self._tls))
+        if settings is not None:
+            self._tls = settings
+            self.test_status.setText("Not tested.")
 
     def _save_clicked(self) -> None:
         self.save_profile()
