@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydicom.dataset import Dataset
 
 from napari_medcnn.io.dicom.find import patient_key
+from napari_medcnn.io.metadata import phi_tokens, redact
 from napari_medcnn.pacs.server import PacsError, Server
 from napari_medcnn.pacs.store import StoreResult
 
@@ -147,7 +148,9 @@ class StudyResult:
 
     The patient's name, ID and the accession number are kept for the
     caller only: they are not in ``repr`` and :meth:`display_row` masks the
-    name by default (``patient_key`` tells patients apart).
+    name by default (``patient_key`` tells patients apart), and with it any
+    identifying string of the response (name parts, ID, birth date in its
+    usual written forms) that a description repeats.
     """
 
     study_uid: str
@@ -160,6 +163,7 @@ class StudyResult:
     patient_name: str = field(default="", repr=False)
     patient_id: str = field(default="", repr=False)
     accession: str = field(default="", repr=False)
+    tokens: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> StudyResult:
@@ -178,20 +182,25 @@ class StudyResult:
             patient_name=name,
             patient_id=pid,
             accession=str(ds.get("AccessionNumber", "") or ""),
+            tokens=phi_tokens(ds),
         )
 
     def display_row(self, mask_names: bool = True) -> dict[str, str]:
         """Strings for a table: patient, date, modalities, description,
         series, images.  With ``mask_names`` the patient column shows only
-        ``patient_key``."""
+        ``patient_key`` and the description is redacted with :attr:`tokens`
+        (a description that names the patient shows ``[redacted]``)."""
         patient = f"patient {self.patient_key}"
+        description = self.description
         if not mask_names and self.patient_name:
             patient = self.patient_name
+        elif mask_names:
+            description = redact(description, self.tokens)
         return {
             "patient": patient,
             "date": _fmt_date(self.study_date),
             "modalities": "/".join(self.modalities),
-            "description": self.description,
+            "description": description,
             "series": "" if self.n_series is None else str(self.n_series),
             "images": "" if self.n_instances is None else str(self.n_instances),
         }
@@ -199,7 +208,14 @@ class StudyResult:
 
 @dataclass
 class SeriesResult:
-    """One series found by a search (no PHI)."""
+    """One series found by a search.
+
+    Its description may repeat the patient's name or birth date: the
+    identifying strings of the response (when it carries patient
+    attributes) are kept in :attr:`tokens`, never shown, and
+    :meth:`display_row` redacts the description with them and with the
+    study's (``study_tokens``).
+    """
 
     study_uid: str
     series_uid: str
@@ -207,6 +223,7 @@ class SeriesResult:
     description: str = ""
     series_number: int | None = None
     n_instances: int | None = None
+    tokens: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_dataset(cls, ds: Dataset, study_uid: str = "") -> SeriesResult:
@@ -218,14 +235,24 @@ class SeriesResult:
             description=str(ds.get("SeriesDescription", "") or ""),
             series_number=_int(ds.get("SeriesNumber")),
             n_instances=_int(ds.get("NumberOfSeriesRelatedInstances")),
+            tokens=phi_tokens(ds),
         )
 
-    def display_row(self) -> dict[str, str]:
-        """Strings for a table: number, modality, description, images."""
+    def display_row(
+        self, mask_names: bool = True, study_tokens: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
+        """Strings for a table: number, modality, description, images.
+
+        With ``mask_names`` the description is redacted with :attr:`tokens`
+        and ``study_tokens`` (the study's :attr:`StudyResult.tokens`: a
+        series-level response need not carry the patient's attributes)."""
+        description = self.description
+        if mask_names:
+            description = redact(description, self.tokens | study_tokens)
         return {
             "number": "" if self.series_number is None else str(self.series_number),
             "modality": self.modality,
-            "description": self.description,
+            "description": description,
             "images": "" if self.n_instances is None else str(self.n_instances),
         }
 
