@@ -13,6 +13,11 @@ import argparse
 import sys
 from typing import Any
 
+from napari_medcnn.cli.manifest import (
+    PassphraseError,
+    add_passphrase_option,
+    passphrase_arg,
+)
 from napari_medcnn.cli.options import add_model_options
 
 EXIT = (
@@ -74,7 +79,13 @@ def add_cohort(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--key-file",
         metavar="FILE",
-        help="de-identification project key (reproducible pseudonyms)",
+        help="de-identification project key (reproducible pseudonyms); an "
+        "encrypted one needs its passphrase",
+    )
+    add_passphrase_option(
+        p,
+        " Opens an encrypted --key-file (a remote Dask cluster's workers "
+        "need NAPARI_MEDCNN_PASSPHRASE set on their own machines).",
     )
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument(
@@ -112,6 +123,7 @@ def _options(args: argparse.Namespace):
         explain=METHOD_ALIASES[args.explain] if args.explain else None,
         deidentify=args.deidentify,
         key_file=args.key_file,
+        passphrase=passphrase_arg(args.passphrase_file),
         include_phi=args.include_phi,
         device=args.device,
         trust_metrics=not args.no_trust_metrics,
@@ -201,11 +213,16 @@ def _run_cohort(args: argparse.Namespace) -> int:
     if args.scheduler and args.executor != "dask":
         print("error: --scheduler needs --executor dask", file=sys.stderr)
         return 2
+    try:
+        options = _options(args)
+    except PassphraseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     progress = _Progress(args.quiet)
     gen = iter_cohort(
         args.inputs,
         args.out,
-        _options(args),
+        options,
         executor=args.executor,
         workers=args.workers,
         scheduler=args.scheduler,

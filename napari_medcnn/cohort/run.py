@@ -26,7 +26,7 @@ import fcntl
 import os
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,48 @@ class _Lock:
             self.fd = None
 
 
+def _check_key(options: CohortOptions) -> None:
+    """With ``deidentify``: an existing ``key_file`` must open (an
+    encrypted one with ``options.passphrase`` or the environment variable
+    ``NAPARI_MEDCNN_PASSPHRASE``), checked once here rather than failing
+    every item.
+
+    Raises:
+        CohortInputError: the key file cannot be read, is encrypted and no
+            passphrase was given, or the passphrase is wrong.
+    """
+    if not options.deidentify or not options.key_file:
+        return
+    if not Path(options.key_file).exists():
+        return  # made by _make_key once everything else is checked
+    from napari_medcnn.deid.keys import KeyFileError, ProjectKey
+
+    try:
+        ProjectKey.from_file(options.key_file, passphrase=options.passphrase)
+    except KeyFileError as exc:
+        raise CohortInputError(str(exc)) from None
+
+
+def _make_key(options: CohortOptions) -> None:
+    """Create a missing ``key_file`` once, here, before any worker starts
+    (sealed under the passphrase when one is given): workers that each
+    created it would pseudonymise with different keys."""
+    if not options.deidentify or not options.key_file:
+        return
+    if Path(options.key_file).exists():
+        return
+    from napari_medcnn.deid.keys import KeyFileError, ProjectKey
+
+    try:
+        ProjectKey.from_file(
+            options.key_file, create=True, passphrase=options.passphrase
+        )
+    except (KeyFileError, OSError) as exc:
+        raise CohortInputError(
+            f"cannot create key file {options.key_file}: {exc}"
+        ) from None
+
+
 def _check_model(options: CohortOptions):
     from napari_medcnn.inference.request import check_request
     from napari_medcnn.models.checkpoint import CheckpointError
@@ -210,6 +252,12 @@ def iter_cohort(
     options = options or CohortOptions()
     out = Path(out_dir)
     check_out_dir(out)
+    _check_key(options)
+    key_options = options  # with the passphrase, to seal a new key file
+    if executor == "dask" and scheduler and options.passphrase is not None:
+        # never send a secret to a remote cluster: its workers read
+        # NAPARI_MEDCNN_PASSPHRASE from their own environment
+        options = replace(options, passphrase=None)
     loaded = _check_model(options)
     task = task_id(loaded.card.model_id, options)
     try:
@@ -224,6 +272,7 @@ def iter_cohort(
             ex.wait_ready()
         except ExecutorError as exc:
             raise CohortInputError(str(exc)) from exc
+        _make_key(key_options)
         out.mkdir(parents=True, exist_ok=True)
         with _Lock(out):
             result = yield from _process(

@@ -30,7 +30,7 @@ import os
 import resource
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ class CohortOptions:
             ``<out>/deid/`` before reading them.
         key_file: the de-identification project key (reproducible
             pseudonyms across items and runs); None: a one-off key per item.
+        passphrase: opens an encrypted (sealed) ``key_file``; None: the
+            environment variable ``NAPARI_MEDCNN_PASSPHRASE`` if set.  Not
+            in ``repr``; it reaches local workers with the options, but a
+            remote Dask scheduler's workers never get it (they need the
+            variable set on their own machines).
         include_phi: keep the path as given even when it holds the
             patient's name (the user opted in).
         device: torch device; None picks cuda, mps, then cpu.
@@ -92,6 +97,7 @@ class CohortOptions:
     explain: str | None = None
     deidentify: bool = False
     key_file: str | None = None
+    passphrase: bytes | None = field(default=None, repr=False)
     include_phi: bool = False
     device: str | None = None
     batch_size: int | None = None
@@ -267,7 +273,8 @@ def _deidentified(
 
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    result = drain(iter_deidentify(files, target, key_file=options.key_file))
+    result = drain(iter_deidentify(files, target, key_file=options.key_file,
+                                   passphrase=options.passphrase))  # fmt: skip
     if result.failed:
         path, why = result.failed[0]
         raise ScanReadError(path, f"cannot de-identify: {why}")
