@@ -79,8 +79,12 @@ class SaliencyResult:
         method: method name; target: class index (None for a custom
             target callable); target_name: its class name.
         model_id: the checkpoint's id.
-        slice_importance: CNN+RNN: gradient x input of the target summed
-            per slice, (S,); None otherwise.
+        slice_importance: CNN+RNN: how much each prepared slice drove the
+            target, (S,), >= 0, summing to 1, by the same method ``classify``
+            records (:func:`~napari_medcnn.saliency.slices.classify_slice_importance`:
+            occlusion where affordable; ``params["slice_importance_method"]``
+            says which); gradient x input summed per slice for a custom
+            target callable; None otherwise.
         slice_attention: CNN+RNN attention weights per slice, (S,), or None.
         metrics: trust metrics (see ``metrics.py``) when asked for.
         params: the method's parameters, layer, scale(s), scope and the
@@ -332,9 +336,9 @@ def explain(
     info["probability"] = float(probs.mean(0)[idx]) if idx is not None else None
     importance = None
     if plan.scope == "volume" and hasattr(net, "forward_with_slices"):
-        from napari_medcnn.saliency.gradients import gradient_x_input_per_slice
-
-        importance = gradient_x_input_per_slice(net, plan.items[0].x[None], tgt)
+        importance, info["slice_importance_method"] = _slice_importance(
+            net, plan.items[0].x, tgt, idx, card.temperature
+        )
     result_metrics: dict[str, Any] = {}
     if metrics:
         from napari_medcnn.saliency.metrics import trust_metrics
@@ -415,3 +419,19 @@ def map_resolution(explainer, input_shape) -> list[int]:
         st = np.broadcast_to(stride, (len(shape),))
         return [int(max(1, -(-(n - a) // b) + 1)) for n, a, b in zip(shape, w, st)]
     return shape
+
+
+def _slice_importance(net, x, tgt, idx: int | None, temperature: float):
+    """Per-slice importance of a sequence model's volume decision and the
+    method that gave it: the one ``classify`` records (so the Saliency and
+    Classify panels show the same curve), or gradient x input for a
+    custom target that has no class index."""
+    if idx is None:
+        from napari_medcnn.saliency.gradients import gradient_x_input_per_slice
+
+        return gradient_x_input_per_slice(net, x[None], tgt), "gradient"
+    from napari_medcnn._progress import drain
+    from napari_medcnn.saliency.slices import classify_slice_importance
+
+    si = drain(classify_slice_importance(net, x, idx, temperature=temperature))
+    return si.importance, si.method

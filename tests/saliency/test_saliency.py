@@ -490,3 +490,20 @@ def test_every_zoo_model_explains():
         res = drain(explain([_img((40, 40))], _loaded(model, size=(32, 32)), "gradcam"))
         assert res.map.shape == (40, 40) and res.map.max() > 0
         assert _hooks(model) == 0
+
+
+def test_explain_slice_importance_is_the_one_classify_records(rnn):
+    """The Saliency panel's per-slice curve is the Classify panel's:
+    occlusion (where affordable), >= 0 and summing to 1, and equal to
+    ``classify_slice_importance`` on the same prepared volume."""
+    from napari_medcnn.saliency.inputs import make_plan
+    from napari_medcnn.saliency.slices import classify_slice_importance
+
+    img = _img((6, 20, 18))
+    res = drain(explain([img], rnn, "gradcam"))
+    assert res.params["slice_importance_method"] == "occlusion"
+    imp = res.slice_importance
+    assert (imp >= 0).all() and imp.sum() == pytest.approx(1.0, abs=1e-5)
+    plan = make_plan([img], rnn, None, None, None, False, None)
+    ref = drain(classify_slice_importance(rnn.model, plan.items[0].x, res.target))
+    np.testing.assert_allclose(imp, ref.importance, atol=1e-5)
