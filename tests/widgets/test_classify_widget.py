@@ -230,6 +230,49 @@ def test_volume_curve_follows_dims_and_click_moves_them(
 
 
 @pytest.mark.gui
+def test_coronal_volume_model_curve_runs_along_the_coronal_axis(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """A CNN+RNN whose card slices coronally: the per-slice curve has one
+    point per coronal slice, follows napari's coronal slider, and a click
+    moves that slider (not the axial one)."""
+    import torch
+
+    from napari_medcnn.models import build_model
+    from napari_medcnn.models.card import ModelCard
+    from napari_medcnn.models.checkpoint import save_checkpoint
+    from napari_medcnn.preprocessing.volume import volume_record
+
+    torch.manual_seed(0)
+    kw = {"in_channels": 1, "num_classes": 2, "hidden_size": 8,
+          "encoder_kwargs": {"widths": (4, 8, 8), "pooled_size": 2}}  # fmt: skip
+    record = volume_record(6, (16, 16), slice_axis="coronal", crop_depth=False)
+    card = ModelCard(arch="cnn_rnn", arch_kwargs=kw, classes=["normal", "lesion"],
+                     spatial_dims=3, in_channels=1, input_size=[16, 16],
+                     input_kind="sequence", preprocessing=record,
+                     name="tiny coronal")  # fmt: skip
+    ckpt = save_checkpoint(build_model("cnn_rnn", **kw).eval(), card, tmp_path / "c")
+    vol = np.random.default_rng(2).normal(100, 20, (10, 14, 12)).astype(np.float32)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        vol, name="vol", scale=(2.0, 1.5, 1.0), translate=(0, 3, 0)
+    )
+    widget = _with_model(qtbot, viewer, ckpt)
+    widget.set_scope("volume")
+    _run(qtbot, widget)
+    rec = layer.metadata["classification"]
+    assert len(rec["slice_probabilities"]) == 14  # coronal slices of the scan
+    assert widget.curve.n_slices == 14
+    viewer.dims.set_point(1, 3 + 9 * 1.5)  # world mm of coronal slice 9
+    assert widget.curve.current == 9
+    axial = viewer.dims.point[0]
+    _click_curve(widget.curve, 4.1)
+    assert viewer.dims.point[1] == pytest.approx(3 + 4 * 1.5)
+    assert viewer.dims.point[0] == axial
+    assert widget.curve.current == 4
+
+
+@pytest.mark.gui
 def test_sequence_model_two_channels_in_order(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):

@@ -39,16 +39,33 @@ def is_result(layer: Any) -> bool:
 
 
 # -- slice geometry ------------------------------------------------------------
-def slice_axis(viewer_ndim: int, layer: Any) -> int:
-    """The viewer (world) axis of ``layer``'s first data axis (its slices).
+def slice_axis(viewer_ndim: int, layer: Any, data_axis: int = 0) -> int:
+    """The viewer (world) axis of ``layer``'s data axis ``data_axis`` (0:
+    its slices as stored; a volume model's card may slice along another).
 
     napari aligns a layer's axes with the *last* ``layer.ndim`` world axes.
     """
-    return int(viewer_ndim) - int(layer.ndim)
+    return int(viewer_ndim) - int(layer.ndim) + int(data_axis)
 
 
-def current_slice_index(layer: Any, world_point: Sequence[float]) -> int:
-    """The slice of ``layer`` (index along data axis 0) at ``world_point``.
+def curve_axis(card: Any, scope: str) -> int:
+    """The data axis of the classified layer that a result's per-slice
+    values run along: the volume record's slice axis (``coronal`` 1,
+    ``sagittal`` 2) for a volume model in ``volume`` scope, else 0 (a 2D
+    model reads the layer's stored slices)."""
+    from napari_medcnn.preprocessing.volume import SLICE_AXES, is_volume_record
+
+    record = getattr(card, "preprocessing", None)
+    if scope != "volume" or not is_volume_record(record):
+        return 0
+    return SLICE_AXES.get(record["volume"].get("slice_axis", "axial"), 0)
+
+
+def current_slice_index(
+    layer: Any, world_point: Sequence[float], data_axis: int = 0
+) -> int:
+    """The slice of ``layer`` (index along data axis ``data_axis``) at
+    ``world_point``.
 
     ``world_point`` is ``viewer.dims.point`` (world units, e.g. mm); the
     result is clipped to the layer's slices.  2D layers give 0.
@@ -56,12 +73,13 @@ def current_slice_index(layer: Any, world_point: Sequence[float]) -> int:
     if layer.ndim < 3:
         return 0
     data = np.asarray(layer.world_to_data(np.asarray(world_point, dtype=float)))
-    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[0])
-    return int(np.clip(np.round(data[0]), 0, n - 1))
+    n = int(np.shape(layer.data[0] if layer.multiscale else layer.data)[data_axis])
+    return int(np.clip(np.round(data[data_axis]), 0, n - 1))
 
 
-def slice_world_position(layer: Any, index: int) -> float:
-    """World coordinate, on :func:`slice_axis`, of slice ``index`` of ``layer``."""
+def slice_world_position(layer: Any, index: int, data_axis: int = 0) -> float:
+    """World coordinate, on :func:`slice_axis`, of slice ``index`` of
+    ``layer`` along data axis ``data_axis``."""
     pos = np.zeros(layer.ndim)
-    pos[0] = index
-    return float(layer.data_to_world(pos)[0])
+    pos[data_axis] = index
+    return float(layer.data_to_world(pos)[data_axis])

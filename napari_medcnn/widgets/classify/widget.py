@@ -34,6 +34,7 @@ from napari_medcnn.widgets._common.jobs import default_model_file
 from napari_medcnn.widgets._common.layers import (
     contains,
     current_slice_index,
+    curve_axis,
     slice_axis,
     slice_world_position,
 )
@@ -82,6 +83,9 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._result_layer: Any = None
         self._result: Any = None  # the ClassificationResult, for the DICOM SR
         self._result_card: Any = None
+        # the layer's data axis the per-slice curve runs along (a volume
+        # model's card may slice coronally or sagittally)
+        self._curve_axis = 0
 
         self._colors = theme_colors(getattr(viewer, "theme", "dark"))
 
@@ -210,8 +214,10 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         layer = self._result_layer
         if layer is None or not contains(self._viewer.layers, layer):
             return
-        axis = slice_axis(self._viewer.dims.ndim, layer)
-        self._viewer.dims.set_point(axis, slice_world_position(layer, index))
+        axis = slice_axis(self._viewer.dims.ndim, layer, self._curve_axis)
+        self._viewer.dims.set_point(
+            axis, slice_world_position(layer, index, self._curve_axis)
+        )
 
     def export(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the last record to ``path`` (CSV for ``.csv``, else JSON).
@@ -289,9 +295,12 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         self._result_layer = first
         self._result = result
         self._result_card = self._model.card if self._model else None
+        self._curve_axis = curve_axis(self._result_card, result.scope)
         current = None
         if result.slice_probabilities is not None:
-            current = current_slice_index(first, self._viewer.dims.point)
+            current = current_slice_index(
+                first, self._viewer.dims.point, self._curve_axis
+            )
         self._view.show(record, current)
         self._say(f"Done: {record['label']} ({result.elapsed_s:.2f} s).")
         if result.warnings:
@@ -319,7 +328,9 @@ class ClassifyWidget(ModelPanelMixin, QWidget):
         if self.curve.isHidden() or layer is None:
             return
         if contains(self._viewer.layers, layer):
-            self.curve.set_current(current_slice_index(layer, self._viewer.dims.point))
+            self.curve.set_current(
+                current_slice_index(layer, self._viewer.dims.point, self._curve_axis)
+            )
 
     def _on_theme(self, _event=None) -> None:
         self._colors = theme_colors(self._viewer.theme)

@@ -38,6 +38,7 @@ from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
 from napari_medcnn.widgets._common.layers import (
     contains,
     current_slice_index,
+    curve_axis,
     slice_axis,
     slice_world_position,
 )
@@ -275,8 +276,18 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         if not self._shown or not self._alive(self._shown[0]["source"]):
             return
         source = self._shown[0]["source"]
-        axis = slice_axis(self._viewer.dims.ndim, source)
-        self._viewer.dims.set_point(axis, slice_world_position(source, index))
+        data_axis = self._curve_axis()
+        axis = slice_axis(self._viewer.dims.ndim, source, data_axis)
+        self._viewer.dims.set_point(
+            axis, slice_world_position(source, index, data_axis)
+        )
+
+    def _curve_axis(self) -> int:
+        """The source layer's data axis the slice-importance curve runs
+        along (the card's slice axis for a volume model)."""
+        card = self._model.card if self._model is not None else None
+        scope = self._shown[0]["result"].scope if self._shown else "slice"
+        return curve_axis(card, scope)
 
     def export(
         self, path: str | Path, index: int = 0, overwrite: bool = False
@@ -398,7 +409,7 @@ class SaliencyWidget(ModelPanelMixin, QWidget):
         source = self._shown[0]["source"]
         if self._alive(source):
             self.importance.set_current(
-                current_slice_index(source, self._viewer.dims.point)
+                current_slice_index(source, self._viewer.dims.point, self._curve_axis())
             )
 
     def _on_method_changed(self, *_args) -> None:
