@@ -79,13 +79,14 @@ class SaliencyResult:
         method: method name; target: class index (None for a custom
             target callable); target_name: its class name.
         model_id: the checkpoint's id.
-        slice_importance: CNN+RNN: how much each prepared slice drove the
-            target, (S,), >= 0, summing to 1, by the same method ``classify``
-            records (:func:`~napari_medcnn.saliency.slices.classify_slice_importance`:
-            occlusion where affordable; ``params["slice_importance_method"]``
-            says which); gradient x input summed per slice for a custom
-            target callable; None otherwise.
-        slice_attention: CNN+RNN attention weights per slice, (S,), or None.
+        slice_importance: CNN+RNN: how much each slice of the scan (along
+            the card's slice axis) drove the target, >= 0, summing to 1, by
+            the method ``classify`` records (:func:`~napari_medcnn.saliency.
+            slices.classify_slice_importance`: occlusion where affordable;
+            ``params["slice_importance_method"]`` says which); gradient x
+            input per slice for a custom target callable; None otherwise.
+        slice_attention: CNN+RNN attention weights per slice of the scan
+            (along the card's slice axis), or None.
         metrics: trust metrics (see ``metrics.py``) when asked for.
         params: the method's parameters, layer, scale(s), scope and the
             probability of the target class.
@@ -339,6 +340,11 @@ def explain(
         importance, info["slice_importance_method"] = _slice_importance(
             net, plan.items[0].x, tgt, idx, card.temperature
         )
+    if plan.scope == "volume":
+        # one value per slice of the scan (along the card's slice axis),
+        # as classify records them, not one per prepared slice
+        importance = _on_scan_slices(importance, plan.items[0].geometry)
+        attention = _on_scan_slices(attention, plan.items[0].geometry)
     result_metrics: dict[str, Any] = {}
     if metrics:
         from napari_medcnn.saliency.metrics import trust_metrics
@@ -435,3 +441,23 @@ def _slice_importance(net, x, tgt, idx: int | None, temperature: float):
 
     si = drain(classify_slice_importance(net, x, idx, temperature=temperature))
     return si.importance, si.method
+
+
+def _on_scan_slices(values, geometry):
+    """Per prepared slice -> one per scan slice (a volume record's input;
+    other inputs are returned as they are).  Non-negative weights (the
+    default importance, attention) stay summing to 1, with 0 on slices
+    the model did not see; signed values (gradient x input) are
+    interpolated only."""
+    from napari_medcnn.saliency.inputs import VolumeItemGeometry
+
+    if values is None or not isinstance(geometry, VolumeItemGeometry):
+        return values
+    from napari_medcnn.preprocessing.volume import to_scan_slices
+
+    v = np.asarray(values, np.float32)
+    if (v < 0).any():
+        return to_scan_slices(v, geometry.volume)
+    out = to_scan_slices(v, geometry.volume, outside=0.0)
+    total = float(out.sum())
+    return out / total if total > 0 else out

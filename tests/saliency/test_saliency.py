@@ -507,3 +507,28 @@ def test_explain_slice_importance_is_the_one_classify_records(rnn):
     plan = make_plan([img], rnn, None, None, None, False, None)
     ref = drain(classify_slice_importance(rnn.model, plan.items[0].x, res.target))
     np.testing.assert_allclose(imp, ref.importance, atol=1e-5)
+
+
+def test_volume_model_slice_importance_is_one_per_scan_slice(tmp_path):
+    """A CNN+RNN with a volume record (6 prepared coronal slices) on a scan
+    with 14 coronal slices: explain's slice importance and attention have
+    one value per coronal slice of the scan (as classify records them),
+    summing to 1."""
+    from napari_medcnn.models.card import ModelCard
+    from napari_medcnn.models.checkpoint import save_checkpoint
+    from napari_medcnn.preprocessing.volume import volume_record
+
+    torch.manual_seed(0)
+    kw = {"in_channels": 1, "num_classes": 2, "hidden_size": 8,
+          "encoder_kwargs": {"widths": (4, 8, 8), "pooled_size": 2}}  # fmt: skip
+    record = volume_record(6, (16, 16), slice_axis="coronal", crop_depth=False)
+    card = ModelCard(arch="cnn_rnn", arch_kwargs=kw, classes=["normal", "lesion"],
+                     spatial_dims=3, in_channels=1, input_size=[16, 16],
+                     input_kind="sequence", preprocessing=record)  # fmt: skip
+    ckpt = save_checkpoint(build_model("cnn_rnn", **kw).eval(), card, tmp_path / "c")
+    res = drain(explain([_img((10, 14, 12))], str(ckpt), "gradcam"))
+    assert res.scope == "volume" and res.map.shape == (10, 14, 12)
+    assert res.slice_importance.shape == (14,)
+    assert res.slice_importance.sum() == pytest.approx(1.0, abs=1e-5)
+    assert res.slice_attention.shape == (14,)
+    assert res.slice_attention.sum() == pytest.approx(1.0, abs=1e-5)
