@@ -502,7 +502,10 @@ def test_widget_tls_settings(
     w.address_edit.setText(f"{o.aet}@127.0.0.1:{o.dicom_port}")
     w.calling_aet_edit.setText(CALLING_AET)
     w.name_edit.setText("tls-node")
+    assert w.tls_button.text() == "TLS…"  # nothing set yet
     w.tls_button.click()
+    assert w.tls_button.text() == "TLS: on"  # the state shows on the panel
+    assert str(pki.client_cert) in w.tls_button.toolTip()
     server = w.server()
     assert server.tls and server.client_cert == str(pki.client_cert)
     assert w.test()

@@ -117,6 +117,7 @@ def test_keep_encrypted_then_open_encrypted(
     _idle(qtbot, w)
     assert asked == [True]  # a new cache: the passphrase asked (twice) once
     assert "1 layer(s) added" in w.status.text(), w.status.text()
+    assert "1 sealed into the encrypted cache" in w.status.text()
     retrieved = np.asarray(viewer.layers[-1].data).copy()
     (entry,) = Vault.open(vdir, PASS).series()
     assert entry.description == "t2 vault" and entry.n_instances == 4

@@ -49,12 +49,14 @@ class Retrieved:
         cancelled: the user cancelled: nothing is to be loaded.
         not_images: reasons, one per retrieved series that holds no image
             (an SR, a SEG...: kept in the cache, not loaded); no paths.
+        sealed: series also sealed into the encrypted cache.
     """
 
     layers: list[tuple] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)
     cancelled: bool = False
     not_images: list[str] = field(default_factory=list)
+    sealed: int = 0
 
 
 def echo_job(server: Any) -> float:
@@ -148,6 +150,7 @@ def iter_retrieve_job(
             out.folders.append(folder)
             if vault is not None:
                 yield from vault.iter_add_folder(folder, study_uid, series_uid, cancel)
+                out.sealed += 1
             try:
                 scans = guarded_call(load, folder)
             except ScanReadError as exc:  # an SR, a SEG: nothing to show

@@ -314,6 +314,7 @@ class PacsWidget(WorkerPanel, QWidget):
         self.name_edit.setText(server.name)
         self._profile = server
         self._tls = {k: getattr(server, k) for k in dialogs.TLS_FIELDS}
+        self._show_tls()
         self.test_status.setText("Not tested.")
 
     def server(self) -> Any:
@@ -616,6 +617,8 @@ class PacsWidget(WorkerPanel, QWidget):
         text = f"Retrieved {len(out.folders)} series: {len(added)} layer(s) added."
         if out.not_images:
             text += f" {len(out.not_images)} series hold no image (not loaded)."
+        if out.sealed:
+            text += f" {out.sealed} sealed into the encrypted cache."
         self._say(text)
         log.info("pacs retrieve: %d series, %d layers", len(out.folders), len(added))
 
@@ -708,7 +711,25 @@ class PacsWidget(WorkerPanel, QWidget):
         settings = dialogs.ask_tls_settings(self, dict(self._tls))
         if settings is not None:
             self._tls = settings
+            self._show_tls()
             self.test_status.setText("Not tested.")
+
+    def _show_tls(self) -> None:
+        """The TLS button says what is set: "TLS: on" (DIMSE over TLS),
+        "TLS: CA" (a CA bundle or client certificate for HTTPS) or "TLS…";
+        its tooltip names the files (paths, never their contents)."""
+        tls = self._tls
+        if tls.get("tls"):
+            label = "TLS: on"
+        elif tls.get("ca_bundle") or tls.get("client_cert"):
+            label = "TLS: CA"
+        else:
+            label = "TLS…"
+        self.tls_button.setText(label)
+        keys = ("ca_bundle", "client_cert", "client_key")
+        files = [f"{k.replace('_', ' ')}: {tls[k]}" for k in keys if tls.get(k)]
+        tip = "CA bundle, client certificate, DIMSE over TLS"
+        self.tls_button.setToolTip("\n".join([tip, *files]))
 
     def _save_clicked(self) -> None:
         self.save_profile()

@@ -1,0 +1,304 @@
+"""Screenshot of the PACS widget retrieving over DICOM TLS into the
+encrypted cache, in a real napari window, against a real PACS (Debian's
+Orthanc, DICOM TLS by DCMTK, client certificates required).
+
+Run from the repository root, with a display (Xvfb)::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python \\
+        scripts/screenshot_pacs_tls.py [docs/pacs_tls_vault.png]
+
+A throw-away PKI is made with ``cryptography`` in a temporary folder: a
+CA, a server certificate for 127.0.0.1 / localhost (SAN IP and DNS) and a
+client certificate (server and client auth).  A
+:class:`~napari_medcnn.pacs.orthanc.LocalOrthanc` is started with
+:class:`~napari_medcnn.pacs.orthanc.OrthancTls` (DICOM TLS, client
+certificates required) and a 3 mm slab of the shipped Colin27 T1 head,
+written as a DICOM MR series of a synthetic patient, is stored in it with
+C-STORE over DICOM TLS.
+
+The **PACS** widget is then given the DIMSE node (``AET@127.0.0.1:port``)
+and the TLS settings that its "TLS…" dialog sets (CA bundle, client
+certificate and key, "DIMSE over TLS"; the dialog is answered by the
+script, as the tests do), tests the connection (C-ECHO over TLS), searches
+(patient names masked), and retrieves the series with C-GET over DICOM TLS
+with "Keep retrieved series encrypted at rest" ticked: the series opens in
+napari and is sealed into an encrypted cache folder (the passphrase
+question is answered by the script).  The **Classify** widget classifies
+it with the default model (every slice) and the window is saved.
+
+Printed checks: the test status line, the encrypted cache's files (random
+names; no ``DICM`` and no patient name or ID bytes in any of them), and
+that the session cache (the plaintext copy) is gone once the panel and the
+viewer are closed.  The head has no tumour: the label shows what the model
+says, not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLUGIN = "napari-medcnn"
+PATIENT_NAME, PATIENT_ID = "Example^Colin", "COLIN-0027"
+PASSPHRASE = b"screenshot-only vault passphrase"
+SERVER_NAME = "Orthanc (DICOM TLS)"
+
+
+def pump(seconds: float) -> None:
+    """Let Qt process events for ``seconds``."""
+    from qtpy.QtWidgets import QApplication
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def wait(test, limit: float = 300.0) -> None:
+    """Process events until ``test()`` is true (at most ``limit`` s)."""
+    end = time.perf_counter() + limit
+    while not test() and time.perf_counter() < end:
+        pump(0.1)
+
+
+# -- a throw-away PKI -------------------------------------------------------------
+def make_pki(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 / localhost and a client
+    certificate (both usable for server and client auth: Orthanc's is also
+    a client certificate, ours a Storage SCP's); PEM files, keys
+    unencrypted, mode 0600.  Returns ``{ca, server_cert, server_key,
+    client_cert, client_key}``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def cert(subject, key, issuer=None, issuer_key=None, *, ca=False, san=()):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        now = dt.datetime.now(dt.UTC)
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer.subject if issuer else name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
+        )
+        if ca:  # digital signature, certificate and CRL signing
+            usage = x509.KeyUsage(True, False, False, False, False, True, True,
+                                  False, False)  # fmt: skip
+            b = b.add_extension(usage, critical=True)
+        else:
+            eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(list(san)), False)
+        return b.sign(issuer_key or key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        return path
+
+    def pem_key(key) -> bytes:
+        return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                 ser.NoEncryption())  # fmt: skip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1())
+                                      for _ in range(3))  # fmt: skip
+    ca = cert("napari-medcnn demo CA", ca_key, ca=True)
+    san = (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+           x509.DNSName("localhost"))  # fmt: skip
+    server = cert("127.0.0.1", server_key, ca, ca_key, san=san)
+    client = cert("napari-medcnn client", client_key, ca, ca_key, san=san)
+    return {
+        "ca": write("ca.pem", ca.public_bytes(ser.Encoding.PEM)),
+        "server_cert": write("server.crt", server.public_bytes(ser.Encoding.PEM)),
+        "server_key": write("server.key", pem_key(server_key)),
+        "client_cert": write("client.crt", client.public_bytes(ser.Encoding.PEM)),
+        "client_key": write("client.key", pem_key(client_key)),
+    }
+
+
+def write_head_series(out: Path) -> Path:
+    """A 3 mm axial slab (24 slices) of the Colin27 T1 head as a DICOM MR
+    series of a synthetic patient; returns its folder."""
+    from napari_medcnn.io import load
+    from napari_medcnn.io.synth import write_series
+
+    (head,) = load(Path("napari_medcnn/data/colin27_t1.nii.gz"))
+    dz, dy, dx = (float(s) for s in head.spacing)
+    step = 3
+    z0 = head.data.shape[0] // 2 - 10
+    slab = head.data[z0 : z0 + 24 * step : step].astype("float64")
+    write_series(
+        slab, out, spacing=(dz * step, dy, dx), origin=(-90.0, -126.0, -20.0),
+        modality="MR", patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
+        series_description="T1 axial 3 mm", seed="pacs-tls-screenshot",
+    )  # fmt: skip
+    return out
+
+
+def vault_report(vault_dir: Path) -> bool:
+    """Print the encrypted cache's files; returns whether none holds a
+    DICOM preamble or the patient's name or ID (in its bytes or its name)."""
+    ok = True
+    phi = (PATIENT_NAME, PATIENT_ID, PATIENT_NAME.replace("^", " "))
+    files = sorted(p for p in vault_dir.rglob("*") if p.is_file())
+    print(f"encrypted cache {vault_dir.name}/: {len(files)} files")
+    for p in files:
+        data = p.read_bytes()
+        bad = [b"DICM"] * (b"DICM" in data) + [
+            v.encode() for v in phi if v.encode() in data or v in str(p)
+        ]
+        ok &= not bad
+        flag = f"  <- {bad}" if bad else ""
+        print(f"  {p.relative_to(vault_dir)}  {len(data)} bytes{flag}")
+    print(f"no 'DICM', no patient name or ID in any vault file: {ok}")
+    return ok and bool(files)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("shot", nargs="?", default="docs/pacs_tls_vault.png")
+    args = ap.parse_args()
+    import os
+
+    base = Path(tempfile.mkdtemp(prefix="medcnn-tls-"))
+    # a private cache and config: nothing of the demo stays in the user's
+    os.environ["XDG_CACHE_HOME"] = str(base / "cache")
+    os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+
+    import napari
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_medcnn.pacs import Server, connect, session_cache
+    from napari_medcnn.pacs.orthanc import LocalOrthanc, OrthancTls
+    from napari_medcnn.widgets.pacs import dialogs, encrypted
+
+    pki = make_pki(base / "pki")
+    folder = write_head_series(base / "series")
+    orthanc = LocalOrthanc(
+        tls=OrthancTls(
+            certificate=str(pki["server_cert"]),
+            private_key=str(pki["server_key"]),
+            ca_bundle=str(pki["ca"]),
+            client_cert=str(pki["client_cert"]),
+            client_key=str(pki["client_key"]),
+        )
+    ).start()
+    tls = {"ca_bundle": str(pki["ca"]), "client_cert": str(pki["client_cert"]),
+           "client_key": str(pki["client_key"]), "tls": True}  # fmt: skip
+    address = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+    vault_dir = base / "encrypted-cache"
+    try:
+        # the PACS holds the series: C-STORE over DICOM TLS
+        server = Server.dimse(address, name=SERVER_NAME, timeout=30.0, **tls)
+        stored = connect(server).store([folder])
+        print(f"stored {len(stored.stored)} instances in Orthanc over DICOM TLS")
+
+        # the questions the panel would ask in modal dialogs, answered here
+        dialogs.ask_tls_settings = lambda parent, now: dict(tls)
+        encrypted.ask_passphrase = lambda parent, folder, new: PASSPHRASE
+
+        viewer = napari.Viewer(show=True)
+        viewer.window.resize(1600, 1000)
+        pdock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "PACS")
+        cdock, cw = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
+        # Classify under napari's layer list (left), PACS on the right
+        main_window = pdock.parent()
+        main_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, cdock)
+        pump(0.2)
+        for d in main_window.findChildren(QDockWidget):
+            if d.windowTitle() == "layer controls":
+                d.hide()  # room for the classification under the layer list
+        pump(0.2)
+        left = [d for d in main_window.findChildren(QDockWidget)
+                if d.isVisible() and main_window.dockWidgetArea(d)
+                == Qt.DockWidgetArea.LeftDockWidgetArea]  # fmt: skip
+        main_window.resizeDocks([pdock], [560], Qt.Orientation.Horizontal)
+        main_window.resizeDocks(left, [440] * len(left), Qt.Orientation.Horizontal)
+        heights = [100] * (len(left) - 1) + [860]
+        main_window.resizeDocks(left, heights, Qt.Orientation.Vertical)
+        wait(lambda: cw.worker is None)  # the default model loads
+        if cw.model is None:
+            print(cw.status.text(), file=sys.stderr)
+            return 1
+
+        # the DIMSE node as a user types it, then "TLS…" (answered above)
+        w.kind_combo.setCurrentText("DIMSE")
+        w.address_edit.setText(address)
+        w.name_edit.setText(SERVER_NAME)
+        w.tls_button.click()
+        assert w.server().tls and w.server().client_cert == tls["client_cert"]
+        w.test()
+        wait(lambda: w.worker is None)
+        test_status = w.test_status.text()
+        print(f"test status: {test_status}")
+        if not test_status.startswith("OK:"):
+            return 1
+        w.set_filters(modality="MR")
+        w.search()
+        wait(lambda: w.worker is None)
+        print(w.status.text())
+        if not w.rows:
+            return 1
+
+        # keep what is retrieved encrypted at rest, in a new cache folder
+        w.encrypted_box.keep_box.setChecked(True)
+        w.encrypted_box.folder_edit.setText(str(vault_dir))
+        w.select_rows([0])
+        if not w.retrieve():
+            print(w.status.text(), file=sys.stderr)
+            return 1
+        wait(lambda: w.worker is None)
+        print(w.status.text())
+        if "layer(s) added" not in w.status.text():
+            return 1
+        plaintext = session_cache()  # where the retrieve put the plain copy
+        layer = viewer.layers[-1]
+        viewer.layers.selection.active = layer
+
+        cw.set_channels([layer])
+        cw.set_scope("slices")
+        if not cw.run():
+            print(cw.status.text(), file=sys.stderr)
+            return 1
+        wait(lambda: cw.worker is None)
+        print(cw.status.text())
+        viewer.dims.set_point(0, float(layer.translate[0] + layer.scale[0] * 12))
+        w.select_rows([0])
+        pump(1.5)
+        shot = Path(args.shot)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(shot), canvas_only=False, flash=False)
+        print(shot)
+
+        vault_ok = vault_report(vault_dir)
+        print(f"session cache while open: {plaintext} exists: {plaintext.exists()}")
+        pdock.close()
+        w.close()
+        viewer.close()
+        pump(0.5)
+        gone = not plaintext.exists()
+        print(f"session cache gone after the panel and viewer closed: {gone}")
+        return 0 if vault_ok and gone else 1
+    finally:
+        orthanc.stop()
+        shutil.rmtree(base, ignore_errors=True)  # PKI, series, vault, cache
+
+
+if __name__ == "__main__":
+    sys.exit(main())
