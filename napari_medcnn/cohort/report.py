@@ -41,6 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,7 @@ def render_report(
         _table(rows, classes, pos, extras),
         _failures(rows),
         _FOOTER.format(version=_e(__version__)),
-        f"<script>{_SCRIPT}</script>\n</body>\n</html>\n",
+        f"<script>\n{_asset('report.js')}</script>\n</body>\n</html>\n",
     ]
     return "\n".join(parts)
 
@@ -371,7 +372,7 @@ def _head(title: str) -> str:
         '\'unsafe-inline\'">\n<meta name="referrer" content="no-referrer">\n'
         '<meta name="robots" content="noindex">\n<meta name="viewport" '
         'content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>"
+        f"<title>{_e(title)}</title>\n<style>\n{_asset('report.css')}</style>\n</head>\n<body>"
     )
 
 
@@ -695,239 +696,9 @@ diagnostic use. The file is self-contained (no network access) and holds no
 patient data unless the run opted in.</footer>
 </div>"""
 
-_CSS = """
-:root{--bg:#f4f6f9;--panel:#fff;--ink:#172033;--muted:#5d6778;--line:#e1e5ec;
---accent:#2f5bd3;--ok:#17754a;--ok-bg:#e3f3ea;--out:#9a5800;--out-bg:#fff1d6;
---bad:#b42318;--bad-bg:#fde9e7;--unc:#6a3fc2;--unc-bg:#efe9fb;--skip:#5d6778;
---skip-bg:#eceef2}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-.wrap{max-width:1360px;margin:0 auto;padding:0 24px}
-header.top{background:#12203d;color:#fff;padding:20px 0 18px}
-.brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#9fb3da}
-h1{margin:4px 0 6px;font-size:26px;font-weight:600}
-.sub{color:#c9d4ea;font-size:13px}.sub b{color:#fff}
-.sub code{background:#23345a;color:#dfe7f7;padding:1px 6px;border-radius:4px}
-h2{font-size:18px;margin:28px 0 4px}h3{font-size:12px;margin:0 0 8px;
-text-transform:uppercase;letter-spacing:.06em;color:var(--muted)}
-h3 small{text-transform:none;letter-spacing:0}
-.hint{color:var(--muted);margin:0 0 12px;font-size:13px}
-.notice{margin:16px 0 0;padding:10px 14px;border:1px solid #f0c36d;
-background:#fff8e6;border-radius:8px;color:#5c4100;font-size:13px}
-.phi{margin:10px 0 0;padding:10px 14px;border-radius:8px;background:var(--bad-bg);
-color:var(--bad);border:1px solid #f3b1aa;font-weight:600}
-.stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));
-gap:14px;margin-top:16px}
-.stat{background:var(--panel);border:1px solid var(--line);border-radius:10px;
-padding:14px 16px}
-.stat ul{list-style:none;margin:0;padding:0}
-.stat li{display:flex;align-items:center;gap:8px;padding:2px 0;font-size:13px}
-.stat li b{margin-left:auto;font-variant-numeric:tabular-nums}
-.stat .num{font-size:30px;font-weight:600;line-height:1.1;margin-bottom:6px}
-.classes .cname{min-width:80px}.classes .bar{flex:1;height:8px;
-background:#edf0f5;border-radius:4px;overflow:hidden}
-.classes .bar span{display:block;height:100%;background:var(--accent)}
-.classes li b{margin-left:8px;min-width:32px;text-align:right}
-.dot{width:9px;height:9px;border-radius:50%;display:inline-block;background:#999}
-.dot.ok{background:var(--ok)}.dot.error{background:var(--bad)}
-.dot.skipped{background:#9aa3b2}.dot.out{background:#e19a1c}
-.dot.unc{background:var(--unc)}
-.chip{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;
-font-weight:600;background:var(--skip-bg);color:var(--skip);white-space:nowrap}
-.chip.ok{background:var(--ok-bg);color:var(--ok)}
-.chip.error{background:var(--bad-bg);color:var(--bad)}
-.chip.out,.chip.warn{background:var(--out-bg);color:var(--out)}
-.chip.unc{background:var(--unc-bg);color:var(--unc)}
-.chip.plain{background:#eef2f8;color:#37476b;font-weight:500}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));
-gap:14px}
-.card{margin:0;background:var(--panel);border:1px solid var(--line);
-border-radius:10px;overflow:hidden;display:flex;flex-direction:column}
-.card.out{border-color:#efb85a;box-shadow:0 0 0 2px #fbe3b3 inset}
-.thumb{position:relative;background:#0b0f17;aspect-ratio:1/1;overflow:hidden}
-.thumb img{position:absolute;inset:0;width:100%;height:100%;object-fit:contain}
-.nothumb{position:absolute;inset:0;display:flex;align-items:center;
-justify-content:center;color:#8b95a7;font-size:12px;letter-spacing:.04em}
-.rank{position:absolute;top:8px;left:8px;background:rgba(11,15,23,.75);
-color:#fff;font-size:12px;font-weight:600;padding:1px 7px;border-radius:9px}
-figcaption{padding:10px 12px 12px;display:flex;flex-direction:column;gap:5px}
-figcaption .cname{font-weight:600;overflow:hidden;text-overflow:ellipsis;
-white-space:nowrap}
-.prob{display:flex;align-items:center;gap:8px}.prob b{font-size:15px;
-font-variant-numeric:tabular-nums}
-.pbar{flex:1;height:7px;background:#edf0f5;border-radius:4px;overflow:hidden}
-.pbar span{display:block;height:100%;background:linear-gradient(90deg,#5b8def,
-#c2410c)}
-.label{font-size:13px;color:var(--muted)}.label b{color:var(--ink)}
-.chips{display:flex;flex-wrap:wrap;gap:4px}
-.note{margin:2px 0 0;font-size:12px;padding:5px 8px;border-radius:6px}
-.note.out{background:var(--out-bg);color:var(--out)}
-.note.trust{background:var(--unc-bg);color:var(--unc)}
-.toolbar{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:8px 0 10px}
-.filters{display:flex;gap:0;border:1px solid var(--line);border-radius:8px;
-overflow:hidden;background:var(--panel)}
-.filters button{border:0;border-right:1px solid var(--line);background:none;
-padding:6px 12px;font:inherit;font-size:13px;cursor:pointer;color:var(--ink)}
-.filters button:last-child{border-right:0}
-.filters button[aria-pressed=true]{background:var(--accent);color:#fff}
-#q{flex:0 1 300px;padding:6px 10px;border:1px solid var(--line);border-radius:8px;
-font:inherit;font-size:13px}
-#count{color:var(--muted);font-size:13px;margin-left:auto}
-.scroll{max-height:75vh;overflow:auto;background:var(--panel);
-border:1px solid var(--line);border-radius:10px}
-.scroll.short{max-height:50vh}
-table{border-collapse:separate;border-spacing:0;width:100%;font-size:12.5px}
-th{position:sticky;top:0;background:#f8f9fb;border-bottom:1px solid var(--line);
-text-align:left;z-index:1;white-space:nowrap;padding:0}
-th button{all:unset;cursor:pointer;display:block;padding:8px;font-weight:600;
-color:#33415c}
-th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
-th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
-table.plain th{padding:8px}
-td{padding:6px 8px;border-bottom:1px solid #eef0f4;vertical-align:top}
-tbody tr:hover td{background:#f6f8fc}
-tr.out td{background:#fffaf0}tr.out td:first-child{box-shadow:inset 3px 0 #e19a1c}
-tr.fail td{background:#fdf6f5}tr.fail td:first-child{box-shadow:inset 3px 0 #d9534f}
-td.unc{color:var(--unc);font-weight:700}
-td.unc::after{content:" high";font-size:10px;font-weight:600}
-tr.unc:not(.out) td:first-child{box-shadow:inset 3px 0 var(--unc)}
-td.p{font-variant-numeric:tabular-nums;white-space:nowrap}
-td.p .mini{display:inline-block;vertical-align:middle;margin-left:5px;width:28px;
-height:5px;background:#edf0f5;border-radius:3px;overflow:hidden}
-td.p .mini span{display:block;height:100%;background:#9db3e8}
-td.p.strong{font-weight:700}td.p.strong .mini span{background:#e07b39}
-.nowrap{white-space:nowrap}
-.namecell{min-width:200px;max-width:270px}.nm{font-weight:600}
-.kind{margin-left:6px;font-size:11px;color:var(--muted);font-weight:500;
-border:1px solid var(--line);border-radius:4px;padding:0 4px}
-.path{color:var(--muted);font-size:12px;word-break:break-all}
-.namecell .path{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;
-word-break:normal;max-width:270px}
-.err{color:var(--bad);font-size:12px}.why{color:var(--out);font-size:12px;
-min-width:130px;max-width:220px}
-.warn{color:#b26b00}
-.reason{color:var(--bad)}
-.empty{color:var(--muted)}
-footer{margin:28px 0 32px;color:var(--muted);font-size:12px;
-border-top:1px solid var(--line);padding-top:12px}
-@media print{.scroll{max-height:none;overflow:visible}.toolbar{display:none}}
-"""
 
-_SCRIPT = """
-(function () {
-  "use strict";
-  var table = document.getElementById("results");
-  var done = function () {
-    document.documentElement.setAttribute("data-ready", "true");
-  };
-  if (!table) { done(); return; }
-  var tbody = table.tBodies[0];
-  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
-  var rows = Array.prototype.slice.call(tbody.rows);
-  var threshold = parseFloat(table.getAttribute("data-threshold"));
-  var collator = new Intl.Collator(undefined, {numeric: true, sensitivity: "base"});
-  var count = document.getElementById("count");
-  var search = document.getElementById("q");
-  var buttons = Array.prototype.slice.call(
-    document.querySelectorAll(".filters button"));
-  rows.forEach(function (tr, i) {
-    tr._i = i;
-    tr._text = tr.textContent.toLowerCase();
-  });
-  var state = {key: table.getAttribute("data-sorted"), dir: "desc",
-               filter: "all", q: ""};
-  var tests = {
-    all: function () { return true; },
-    positive: function (tr) {
-      return parseFloat(tr.getAttribute("data-pos")) >= threshold;
-    },
-    outside: function (tr) { return tr.getAttribute("data-domain") === "out"; },
-    uncertain: function (tr) { return tr.classList.contains("unc"); },
-    failed: function (tr) { return tr.getAttribute("data-status") !== "ok"; }
-  };
-  function value(tr, col, numeric) {
-    var td = tr.cells[col];
-    var v = td ? td.getAttribute("data-v") : null;
-    if (v === null || v === "") { return null; }
-    if (numeric) { var x = parseFloat(v); return isNaN(x) ? null : x; }
-    return v;
-  }
-  function sortBy(key, dir) {
-    var col = heads.findIndex(function (th) {
-      return th.getAttribute("data-key") === key;
-    });
-    if (col < 0) { return; }
-    var numeric = heads[col].getAttribute("data-type") === "num";
-    var sign = dir === "asc" ? 1 : -1;
-    var keyed = rows.map(function (tr) { return [value(tr, col, numeric), tr]; });
-    keyed.sort(function (a, b) {
-      var x = a[0], y = b[0];
-      if (x === null || y === null) {  // empty cells last, either way
-        return (x === null) - (y === null) || a[1]._i - b[1]._i;
-      }
-      var c = numeric ? x - y : collator.compare(x, y);
-      return sign * c || a[1]._i - b[1]._i;
-    });
-    var frag = document.createDocumentFragment();
-    keyed.forEach(function (k) { frag.appendChild(k[1]); });
-    tbody.appendChild(frag);
-    heads.forEach(function (th) { th.removeAttribute("aria-sort"); });
-    heads[col].setAttribute("aria-sort", dir === "asc" ? "ascending" : "descending");
-    state.key = key;
-    state.dir = dir;
-    table.setAttribute("data-sorted", key + ":" + dir);
-  }
-  function apply() {
-    if (!tests[state.filter]) { state.filter = "all"; }
-    var q = state.q.toLowerCase(), shown = 0;
-    rows.forEach(function (tr) {
-      var keep = tests[state.filter](tr) && (!q || tr._text.indexOf(q) >= 0);
-      tr.hidden = !keep;
-      if (keep) { shown++; }
-    });
-    buttons.forEach(function (b) {
-      b.setAttribute("aria-pressed", String(b.dataset.filter === state.filter));
-    });
-    count.textContent = shown + " of " + rows.length + " items";
-  }
-  function remember() {
-    var p = new URLSearchParams();
-    p.set("sort", state.key);
-    p.set("dir", state.dir);
-    if (state.filter !== "all") { p.set("filter", state.filter); }
-    if (state.q) { p.set("q", state.q); }
-    try { history.replaceState(null, "", "#" + p.toString()); } catch (e) {}
-  }
-  heads.forEach(function (th) {
-    th.querySelector("button").addEventListener("click", function () {
-      var key = th.getAttribute("data-key");
-      var dir = key === state.key ? (state.dir === "asc" ? "desc" : "asc")
-        : (th.getAttribute("data-type") === "num" ? "desc" : "asc");
-      sortBy(key, dir);
-      remember();
-    });
-  });
-  buttons.forEach(function (b) {
-    b.addEventListener("click", function () {
-      state.filter = b.dataset.filter;
-      apply();
-      remember();
-    });
-  });
-  search.addEventListener("input", function () {
-    state.q = search.value.trim();
-    apply();
-    remember();
-  });
-  var hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("sort")) {
-    sortBy(hash.get("sort"), hash.get("dir") === "asc" ? "asc" : "desc");
-  }
-  state.filter = hash.get("filter") || "all";
-  state.q = hash.get("q") || "";
-  search.value = state.q;
-  apply();
-  done();
-})();
-"""
+def _asset(name: str) -> str:
+    """The text of ``assets/<name>`` (package data: the page's style sheet
+    and script, inlined so the report stays one self-contained file)."""
+    folder = resources.files("napari_medcnn.cohort") / "assets"
+    return (folder / name).read_text(encoding="utf-8")
