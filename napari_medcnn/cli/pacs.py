@@ -26,6 +26,7 @@ from napari_medcnn.cli.pacs_vault import (
     add_vault_options,
     get_into_vault,
     send_passphrase,
+    series_to_get,
 )
 
 __all__ = ["add_pacs", "run_pacs", "server_from_args"]
@@ -275,10 +276,7 @@ def _get(client, args) -> int:
               "into a folder you choose (the PACS cache is deleted at exit)",
               file=sys.stderr)  # fmt: skip
         return EXIT_NOTHING
-    if args.series:
-        series = [args.series]
-    else:
-        series = [s.series_uid for s in client.find_series(args.study)]
+    series = series_to_get(client, args)
     done = failed = 0
 
     def show(event) -> None:

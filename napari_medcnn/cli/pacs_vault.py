@@ -25,6 +25,7 @@ __all__ = [
     "get_into_vault",
     "run_open_cache",
     "send_passphrase",
+    "series_to_get",
 ]
 
 _OPEN_CACHE = (
@@ -113,10 +114,7 @@ def get_into_vault(client: Any, args: argparse.Namespace) -> int:
     except (PassphraseError, VaultError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
-    if args.series:
-        series = [args.series]
-    else:
-        series = [s.series_uid for s in client.find_series(args.study)]
+    series = series_to_get(client, args)
     done = failed = 0
 
     def show(event) -> None:
@@ -191,3 +189,11 @@ def run_open_cache(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOTHING
     return exit_status(done, failed)
+
+
+def series_to_get(client: Any, args: argparse.Namespace) -> list[str]:
+    """The series UIDs ``pacs get`` retrieves: ``--series``, or every
+    series of ``--study`` on the PACS."""
+    if args.series:
+        return [args.series]
+    return [s.series_uid for s in client.find_series(args.study)]
