@@ -449,7 +449,14 @@ def _describe(entry: VaultSeries, first: Path) -> None:
     except Exception:  # noqa: BLE001 - any unreadable header: describe nothing
         return
     entry.modality = str(ds.get("Modality", "") or "")
-    entry.description = str(ds.get("SeriesDescription", "") or "")
+    # the listing shows no patient data: a description that repeats the
+    # patient's name, ID or birth date is kept redacted (the series itself
+    # keeps it)
+    from napari_medcnn.io.metadata import phi_tokens, redact
+
+    entry.description = redact(
+        str(ds.get("SeriesDescription", "") or ""), phi_tokens(ds)
+    )
     entry.study_date = str(ds.get("StudyDate", "") or "")
     with contextlib.suppress(TypeError, ValueError):
         entry.series_number = int(ds.get("SeriesNumber"))

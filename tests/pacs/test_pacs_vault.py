@@ -6,6 +6,7 @@ plaintext DICOM), open again with the passphrase into the session cache
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -131,6 +132,24 @@ def test_round_trip_no_phi_at_rest(tmp_path, fresh_session):
     assert scan.data.shape[0] == 3
     root = session_cache()
     assert clear_session_cache() and not root.exists() and not folder.exists()
+
+
+def test_listing_redacts_a_description_that_names_the_patient(tmp_path, fresh_session):
+    """A series description that repeats the patient's name or birth date
+    is listed redacted (the decrypted series keeps its own header)."""
+    pacs_root = tmp_path / "pacs"
+    pacs, study, series, _pixels = _phi_pacs(pacs_root)
+    for f in pacs_root.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = "t1 JANE DOE 1970-01-01"
+        ds.save_as(f)
+    pacs = FolderPacs(pacs_root, name="test-folder")
+    with Vault.create(tmp_path / "vault", PASS, scrypt=FAST) as vault:
+        entry = drain(iter_retrieve_to_vault(pacs, study, series, vault))
+        shown = json.dumps(entry.display_row())
+    assert "t1" in shown and "[redacted]" in shown
+    for needle in ("JANE", "DOE", "1970-01-01"):
+        assert needle not in shown
 
 
 def test_re_retrieve_replaces_the_older_copy(tmp_path, fresh_session):
