@@ -347,8 +347,8 @@ def test_3d_gradcam_maps_back_onto_the_scan_and_peaks_in_the_cube(resnet3d, reco
 def test_sequence_model_with_a_volume_record(rnn, data, tmp_path):
     """A volume record reads the scan along its coronal axis and resamples
     14 slices to 8: the CNN+RNN's per-slice Grad-CAM comes back at the
-    scan's shape, and classify's per-slice values have one value per
-    slice of the scan along the record's (coronal) slice axis."""
+    scan's shape, and explain's and classify's per-slice values have one
+    value per slice of the scan along the record's (coronal) slice axis."""
     from napari_medcnn.preprocessing.volume import volume_record
 
     record = volume_record(8, (SIDE, SIDE), base=PLAIN, slice_axis="coronal",
@@ -359,7 +359,7 @@ def test_sequence_model_with_a_volume_record(rnn, data, tmp_path):
     scan = np.random.default_rng(4).random((20, 14, 30)).astype(np.float32)
     res = drain(explain([scan], path, "gradcam", spacing=(2.0, 1.0, 1.0)))
     assert res.map.shape == scan.shape and res.map.max() == 1.0
-    assert res.slice_importance.shape == (8,)
+    assert res.slice_importance.shape == (14,)  # per coronal scan slice
     out = drain(
         classify([scan], path, scope="volume", spacing=(2.0, 1.0, 1.0),
                  device="cpu", slice_importance=classify_slice_importance)
@@ -367,3 +367,8 @@ def test_sequence_model_with_a_volume_record(rnn, data, tmp_path):
     assert out.slice_probabilities.shape == (14, 2)  # coronal: axis 1
     assert out.slice_importance.shape == (14,)
     assert abs(float(out.slice_importance.sum()) - 1.0) < 1e-5
+    # the Saliency panel's curve is the Classify panel's
+    if res.target == int(np.argmax(out.probabilities)):
+        np.testing.assert_allclose(
+            res.slice_importance, out.slice_importance, atol=1e-4
+        )
