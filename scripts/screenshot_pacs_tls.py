@@ -7,9 +7,9 @@ Run from the repository root, with a display (Xvfb)::
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python \\
         scripts/screenshot_pacs_tls.py [docs/pacs_tls_vault.png]
 
-A throw-away PKI is made with ``cryptography`` in a temporary folder: a
-CA, a server certificate for 127.0.0.1 / localhost (SAN IP and DNS) and a
-client certificate (server and client auth).  A
+A throw-away PKI (:func:`napari_medcnn.pacs.pki.make_pki`) is made in a
+temporary folder: a CA, a server certificate for 127.0.0.1 / localhost
+(SAN IP and DNS) and a client certificate (server and client auth).  A
 :class:`~napari_medcnn.pacs.orthanc.LocalOrthanc` is started with
 :class:`~napari_medcnn.pacs.orthanc.OrthancTls` (DICOM TLS, client
 certificates required) and a 3 mm slab of the shipped Colin27 T1 head,
@@ -36,8 +36,6 @@ says, not a diagnosis.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import ipaddress
 import shutil
 import sys
 import tempfile
@@ -68,69 +66,6 @@ def wait(test, limit: float = 300.0) -> None:
 
 
 # -- a throw-away PKI -------------------------------------------------------------
-def make_pki(folder: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 / localhost and a client
-    certificate (both usable for server and client auth: Orthanc's is also
-    a client certificate, ours a Storage SCP's); PEM files, keys
-    unencrypted, mode 0600.  Returns ``{ca, server_cert, server_key,
-    client_cert, client_key}``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def cert(subject, key, issuer=None, issuer_key=None, *, ca=False, san=()):
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        now = dt.datetime.now(dt.UTC)
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer.subject if issuer else name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
-        )
-        if ca:  # digital signature, certificate and CRL signing
-            usage = x509.KeyUsage(True, False, False, False, False, True, True,
-                                  False, False)  # fmt: skip
-            b = b.add_extension(usage, critical=True)
-        else:
-            eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        if san:
-            b = b.add_extension(x509.SubjectAlternativeName(list(san)), False)
-        return b.sign(issuer_key or key, hashes.SHA256())
-
-    def write(name: str, data: bytes) -> Path:
-        path = folder / name
-        path.write_bytes(data)
-        path.chmod(0o600)
-        return path
-
-    def pem_key(key) -> bytes:
-        return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
-                                 ser.NoEncryption())  # fmt: skip
-
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1())
-                                      for _ in range(3))  # fmt: skip
-    ca = cert("napari-medcnn demo CA", ca_key, ca=True)
-    san = (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-           x509.DNSName("localhost"))  # fmt: skip
-    server = cert("127.0.0.1", server_key, ca, ca_key, san=san)
-    client = cert("napari-medcnn client", client_key, ca, ca_key, san=san)
-    return {
-        "ca": write("ca.pem", ca.public_bytes(ser.Encoding.PEM)),
-        "server_cert": write("server.crt", server.public_bytes(ser.Encoding.PEM)),
-        "server_key": write("server.key", pem_key(server_key)),
-        "client_cert": write("client.crt", client.public_bytes(ser.Encoding.PEM)),
-        "client_key": write("client.key", pem_key(client_key)),
-    }
-
-
 def write_head_series(out: Path) -> Path:
     """A 3 mm axial slab (24 slices) of the Colin27 T1 head as a DICOM MR
     series of a synthetic patient; returns its folder."""
@@ -186,21 +121,22 @@ def main() -> int:
 
     from napari_medcnn.pacs import Server, connect, session_cache
     from napari_medcnn.pacs.orthanc import LocalOrthanc, OrthancTls
+    from napari_medcnn.pacs.pki import make_pki
     from napari_medcnn.widgets.pacs import dialogs, encrypted
 
     pki = make_pki(base / "pki")
     folder = write_head_series(base / "series")
     orthanc = LocalOrthanc(
         tls=OrthancTls(
-            certificate=str(pki["server_cert"]),
-            private_key=str(pki["server_key"]),
-            ca_bundle=str(pki["ca"]),
-            client_cert=str(pki["client_cert"]),
-            client_key=str(pki["client_key"]),
+            certificate=str(pki.server_cert),
+            private_key=str(pki.server_key),
+            ca_bundle=str(pki.ca),
+            client_cert=str(pki.client_cert),
+            client_key=str(pki.client_key),
         )
     ).start()
-    tls = {"ca_bundle": str(pki["ca"]), "client_cert": str(pki["client_cert"]),
-           "client_key": str(pki["client_key"]), "tls": True}  # fmt: skip
+    tls = {"ca_bundle": str(pki.ca), "client_cert": str(pki.client_cert),
+           "client_key": str(pki.client_key), "tls": True}  # fmt: skip
     address = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
     vault_dir = base / "encrypted-cache"
     try:

@@ -20,8 +20,6 @@ association to the TLS port, a missing certificate file.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,111 +36,10 @@ from napari_medcnn.pacs.orthanc import (
     OrthancUnavailable,
     free_port,
 )
+from napari_medcnn.pacs.pki import Pki, make_pki
 from napari_medcnn.pacs.tls import TlsConfigError, client_context, server_context
 
 x509 = pytest.importorskip("cryptography.x509")
-
-
-# -- a throw-away PKI ------------------------------------------------------------
-def _key():
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key, password: bytes | None = None) -> bytes:
-    from cryptography.hazmat.primitives import serialization as ser
-
-    enc = ser.BestAvailableEncryption(password) if password else ser.NoEncryption()
-    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc)
-
-
-def _pem(cert) -> bytes:
-    from cryptography.hazmat.primitives import serialization as ser
-
-    return cert.public_bytes(ser.Encoding.PEM)
-
-
-def _cert(subject: str, key, issuer=None, issuer_key=None, *, ca=False, san=()):
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = dt.datetime.now(dt.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        b = b.add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-    else:  # server and client: Orthanc's certificate is both (C-MOVE), so is ours
-        b = b.add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    if san:
-        b = b.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
-    return b.sign(issuer_key or key, hashes.SHA256())
-
-
-@dataclass
-class Pki:
-    """File paths of the test PKI (all PEM; keys unencrypted unless said)."""
-
-    ca: Path
-    wrong_ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    client_combined: Path  # the key and the certificate in one file
-    wrong_client_cert: Path  # signed by the wrong CA
-    wrong_client_key: Path
-    encrypted_key: Path  # client_cert's key, encrypted
-
-
-def make_pki(folder: Path) -> Pki:
-    """A CA, a server certificate for 127.0.0.1 and localhost, a client
-    certificate, and a wrong CA with a client certificate of its own."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def write(name: str, data: bytes) -> Path:
-        path = folder / name
-        path.write_bytes(data)
-        path.chmod(0o600)
-        return path
-
-    ca_key, wrong_key = _key(), _key()
-    ca = _cert("napari-medcnn test CA", ca_key, ca=True)
-    wrong = _cert("unrelated CA", wrong_key, ca=True)
-    server_key, client_key, other_key = _key(), _key(), _key()
-    san = (x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"))
-    server = _cert("127.0.0.1", server_key, ca, ca_key, san=san)
-    client = _cert("napari-medcnn client", client_key, ca, ca_key, san=san)
-    other = _cert("napari-medcnn client", other_key, wrong, wrong_key, san=san)
-    return Pki(
-        ca=write("ca.pem", _pem(ca)),
-        wrong_ca=write("wrong-ca.pem", _pem(wrong)),
-        server_cert=write("server.crt", _pem(server)),
-        server_key=write("server.key", _pem_key(server_key)),
-        client_cert=write("client.crt", _pem(client)),
-        client_key=write("client.key", _pem_key(client_key)),
-        client_combined=write("client.pem", _pem_key(client_key) + _pem(client)),
-        wrong_client_cert=write("other.crt", _pem(other)),
-        wrong_client_key=write("other.key", _pem_key(other_key)),
-        encrypted_key=write("client-enc.key", _pem_key(client_key, b"pw-1234")),
-    )
 
 
 @dataclass
