@@ -25,6 +25,7 @@ from napari_medcnn.cli.pacs_vault import (
     add_open_cache,
     add_vault_options,
     get_into_vault,
+    print_table,
     send_passphrase,
     series_to_get,
 )
@@ -221,17 +222,6 @@ def _study_filters(args) -> dict[str, Any]:
     }
 
 
-def _print_table(rows: list[dict[str, str]]) -> None:
-    if not rows:
-        print("(nothing found)")
-        return
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(width[c]) for c in cols).rstrip())
-    for r in rows:
-        print("  ".join(r[c].ljust(width[c]) for c in cols).rstrip())
-
-
 def _find(client, args) -> int:
     if args.study:
         found = client.find_series(
@@ -257,7 +247,7 @@ def _find(client, args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows)
+        print_table(rows)
     return EXIT_DONE
 
 

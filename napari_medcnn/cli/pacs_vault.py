@@ -23,6 +23,7 @@ __all__ = [
     "add_open_cache",
     "add_vault_options",
     "get_into_vault",
+    "print_table",
     "run_open_cache",
     "send_passphrase",
     "series_to_get",
@@ -139,9 +140,10 @@ def get_into_vault(client: Any, args: argparse.Namespace) -> int:
     return exit_status(done, failed)
 
 
-def _print_rows(rows: list[dict[str, str]]) -> None:
+def print_table(rows: list[dict[str, str]], empty: str = "(nothing found)") -> None:
+    """Print rows of strings as aligned columns (header first), or ``empty``."""
     if not rows:
-        print("(the encrypted cache is empty)")
+        print(empty)
         return
     cols = list(rows[0])
     width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
@@ -170,7 +172,7 @@ def run_open_cache(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(rows, indent=2))
                 else:
-                    _print_rows(rows)
+                    print_table(rows, "(the encrypted cache is empty)")
                 return EXIT_DONE
             if not chosen:
                 print("error: no such series in the encrypted cache", file=sys.stderr)
