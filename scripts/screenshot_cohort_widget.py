@@ -22,27 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from _gui import pump, wait
+
 PLUGIN = "napari-medcnn"
-
-
-def pump(seconds: float) -> None:
-    """Let Qt process events for ``seconds``."""
-    from qtpy.QtWidgets import QApplication
-
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait(test, limit: float = 600.0) -> None:
-    """Process events until ``test()`` is true (at most ``limit`` s)."""
-    end = time.perf_counter() + limit
-    while not test() and time.perf_counter() < end:
-        pump(0.1)
 
 
 def main() -> int:
@@ -69,7 +53,7 @@ def main() -> int:
     dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort")
     # room for every column of the table (public QMainWindow API)
     dock.parent().resizeDocks([dock], [600], Qt.Orientation.Horizontal)
-    wait(lambda: w.worker is None)
+    wait(lambda: w.worker is None, 600.0)
     if w.model is None:
         print(w.status.text(), file=sys.stderr)
         return 1
@@ -79,7 +63,7 @@ def main() -> int:
     if not w.run():
         print(w.status.text(), file=sys.stderr)
         return 1
-    wait(lambda: w.worker is None)
+    wait(lambda: w.worker is None, 600.0)
     if w.outcome is None or w.outcome.cancelled:
         print(w.status.text(), file=sys.stderr)
         return 1
@@ -92,7 +76,7 @@ def main() -> int:
         print(w.open_status.text(), file=sys.stderr)
         return 1
     pump(0.2)
-    wait(lambda: w.open_worker is None)
+    wait(lambda: w.open_worker is None, 600.0)
     print(w.open_status.text())
     if w.opened is None:
         return 1

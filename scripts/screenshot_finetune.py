@@ -17,17 +17,9 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def pump(seconds: float) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
+from _gui import pump
 
 
 def main(out: str = "docs/finetune.png") -> int:

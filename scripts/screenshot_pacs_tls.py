@@ -39,50 +39,13 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-PLUGIN = "napari-medcnn"
+from _gui import pacs_and_classify, pump, wait, write_head_series
+
 PATIENT_NAME, PATIENT_ID = "Example^Colin", "COLIN-0027"
 PASSPHRASE = b"screenshot-only vault passphrase"
 SERVER_NAME = "Orthanc (DICOM TLS)"
-
-
-def pump(seconds: float) -> None:
-    """Let Qt process events for ``seconds``."""
-    from qtpy.QtWidgets import QApplication
-
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait(test, limit: float = 300.0) -> None:
-    """Process events until ``test()`` is true (at most ``limit`` s)."""
-    end = time.perf_counter() + limit
-    while not test() and time.perf_counter() < end:
-        pump(0.1)
-
-
-# -- a throw-away PKI -------------------------------------------------------------
-def write_head_series(out: Path) -> Path:
-    """A 3 mm axial slab (24 slices) of the Colin27 T1 head as a DICOM MR
-    series of a synthetic patient; returns its folder."""
-    from napari_medcnn.io import load
-    from napari_medcnn.io.synth import write_series
-
-    (head,) = load(Path("napari_medcnn/data/colin27_t1.nii.gz"))
-    dz, dy, dx = (float(s) for s in head.spacing)
-    step = 3
-    z0 = head.data.shape[0] // 2 - 10
-    slab = head.data[z0 : z0 + 24 * step : step].astype("float64")
-    write_series(
-        slab, out, spacing=(dz * step, dy, dx), origin=(-90.0, -126.0, -20.0),
-        modality="MR", patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
-        series_description="T1 axial 3 mm", seed="pacs-tls-screenshot",
-    )  # fmt: skip
-    return out
 
 
 def vault_report(vault_dir: Path) -> bool:
@@ -116,8 +79,6 @@ def main() -> int:
     os.environ["XDG_CONFIG_HOME"] = str(base / "config")
 
     import napari
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QDockWidget
 
     from napari_medcnn.pacs import Server, connect, session_cache
     from napari_medcnn.pacs.orthanc import LocalOrthanc, OrthancTls
@@ -125,7 +86,9 @@ def main() -> int:
     from napari_medcnn.widgets.pacs import dialogs, encrypted
 
     pki = make_pki(base / "pki")
-    folder = write_head_series(base / "series")
+    folder = write_head_series(
+        base / "series", PATIENT_NAME, PATIENT_ID, "pacs-tls-screenshot"
+    )
     orthanc = LocalOrthanc(
         tls=OrthancTls(
             certificate=str(pki.server_cert),
@@ -151,23 +114,7 @@ def main() -> int:
 
         viewer = napari.Viewer(show=True)
         viewer.window.resize(1600, 1000)
-        pdock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "PACS")
-        cdock, cw = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
-        # Classify under napari's layer list (left), PACS on the right
-        main_window = pdock.parent()
-        main_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, cdock)
-        pump(0.2)
-        for d in main_window.findChildren(QDockWidget):
-            if d.windowTitle() == "layer controls":
-                d.hide()  # room for the classification under the layer list
-        pump(0.2)
-        left = [d for d in main_window.findChildren(QDockWidget)
-                if d.isVisible() and main_window.dockWidgetArea(d)
-                == Qt.DockWidgetArea.LeftDockWidgetArea]  # fmt: skip
-        main_window.resizeDocks([pdock], [560], Qt.Orientation.Horizontal)
-        main_window.resizeDocks(left, [440] * len(left), Qt.Orientation.Horizontal)
-        heights = [100] * (len(left) - 1) + [860]
-        main_window.resizeDocks(left, heights, Qt.Orientation.Vertical)
+        pdock, w, cw = pacs_and_classify(viewer)
         wait(lambda: cw.worker is None)  # the default model loads
         if cw.model is None:
             print(cw.status.text(), file=sys.stderr)

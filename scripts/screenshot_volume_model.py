@@ -24,27 +24,17 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _gui import pump, wait
 
 PLUGIN = "napari-medcnn"
 
 
-def pump(seconds: float) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait(widget, limit: float = 1800.0) -> None:
-    end = time.perf_counter() + limit
-    while widget.worker is not None and time.perf_counter() < end:
-        pump(0.1)
+def wait_idle(widget, limit: float = 1800.0) -> None:
+    """Process events until ``widget``'s worker is done (at most ``limit`` s)."""
+    wait(lambda: widget.worker is None, limit)
 
 
 def main() -> int:
@@ -93,7 +83,7 @@ def main() -> int:
     train.batch_spin.setValue(2)
     layers[-1].visible = True
     assert train.start(), train.status.text()
-    wait(train)
+    wait_idle(train)
     if train.summary is None or train.summary.get("cancelled"):
         print(train.status.text(), file=sys.stderr)
         return 1
@@ -114,24 +104,24 @@ def main() -> int:
     viewer.window.remove_dock_widget(tdock)
     layer = viewer.open(tmp / "test" / name, plugin=PLUGIN)[0]
     _d, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
-    wait(classify)
+    wait_idle(classify)
     classify.load_model(str(train.checkpoint))
-    wait(classify)
+    wait_idle(classify)
     classify.set_channels([layer])
     assert classify.run()
-    wait(classify)
+    wait_idle(classify)
     rec = classify.record
     imp = np.asarray(rec.get("slice_importance") or [0])
     peak = int(np.argmax(imp))
     sdock, sal = viewer.window.add_plugin_dock_widget(PLUGIN, "Saliency")
     sdock.parent().addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, sdock)
-    wait(sal)
+    wait_idle(sal)
     sal.load_model(str(train.checkpoint))
-    wait(sal)
+    wait_idle(sal)
     sal.set_channels([layer])
     sal.set_method("gradcam")
     if sal.run():
-        wait(sal)
+        wait_idle(sal)
     viewer.dims.set_point(0, layer.data_to_world([peak, 0, 0])[0])
     classify.set_channels([layer])  # the scan, not the new overlay
     pump(0.5)
