@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
     from napari_medcnn.io.scan import Scan
 
+from napari_medcnn.widgets._common.controls import (
+    select_table_rows,
+    selected_table_rows,
+)
 from napari_medcnn.widgets._common.jobs import JobError, JobHandle, WorkerPanel, guarded  # noqa: F401  (JobError re-exported)
 
 log = logging.getLogger(__name__)
@@ -202,16 +206,11 @@ class SeriesBrowser(WorkerPanel, QWidget):
 
     def select_rows(self, rows: Sequence[int]) -> None:
         """Select table rows (as a user would), replacing the selection."""
-        self.table.clearSelection()
-        mode = self.table.selectionMode()
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
-        for r in rows:
-            self.table.selectRow(r)
-        self.table.setSelectionMode(mode)
+        select_table_rows(self.table, rows)
 
     def selected_series(self) -> list[Any]:
         """Loadable (image) series of the selected rows, in table order."""
-        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        rows = selected_table_rows(self.table)
         out = []
         for r in rows:
             info = self._info_at(r)

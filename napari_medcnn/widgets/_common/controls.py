@@ -5,6 +5,8 @@
   :class:`~napari_medcnn.widgets._common.jobs.WorkerPanel` drives.
 * :func:`scrolled_layout`: a vertical scroll area filling a panel, so a tall
   panel scrolls on a short screen.
+* :func:`select_table_rows` / :func:`selected_table_rows`: set and read the
+  selected rows of a row-selecting table.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from collections.abc import Sequence
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QTableWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -96,3 +100,19 @@ def scrolled_layout(w: QWidget) -> QVBoxLayout:
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
     return QVBoxLayout(inner)
+
+
+def select_table_rows(table: QTableWidget, rows: Sequence[int]) -> None:
+    """Select ``rows`` of ``table`` (as a user would), replacing the
+    selection, whatever the table's own selection mode."""
+    table.clearSelection()
+    mode = table.selectionMode()
+    table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+    for r in rows:
+        table.selectRow(r)
+    table.setSelectionMode(mode)
+
+
+def selected_table_rows(table: QTableWidget) -> list[int]:
+    """Indices of the selected rows of ``table``, ascending."""
+    return sorted({i.row() for i in table.selectionModel().selectedRows()})

@@ -50,7 +50,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medcnn.widgets._common.controls import RunControls, scrolled_layout
+from napari_medcnn.widgets._common.controls import (
+    RunControls,
+    scrolled_layout,
+    select_table_rows,
+    selected_table_rows,
+)
 from napari_medcnn.widgets._common.jobs import JobHandle, WorkerPanel
 from napari_medcnn.widgets.pacs import dialogs, encrypted
 from napari_medcnn.widgets.pacs.jobs import (
@@ -424,16 +429,11 @@ class PacsWidget(WorkerPanel, QWidget):
 
     def select_rows(self, rows: list[int]) -> None:
         """Select table rows (series) by index."""
-        self.table.clearSelection()
-        mode = self.table.selectionMode()
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
-        for r in rows:
-            self.table.selectRow(r)
-        self.table.setSelectionMode(mode)
+        select_table_rows(self.table, rows)
 
     def selected_rows(self) -> list[int]:
         """Indices of the selected table rows."""
-        return sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return selected_table_rows(self.table)
 
     def retrieve(self) -> bool:
         """Retrieve the selected series in a worker, with progress; each
