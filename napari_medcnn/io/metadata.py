@@ -211,6 +211,19 @@ def _date_forms(text: str) -> set[str]:
     return forms
 
 
+def identity_tokens(
+    patient_name: str = "", patient_id: str = "", birth_date: str = ""
+) -> frozenset[str]:
+    """:func:`phi_tokens` of a patient known by name, ID and birth date
+    (DA, ``YYYYMMDD``) only, as a header summary keeps them."""
+    ds = Dataset()
+    for kw, value in (("PatientName", patient_name), ("PatientID", patient_id),
+                      ("PatientBirthDate", birth_date)):  # fmt: skip
+        if value:
+            setattr(ds, kw, str(value))
+    return phi_tokens(ds)
+
+
 def redact(text: str, tokens: frozenset[str] | set[str]) -> str:
     """``text`` with every token of ``tokens`` replaced by :data:`REDACTED`
     (case-insensitive, longest token first)."""

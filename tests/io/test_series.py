@@ -276,6 +276,29 @@ def test_series_info_fields_and_display_row(two_series_folder):
     assert [f.rsplit("/", 1)[-1] for f in ct.files][0] == "IM0000.dcm"
 
 
+def test_masked_row_redacts_descriptions_that_name_the_patient(tmp_path):
+    """With names masked, a study or series description that repeats the
+    patient's name or ID shows [redacted]; unmasked, it is shown as is."""
+    files = write_series(
+        volume((3, 6, 5), seed=21), tmp_path, spacing=(2, 0.5, 0.5), seed="desc",
+        patient_name="Roe^Richard", patient_id="PID-5151",
+        series_description="T1 for Richard Roe",
+    )  # fmt: skip
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.StudyDescription = "head PID-5151"
+        ds.save_as(f)
+    (info,), _ = scan_folder(tmp_path)
+    row = info.display_row()
+    assert row["description"] == "T1 for [redacted] [redacted]"
+    assert row["study"] == "head [redacted]"
+    for needle in ("Roe", "Richard", "PID-5151"):
+        assert needle not in str(row)
+    plain = info.display_row(mask_names=False)
+    assert plain["description"] == "T1 for Richard Roe"
+    assert plain["study"] == "head PID-5151"
+
+
 def test_no_phi_unless_asked(two_series_folder):
     scans = load(two_series_folder.root, include_phi=False)
     for s in scans:

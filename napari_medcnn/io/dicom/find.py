@@ -36,6 +36,7 @@ from napari_medcnn.io.dicom.geometry import (
     split_duplicates,
 )
 from napari_medcnn.io.dicom.headers import DICOMDIR_SOP, SliceHeader, read_header
+from napari_medcnn.io.metadata import identity_tokens, redact
 from napari_medcnn.io.scan import ScanReadError
 
 __all__ = ["FolderScan", "SeriesInfo", "iter_folder", "iter_scan_folder"]
@@ -52,9 +53,10 @@ def default_workers() -> int:
 class SeriesInfo:
     """One loadable series (or one part of a split series) found in a folder.
 
-    ``patient_name`` is the raw value, kept in memory only for the series
-    browser (which masks it); ``patient_key`` is a short SHA-256 of
-    PatientID + PatientName to tell patients apart without showing them.
+    ``patient_name`` and ``patient_id`` are the raw values, kept in memory
+    only for the series browser (which masks them); ``patient_key`` is a
+    short SHA-256 of PatientID + PatientName to tell patients apart without
+    showing them.
     Spacings are in mm.
     """
 
@@ -78,6 +80,7 @@ class SeriesInfo:
     number_of_frames: int
     split_reason: str | None
     headers: list[SliceHeader] = field(default_factory=list, repr=False, compare=False)
+    patient_id: str = field(default="", repr=False)
 
     @property
     def n_files(self) -> int:
@@ -91,9 +94,15 @@ class SeriesInfo:
     def display_row(self, mask_names: bool = True) -> dict[str, str]:
         """Strings for a browser table: patient, study, date, modality,
         description, images, dimensions, spacing.  With ``mask_names`` the
-        patient column shows only ``patient_key``."""
+        patient column shows only ``patient_key``, and the study and series
+        descriptions show ``[redacted]`` where they repeat the patient's name
+        or ID."""
+        study, desc = self.study_description, self.description
         if mask_names:
             patient = f"patient {self.patient_key}"
+            # a description may repeat the patient's name or ID
+            tokens = identity_tokens(self.patient_name, self.patient_id)
+            study, desc = redact(study, tokens), redact(desc, tokens)
         else:
             patient = self.patient_name or f"patient {self.patient_key}"
         d = self.study_date
@@ -112,14 +121,14 @@ class SeriesInfo:
                 if self.depth > 1 and self.slice_spacing:
                     spacing += f" × {self.slice_spacing:.3g}"
                 spacing += " mm"
-        desc = self.description or (
+        desc = desc or (
             f"series {self.series_number}" if self.series_number is not None else ""
         )
         if self.split_reason:
             desc += f" [split by {self.split_reason}]"
         return {
             "patient": patient,
-            "study": self.study_description,
+            "study": study,
             "date": date,
             "modality": self.modality,
             "description": desc,
@@ -345,6 +354,7 @@ def _info(hs: list[SliceHeader], kind: str, split_reason: str | None) -> SeriesI
         study_uid=h0.study_uid,
         patient_key=patient_key(h0.patient_id, h0.patient_name),
         patient_name=h0.patient_name,
+        patient_id=h0.patient_id,
         study_date=h0.study_date,
         study_description=h0.study_description,
         modality=h0.modality,
