@@ -229,6 +229,7 @@ def classify(
         prepare_model_input,
         prepare_volume,
         to_scan_slices,
+        weights_to_scan_slices,
     )
 
     t0 = time.perf_counter()
@@ -327,9 +328,7 @@ def classify(
             if slice_probs is not None:
                 slice_probs = to_scan_slices(slice_probs, geo)
             if importance is not None:
-                importance = to_scan_slices(importance, geo, outside=0.0)
-                total = float(importance.sum())
-                importance = importance / total if total > 0 else importance
+                importance = weights_to_scan_slices(importance, geo)
         if guard.active:
             domain = {
                 "in_domain": not rules, "score": None, "threshold": None,

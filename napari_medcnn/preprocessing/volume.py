@@ -362,3 +362,12 @@ def to_scan_slices(
         half = (pos[1] - pos[0]) / 2 if len(pos) > 1 else 0.5
         out[(idx < pos[0] - half) | (idx > pos[-1] + half)] = outside
     return out
+
+
+def weights_to_scan_slices(weights: np.ndarray, geometry: VolumeGeometry) -> np.ndarray:
+    """Non-negative per-slice weights on the prepared grid (S,) -> one per
+    slice of the scan (:func:`to_scan_slices`, 0 on slices the model did not
+    see), renormalised to sum to 1 (all 0 stays all 0)."""
+    out = to_scan_slices(weights, geometry, outside=0.0)
+    total = float(out.sum())
+    return out / total if total > 0 else out

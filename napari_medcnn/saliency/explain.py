@@ -453,11 +453,12 @@ def _on_scan_slices(values, geometry):
 
     if values is None or not isinstance(geometry, VolumeItemGeometry):
         return values
-    from napari_medcnn.preprocessing.volume import to_scan_slices
+    from napari_medcnn.preprocessing.volume import (
+        to_scan_slices,
+        weights_to_scan_slices,
+    )
 
     v = np.asarray(values, np.float32)
     if (v < 0).any():
         return to_scan_slices(v, geometry.volume)
-    out = to_scan_slices(v, geometry.volume, outside=0.0)
-    total = float(out.sum())
-    return out / total if total > 0 else out
+    return weights_to_scan_slices(v, geometry.volume)
