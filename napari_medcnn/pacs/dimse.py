@@ -189,10 +189,21 @@ class DimseClient:
             if getattr(prim, "result", None) not in (None, 0x00):
                 seen["reject"] = prim
 
+        def on_pdu(event) -> None:
+            # the A-ASSOCIATE-RJ as it arrives: when the peer closes the
+            # connection right after it, pynetdicom may see the close first
+            # and report an abort, never a rejection
+            if type(event.pdu).__name__ == "A_ASSOCIATE_RJ":
+                seen["reject"] = event.pdu
+
         def on_open(event) -> None:
             seen["open"] = True
 
-        handlers = [(evt.EVT_ACSE_RECV, on_acse), (evt.EVT_CONN_OPEN, on_open)]
+        handlers = [
+            (evt.EVT_ACSE_RECV, on_acse),
+            (evt.EVT_PDU_RECV, on_pdu),
+            (evt.EVT_CONN_OPEN, on_open),
+        ]
         handlers += kwargs.pop("evt_handlers", [])
         if self._tls is not None:
             kwargs["tls_args"] = (self._tls, s.host)
