@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_default_model import (  # noqa: E402
     DEDUP_SIZE,
     ROOT,
+    ZOO_NAME,
     _groups,
     _prepare,
     add_recipe_args,
+    fit_card_domain,
     recipe,
     train,
 )
@@ -59,9 +61,55 @@ def logits_of(model, x: np.ndarray, tta: str, n_classes: int = 2) -> np.ndarray:
     return predict_logits(model, x, 128)
 
 
-def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:
+def save_fold(model, arch_kwargs, args, record, names, split, temperature, x_tr, x_va):
+    """Write a fold's model as a checkpoint with a card (its split, the
+    temperature, the flip average and a refitted domain guard), so that
+    ``scripts/eval_trust.py --model`` and ``scripts/eval_saliency_br35h.py
+    --model`` can judge it like the shipped model (on the fold's test
+    files)."""
+    import torch
+
+    from napari_medcnn.models.card import ModelCard
+    from napari_medcnn.models.checkpoint import save_checkpoint
+
+    domain, reference = fit_card_domain(model, x_tr, x_va)
+    tr, va, te, k = split
+    card = ModelCard(
+        arch=ZOO_NAME[args.arch],
+        arch_kwargs=arch_kwargs,
+        classes=list(br35h.CLASSES),
+        spatial_dims=2,
+        in_channels=1,
+        channel_names=["MR"],
+        input_size=[args.size, args.size],
+        input_kind="slice",
+        preprocessing=record,
+        temperature=temperature,
+        domain=domain,
+        tta=["flip"] if args.tta == "flip" else [],
+        name=f"cv fold {k} ({args.arch})",
+        description="A cross-validation fold's model: not for use.",
+        provenance={
+            "script": "scripts/cv_default_recipe.py",
+            "fold": k,
+            "train_files": [names[i] for i in tr],
+            "validation_files": [names[i] for i in va],
+            "test_files": [names[i] for i in te],
+        },
+    )
+    args.save_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        model,
+        card,
+        args.save_dir / f"fold{k}",
+        extras={"domain.reference": torch.from_numpy(reference)},
+    )
+
+
+def run_fold(x, labels, groups, train_idx, test_idx, extra, args, save=None) -> dict:
     """The recipe trained on ``train_idx`` (inner group split) plus the
-    healthy slices ``extra``, scored on ``test_idx``."""
+    healthy slices ``extra``, scored on ``test_idx``; ``save`` (record,
+    names, fold number) also writes the model (``--save-dir``)."""
     inner_tr, inner_va = group_split(
         groups[train_idx], labels[train_idx], (0.85, 0.15), seed=args.seed
     )
@@ -70,10 +118,23 @@ def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:
     if len(extra):
         x_tr = np.concatenate([x_tr, extra])
         y_tr = np.concatenate([y_tr, np.zeros(len(extra), y_tr.dtype)])
-    _, model, cfg = recipe(args)
+    arch_kwargs, model, cfg = recipe(args)
     result = train(model, (x_tr, y_tr), (x[va], labels[va]), cfg, "fold ")
     model = result.model.eval()
     temperature = fit_temperature(logits_of(model, x[va], args.tta), labels[va])
+    if save is not None:
+        record, names, k = save
+        save_fold(
+            model,
+            arch_kwargs,
+            args,
+            record,
+            names,
+            (tr, va, test_idx, k),
+            temperature,
+            x_tr,
+            x[va],
+        )
     logits = logits_of(model, x[test_idx], args.tta)
     s = summarize(logits, labels[test_idx], temperature)
     other = "none" if args.tta == "flip" else "flip"
@@ -88,6 +149,9 @@ def run_fold(x, labels, groups, train_idx, test_idx, extra, args) -> dict:
         "accuracy": round(float(s["accuracy"]), 4),
         "auc": round(float(s["auc"]), 4),
         "ece": round(float(s["ece"]), 4),
+        "ece_before_temperature": round(
+            float(summarize(logits, labels[test_idx], 1.0)["ece"]), 4
+        ),
         "temperature": round(float(temperature), 3),
         "best_epoch": int(result.best_epoch),
         f"accuracy_tta_{other}": round(float(s_other["accuracy"]), 4),
@@ -106,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="prepared images (.npz, x)")
     ap.add_argument("--only-fold", type=int, help="run just this fold (1-based)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument(
+        "--save-dir",
+        type=Path,
+        help="also write each fold's model here (foldK.safetensors + card)",
+    )
     args = ap.parse_args(argv)
     args.size = args.size or (96 if args.record == "fov" else 128)
     t0 = time.perf_counter()
@@ -137,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, (train_idx, test_idx) in enumerate(plan.folds, 1):
         if args.only_fold and k != args.only_fold:
             continue
-        folds.append(run_fold(x, labels, groups, train_idx, test_idx, extra, args))
+        save = (record, [name for name, _ in items], k) if args.save_dir else None
+        folds.append(
+            run_fold(x, labels, groups, train_idx, test_idx, extra, args, save)
+        )
         print(f"fold {k}/{len(plan.folds)}: {json.dumps(folds[-1])}", flush=True)
     acc = np.array([f["accuracy"] for f in folds])
     n_test = sum(f["n_test"] for f in folds)
