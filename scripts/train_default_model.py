@@ -96,6 +96,31 @@ def features_of(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.n
     return torch.cat(out).numpy()
 
 
+def teacher_targets(
+    teachers: list[Path], x: np.ndarray, y: np.ndarray, alpha: float
+) -> tuple[np.ndarray, list[str]]:
+    """(N, K) soft training targets for knowledge distillation:
+    ``alpha`` x the teachers' mean calibrated probability (each teacher with
+    its card's test-time augmentation and temperature) plus ``1 - alpha`` x
+    the one-hot label.  The teachers must not have seen the validation or
+    test files (train them on the same split).  Also returns the teachers'
+    model ids."""
+    from napari_medcnn.models.calibration import softmax
+    from napari_medcnn.models.checkpoint import load_checkpoint
+    from napari_medcnn.models.features import with_tta
+
+    probs, ids = [], []
+    for path in teachers:
+        loaded = load_checkpoint(path, "cpu")
+        ids.append(loaded.card.model_id)
+        net = with_tta(loaded.model.eval(), loaded.card)
+        logits = predict_logits(net, x, 128)
+        probs.append(softmax(logits / loaded.card.temperature))
+    p = np.mean(probs, axis=0)
+    onehot = np.eye(p.shape[1], dtype=np.float32)[y]
+    return (alpha * p + (1 - alpha) * onehot).astype(np.float32), ids
+
+
 def fit_card_domain(model, x_train, x_val) -> tuple[dict, np.ndarray]:
     """The card's ``domain`` and the guard's reference features: brain MR,
     grey, axial (at most 30 degrees oblique), content and kNN thresholds
@@ -205,6 +230,20 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
         type=Path,
         help="start from this checkpoint's weights (same --arch and record): "
         "fine-tune an earlier default model",
+    )
+    ap.add_argument(
+        "--distill-from",
+        type=Path,
+        nargs="+",
+        help="teacher checkpoints trained on the same split: train on their "
+        "mean calibrated probabilities mixed with the labels (knowledge "
+        "distillation of an ensemble into one model)",
+    )
+    ap.add_argument(
+        "--distill-alpha",
+        type=float,
+        default=0.5,
+        help="weight of the teachers' probabilities in the soft targets",
     )
     ap.add_argument(
         "--histogram",
@@ -350,8 +389,15 @@ def main(argv: list[str] | None = None) -> int:
         y_train = np.concatenate([y_train, np.zeros(n_healthy, y_train.dtype)])
         print(f"+ {n_healthy} healthy Colin27 slices (every level) as no_tumor")
 
+    targets, teacher_ids = y_train, []
+    if args.distill_from:
+        targets, teacher_ids = teacher_targets(
+            args.distill_from, x_train, y_train, args.distill_alpha
+        )
+        agree = float((targets.argmax(1) == y_train).mean())
+        print(f"distilling from {len(args.distill_from)} teachers ({agree:.3f} agree)")
     arch_kwargs, model, cfg = recipe(args)
-    result = train(model, (x_train, y_train), (x[val_idx], labels[val_idx]), cfg)
+    result = train(model, (x_train, targets), (x[val_idx], labels[val_idx]), cfg)
 
     temperature = fit_temperature(result.val_logits, result.val_labels)
     model = result.model.eval()
@@ -424,6 +470,20 @@ def main(argv: list[str] | None = None) -> int:
                 "head, labelled no_tumor, training set only",
             },
             "file_list_sha256": digest,
+            **(
+                {
+                    "distillation": {
+                        "teachers": teacher_ids,
+                        "alpha": args.distill_alpha,
+                        "targets": "alpha x the teachers' mean calibrated "
+                        "probability (their own tta and temperature) + "
+                        "(1 - alpha) x the label, on the training images "
+                        "(healthy slices included), unaugmented",
+                    }
+                }
+                if teacher_ids
+                else {}
+            ),
             "train_files": [names[i] for i in train_idx],
             "validation_files": [names[i] for i in val_idx],
             "test_files": [names[i] for i in test_idx],

@@ -162,7 +162,9 @@ class TrainResult:
 
 
 class ArrayDataset(Dataset):
-    """(N, C, ...) float32 images and (N,) labels, with optional augmentation.
+    """(N, C, ...) float32 images and their targets, with optional
+    augmentation: (N,) class indices, or (N, K) class probabilities (soft
+    labels, e.g. a teacher ensemble's, for knowledge distillation).
 
     ``x`` is an array (held as one tensor) or a lazy array-like such as
     :class:`~.data.volumes.VolumeStack` (one item read per sample).
@@ -175,7 +177,10 @@ class ArrayDataset(Dataset):
             if self.lazy
             else torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
         )
-        self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        y = np.asarray(y)
+        self.y = torch.as_tensor(
+            y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)
+        )
         self.transform = transform
 
     def __len__(self) -> int:
@@ -259,13 +264,19 @@ def _validate(model, loader, loss_fn, device, labels):
     return total / max(n, 1), distributed.gather_rows(logits, len(labels)), labels
 
 
+def hard_labels(y) -> np.ndarray:
+    """(N,) class indices of targets that are indices or (N, K) soft labels."""
+    y = np.asarray(y)
+    return (y.argmax(1) if y.ndim == 2 else y).astype(np.int64)
+
+
 def _loaders(train, val, cfg: TrainConfig, n_classes: int, aug):
     gen = torch.Generator().manual_seed(cfg.seed)
-    y = np.asarray(train[1], dtype=np.int64)
+    y = hard_labels(train[1])
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     sampler = None
     w = 1.0 / np.maximum(counts, 1)[y] if cfg.balance == "sampler" else None
-    train_set = ArrayDataset(train[0], y, transform=aug)
+    train_set = ArrayDataset(train[0], train[1], transform=aug)
     val_set = ArrayDataset(*val)
     val_batch = cfg.batch_size if val_set.lazy else max(64, cfg.batch_size)
     if distributed.current().enabled:
@@ -317,7 +328,10 @@ def fit(
     Args:
         model: any zoo model taking (B, C, ...) and returning logits
             (deep-copy a shared/cached model first: it is changed in place).
-        train, val: arrays (N, C, H, W) or (N, C, D, H, W) in [0, 1], labels (N,).
+        train, val: arrays (N, C, H, W) or (N, C, D, H, W) in [0, 1], labels
+            (N,); training targets may instead be (N, K) class probabilities
+            (soft labels: the loss is then the cross-entropy against them,
+            class weights and label smoothing applied as for indices).
         config: hyper-parameters.
         control: pause/cancel flags checked between batches.
 
@@ -432,7 +446,8 @@ def fit(
                     if ema is not None:
                         ema.update_parameters(model)
                 running += loss.item() * len(y)
-                correct += int((out.argmax(1) == y).sum())
+                hard = y.argmax(1) if y.ndim == 2 else y
+                correct += int((out.argmax(1) == hard).sum())
                 seen += len(y)
                 done = (epoch - 1) * n_steps + step
                 yield TrainEvent(
