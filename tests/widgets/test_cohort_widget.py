@@ -321,3 +321,70 @@ def test_rows_sort_filter_and_record():
     assert "do not rely on it" in R.row_summary({**sal, "saliency_trusted": False}, pos)
     assert R.format_eta(75) == "1:15" and R.format_eta(None) == ""
     assert R.progress_text(3, 6, 4.0, 1) == "Running: 3 / 6 done · ETA 0:04 · 1 error"
+
+
+def _deid_patient_ids(out: Path) -> set[str]:
+    """The PatientID of each de-identified series under ``out/deid``."""
+    import pydicom
+
+    ids = set()
+    for folder in sorted((out / "deid").iterdir()):
+        first = next(p for p in sorted(folder.rglob("*")) if p.is_file())
+        ids.add(str(pydicom.dcmread(first, stop_before_pixels=True).PatientID))
+    return ids
+
+
+@pytest.mark.gui
+def test_deidentify_with_a_sealed_project_key(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """The panel's project key and passphrase: a new key file is created
+    once and sealed, the same patient gets the same pseudonym in every item
+    (4 series of 3 patients: 3 pseudonyms; a one-off key per item gives 4),
+    the passphrase is written nowhere, and a wrong one is a clear message
+    before anything is written."""
+    import napari.utils.notifications as notifications
+
+    from napari_medcnn.deid.keys import is_sealed_file
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    root = tmp_path / "in"
+    write_cohort(
+        root, n_dicom=4, n_nifti=0, n_png=0, corrupt=(),
+        non_image_folder=False, shape=(4, 32, 32),
+    )  # fmt: skip
+    key = tmp_path / "project.key"
+    secret = "correct horse battery staple"
+    viewer = make_napari_viewer()
+    w = _ready(viewer, qtbot)
+    assert not w.key_edit.isEnabled()  # de-identification is off
+    w.set_input(root)
+    w.set_output(tmp_path / "out")
+    w.set_options(workers=1, deidentify=True, key_file=key, passphrase=secret)
+    assert w.key_edit.isEnabled() and w.passphrase_edit.isEnabled()
+    assert secret not in repr(w.options())
+    assert w.run()
+    _idle(qtbot, w)
+    assert w.outcome.done == 4, w.status.text()
+    assert is_sealed_file(key)
+    assert len(_deid_patient_ids(tmp_path / "out")) == 3
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".csv", ".html"):
+            assert secret not in path.read_text(errors="replace"), path
+
+    # without a key file: one-off keys, no linkage across items
+    w.set_output(tmp_path / "out_oneoff")
+    w.set_options(workers=1, deidentify=True)
+    assert w.run()
+    _idle(qtbot, w)
+    assert len(_deid_patient_ids(tmp_path / "out_oneoff")) == 4
+
+    # a wrong passphrase: refused before anything is written
+    w.set_output(tmp_path / "out_wrong")
+    w.set_options(workers=1, deidentify=True, key_file=key, passphrase="wrong")
+    assert w.run()
+    _idle(qtbot, w)
+    assert shown and "authentication failed" in str(shown[-1]), shown
+    assert "wrong" not in w.status.text().replace("wrong passphrase", "")
+    assert not (tmp_path / "out_wrong").exists()

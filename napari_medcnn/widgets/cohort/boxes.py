@@ -4,8 +4,8 @@
   output folder.
 * :class:`OptionsBox`: the model row (default model or a checkpoint file,
   as in the Classify panel) and the run options: scope, saliency method,
-  de-identification, retrying failed items, executor, workers and Dask
-  scheduler.
+  de-identification (with the project key file and its passphrase),
+  retrying failed items, executor, workers and Dask scheduler.
 * :class:`FilterBar`: one exclusive button per table filter, with counts.
 * :class:`DetailPane`: the selected row's thumbnail and summary.
 """
@@ -98,6 +98,11 @@ class OptionsBox(QGroupBox):
         trust_check: with a method, measure each map's deletion and
             insertion AUCs against a random order (``trust_metrics``).
         deid_check: de-identify DICOM series into the output folder first.
+        key_edit, key_button: the project key file of the de-identification
+            (empty: a one-off key per item, so pseudonyms do not link
+            across items); a missing file is created once before the run.
+        passphrase_edit: opens a sealed key file, or seals a new one (never
+            shown, logged or written; empty: none).
         redo_check: process items that failed in an earlier run again.
         executor_combo: data ``local`` or ``dask``.
         workers_spin: worker processes (default: one per CPU core).
@@ -131,6 +136,22 @@ class OptionsBox(QGroupBox):
         self.deid_check.setToolTip(
             "De-identify each DICOM series (PS3.15 Basic Profile) into the "
             "output folder's deid/ and classify the copy."
+        )
+        self.key_edit = QLineEdit()
+        self.key_edit.setPlaceholderText("empty: a one-off key per item")
+        self.key_edit.setToolTip(
+            "The project key: the same patient gets the same pseudonym and "
+            "shifted dates in every item and every run (a missing file is "
+            "created before the run). Empty: each item gets its own one-off "
+            "key, so pseudonyms do not link across items."
+        )
+        self.key_button = QPushButton("Key file…")
+        self.passphrase_edit = QLineEdit()
+        self.passphrase_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase_edit.setPlaceholderText("passphrase (optional)")
+        self.passphrase_edit.setToolTip(
+            "Opens a key file sealed under a passphrase, or seals a new one. "
+            "Never shown, logged or written anywhere."
         )
         self.redo_check = QCheckBox("Retry failed items")
         self.redo_check.setToolTip("Items journalled as 'error' are processed again.")
@@ -171,6 +192,11 @@ class OptionsBox(QGroupBox):
         grid.addWidget(self.scheduler_edit, 3, 1, 1, 3)
         grid.addWidget(self.deid_check, 4, 0, 1, 2)
         grid.addWidget(self.redo_check, 4, 2, 1, 2)
+        self.key_label = QLabel("Project key")
+        grid.addWidget(self.key_label, 5, 0)
+        grid.addWidget(self.key_edit, 5, 1, 1, 2)
+        grid.addWidget(self.key_button, 5, 3)
+        grid.addWidget(self.passphrase_edit, 6, 1, 1, 3)
         grid.setColumnStretch(1, 1)
         layout = QGridLayout(self)
         layout.addLayout(model_row, 0, 0)
@@ -178,8 +204,10 @@ class OptionsBox(QGroupBox):
         layout.addLayout(grid, 2, 0)
         self.executor_combo.currentIndexChanged.connect(self._on_executor)
         self.explain_combo.currentIndexChanged.connect(self._on_explain)
+        self.deid_check.toggled.connect(self._on_deid)
         self._on_explain()
         self._on_executor()
+        self._on_deid()
 
     def set_methods(self, labels: Mapping[str, str]) -> None:
         """Offer "none" and these saliency methods (core name -> label),
@@ -196,6 +224,22 @@ class OptionsBox(QGroupBox):
 
     def _on_explain(self, _index: int = 0) -> None:
         self.trust_check.setEnabled(self.explain_combo.currentData() is not None)
+
+    def key_file(self) -> str | None:
+        """The project key file, or None (a one-off key per item)."""
+        text = self.key_edit.text().strip()
+        return text or None
+
+    def passphrase(self) -> bytes | None:
+        """The passphrase as UTF-8 bytes, or None when the field is empty."""
+        text = self.passphrase_edit.text()
+        return text.encode("utf-8") if text else None
+
+    def _on_deid(self, _checked: bool = False) -> None:
+        """The key file and passphrase apply to de-identification only."""
+        on = self.deid_check.isChecked()
+        for w in (self.key_label, self.key_edit, self.key_button, self.passphrase_edit):
+            w.setEnabled(on)
 
     def _on_executor(self, _index: int = 0) -> None:
         """The scheduler row is shown for Dask only."""

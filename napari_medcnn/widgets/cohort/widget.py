@@ -32,6 +32,7 @@ carry redacted names and paths, and log lines carry counts only.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,7 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
         self.default_button, self.browse_button = ob.default_button, ob.browse_button
         self.scope_combo, self.explain_combo = ob.scope_combo, ob.explain_combo
         self.deid_check, self.redo_check = ob.deid_check, ob.redo_check
+        self.key_edit, self.passphrase_edit = ob.key_edit, ob.passphrase_edit
         self.trust_check = ob.trust_check
         self.executor_combo, self.workers_spin = ob.executor_combo, ob.workers_spin
         self.scheduler_edit = ob.scheduler_edit
@@ -206,6 +208,7 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
         self.out_edit.editingFinished.connect(self._update_buttons)
         self.default_button.clicked.connect(lambda: self.load_model(None))
         self.browse_button.clicked.connect(self._browse_model)
+        ob.key_button.clicked.connect(self._browse_key)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.filter_bar.filter_changed.connect(self.set_filter)
@@ -282,6 +285,8 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
         explain: str | None = None,
         trust_metrics: bool = True,
         deidentify: bool = False,
+        key_file: str | os.PathLike | None = None,
+        passphrase: str | None = None,
         executor: str = "local",
         workers: int | None = None,
         scheduler: str | None = None,
@@ -304,6 +309,8 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
             combo.setCurrentIndex(index)
         self.trust_check.setChecked(bool(trust_metrics))
         self.deid_check.setChecked(bool(deidentify))
+        self.key_edit.setText(str(key_file) if key_file else "")
+        self.passphrase_edit.setText(passphrase or "")
         self.redo_check.setChecked(bool(redo_errors))
         if workers is not None:
             self.workers_spin.setValue(int(workers))
@@ -318,12 +325,15 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
         """The ``CohortOptions`` as the panel shows them."""
         from napari_medcnn.cohort import CohortOptions
 
+        deidentify = self.deid_check.isChecked()
         return CohortOptions(
             model=self._model_path,
             scope=self.scope_combo.currentData(),
             explain=self.explain_combo.currentData(),
             trust_metrics=self.trust_check.isChecked(),
-            deidentify=self.deid_check.isChecked(),
+            deidentify=deidentify,
+            key_file=self.options_box.key_file() if deidentify else None,
+            passphrase=self.options_box.passphrase() if deidentify else None,
         )
 
     def run_arguments(self) -> dict[str, Any]:
@@ -618,6 +628,10 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
             self.executor_combo, self.workers_spin,
         ):  # fmt: skip
             w.setEnabled(not busy)
+        ob = self.options_box
+        key_on = not busy and self.deid_check.isChecked()
+        for w in (ob.key_label, ob.key_edit, ob.key_button, ob.passphrase_edit):
+            w.setEnabled(key_on)
         explaining = self.explain_combo.currentData() is not None
         self.trust_check.setEnabled(not busy and explaining)
         dask = self.executor_combo.currentData() == "dask"
@@ -687,6 +701,16 @@ class CohortWidget(ModelLoading, WorkerPanel, QWidget):
         )
         if folder:
             self.set_output(folder)
+
+    def _browse_key(self) -> None:
+        # a save dialog: an existing key or the name of a new one
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Project key file (existing, or a new one to create)",
+            self.key_edit.text(), "Project key (*.key *.json);;All files (*)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )  # fmt: skip
+        if path:
+            self.key_edit.setText(path)
 
     def _browse_model(self) -> None:
         path = ask_model_path(self, str(self._default_model().parent))
