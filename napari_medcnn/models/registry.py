@@ -34,7 +34,7 @@ def register(
 
 def _ensure_loaded() -> None:
     # Importing the modules runs their @register decorators.
-    from napari_medcnn.models import cnn_rnn, monai_nets, seed_cnn  # noqa: F401
+    from napari_medcnn.models import cnn_rnn, ensemble, monai_nets, seed_cnn  # noqa: F401
 
 
 def available_models() -> list[str]:

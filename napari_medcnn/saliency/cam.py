@@ -16,13 +16,21 @@ Gradients come from ``torch.autograd.grad`` on the hooked activations, so
 no parameter's ``.grad`` is touched.  For CNN+RNN models the hooked layer
 is inside the slice encoder: its activations (B*S, K, h, w) give one map
 per slice, (B, S, H, W).
+
+An ensemble (:class:`napari_medcnn.models.ensemble.Ensemble`: a model with
+``members``) scores the mean of its members' logits, so its evidence is
+the sum of each member's: the automatic layers are chosen in every member
+by the same rule, each member's map is made (and, for the fusing methods,
+fused over its stages) as for a single network, and the members' maps are
+added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from napari_medcnn.saliency.base import (
@@ -92,25 +100,43 @@ class CAMBase(Explainer):
         """(N, K, *sp) activations and gradients -> (N, K) weights."""
         raise NotImplementedError
 
+    def _choose(self, x: torch.Tensor) -> None:
+        if self.auto == "last":
+            found = per_member(self.model, x, lambda net, x: find_target_layer(net, x))
+        else:
+            found = per_member(
+                self.model, x, lambda net, x: auto_layer(net, x, self.min_resolution)
+            )
+        names = [name for name, _ in found]
+        self.layer_name = names[0] if len(names) == 1 else ",".join(names)
+        self.layer = [module for _, module in found]
+
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        if self.layer is None and self.auto == "last":
-            self.layer_name, self.layer = find_target_layer(self.model, x)
-        elif self.layer is None:
-            self.layer_name, self.layer = auto_layer(self.model, x, self.min_resolution)
-        acts: list[torch.Tensor] = []
-        self.hook(self.layer.register_forward_hook(lambda _m, _i, o: acts.append(o)))
+        if self.layer is None:
+            self._choose(x)
+        layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        acts: list[list[torch.Tensor]] = [[] for _ in layers]
+        for k, layer in enumerate(layers):
+            self.hook(
+                layer.register_forward_hook(lambda _m, _i, o, k=k: acts[k].append(o))
+            )
         score = target(self.model(x))
-        if not acts:
+        if not all(acts):
             raise RuntimeError(f"layer {self.layer_name!r} did not run")
-        grads = torch.autograd.grad(score.sum(), acts)
-        a = torch.cat([t.detach() for t in acts])
-        g = torch.cat([t.detach() for t in grads])
+        flat = [t for got in acts for t in got]
+        grads = list(torch.autograd.grad(score.sum(), flat))
         b = x.shape[0]
-        per_slice = a.shape[0] != b  # a slice encoder ran on B*S slices
-        self.resolution = list(a.shape[2:])
-        w = self.channel_weights(a, g)
-        cam = F.relu((w.reshape(*w.shape, *[1] * (a.dim() - 2)) * a).sum(1))
-        return _upsample(cam, x, per_slice)
+        total = None
+        for got in acts:  # one layer per ensemble member (or the only one)
+            a = torch.cat([t.detach() for t in got])
+            g = torch.cat([grads.pop(0).detach() for _ in got])
+            per_slice = a.shape[0] != b  # a slice encoder ran on B*S slices
+            self.resolution = list(a.shape[2:])
+            w = self.channel_weights(a, g)
+            cam = F.relu((w.reshape(*w.shape, *[1] * (a.dim() - 2)) * a).sum(1))
+            up = _upsample(cam, x, per_slice)
+            total = up if total is None else total + up
+        return total
 
 
 def _upsample(cam: torch.Tensor, x: torch.Tensor, per_slice: bool) -> torch.Tensor:
@@ -123,6 +149,27 @@ def _upsample(cam: torch.Tensor, x: torch.Tensor, per_slice: bool) -> torch.Tens
     if per_slice:
         return up.reshape(b, -1, *up.shape[1:])
     return up
+
+
+def ensemble_members(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name prefix, member) of an ensemble (a model whose ``members`` is a
+    ModuleList of two or more networks); ``[("", model)]`` for any other."""
+    members = getattr(model, "members", None)
+    if isinstance(members, nn.ModuleList) and len(members) > 1:
+        return [(f"members.{k}.", net) for k, net in enumerate(members)]
+    return [("", model)]
+
+
+def per_member(
+    model: nn.Module, x: torch.Tensor, find: Callable[[nn.Module, torch.Tensor], tuple]
+) -> list[tuple]:
+    """``find(network, x)`` -> (name, module, ...) in each ensemble member
+    (or the model itself), names made relative to ``model``."""
+    out = []
+    for prefix, net in ensemble_members(model):
+        name, *rest = find(net, x)
+        out.append((prefix + name, *rest))
+    return out
 
 
 @register_method
@@ -229,29 +276,36 @@ class LocationCAM(Explainer):
             raise ValueError(f"fuse must be 'mean' or 'max', not {fuse!r}")
         self.layer_names = list(layers) if layers else None
         self.layers = [get_layer(model, n) for n in layers] if layers else None
+        # layers per ensemble member, fused member by member; None: one group
+        self.group_sizes: list[int] | None = None
         self.min_resolution = int(min_resolution)
         self.fuse = fuse
         self.resolution: list[int] | None = None
 
     def chosen_layers(self):
-        return (self.layer_names, self.layers)
+        return (self.layer_names, self.layers, self.group_sizes)
 
     def reuse_layers(self, found) -> None:
         if self.layers is None and found is not None and found[1] is not None:
             self.layer_names, self.layers = list(found[0]), list(found[1])
+            self.group_sizes = found[2]
 
     def location_weights(self, acts: torch.Tensor, grads: torch.Tensor):
         """(N, K, *sp) activations and gradients -> (N, K, *sp) weights."""
         raise NotImplementedError
 
     def _choose(self, x: torch.Tensor) -> None:
-        stages = stage_layers(self.model, x)
-        if self.auto == "last":
-            stages = stages[-1:]
-        else:
-            stages = pick_stages(stages, self.min_resolution)
-        self.layer_names = [s[0] for s in stages]
-        self.layers = [s[1] for s in stages]
+        groups = []
+        for prefix, net in ensemble_members(self.model):
+            stages = stage_layers(net, x)
+            if self.auto == "last":
+                stages = stages[-1:]
+            else:
+                stages = pick_stages(stages, self.min_resolution)
+            groups.append([(prefix + s[0], s[1]) for s in stages])
+        self.layer_names = [name for g in groups for name, _ in g]
+        self.layers = [module for g in groups for _, module in g]
+        self.group_sizes = [len(g) for g in groups] if len(groups) > 1 else None
 
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
         if self.layers is None:
@@ -276,7 +330,11 @@ class LocationCAM(Explainer):
             cam = F.relu((self.location_weights(a, g) * a).sum(1))
             maps.append(_upsample(cam, x, a.shape[0] != b))
         self.resolution = max(shapes, key=lambda s: s[-1] * s[-2])
-        return fuse_maps(maps, self.fuse)
+        total, at = None, 0
+        for n in self.group_sizes or [len(maps)]:  # one group per member
+            fused = fuse_maps(maps[at : at + n], self.fuse)
+            total, at = (fused if total is None else total + fused), at + n
+        return total
 
 
 def fuse_maps(maps: Sequence[torch.Tensor], how: str = "mean") -> torch.Tensor:
