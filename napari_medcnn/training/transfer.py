@@ -262,18 +262,27 @@ def start_volume_model(
                     f"the slice encoder must come from a 2D model, not "
                     f"'{pc.name or pc.arch}' ({pc.input_kind})"
                 )
+            enc_arch, enc_source = pc.arch, pc.arch_kwargs
+            if pc.arch == "ensemble":
+                # a slice encoder is one network: the ensemble's first member
+                spec = pc.arch_kwargs["members"][0]
+                enc_arch, enc_source = spec["arch"], spec["arch_kwargs"]
             enc_kwargs = {
                 k: v
-                for k, v in pc.arch_kwargs.items()
+                for k, v in enc_source.items()
                 if k not in ("spatial_dims", "in_channels", "num_classes")
             }
-            kwargs.update(encoder=pc.arch, encoder_kwargs=enc_kwargs)
+            kwargs.update(encoder=enc_arch, encoder_kwargs=enc_kwargs)
     kwargs.update(arch_kwargs or {})
     kwargs["num_classes"] = len(classes)
     model = build_model(name, **kwargs)
     if parent_2d is not None:
         if parent_2d.card.in_channels == in_channels:
-            copied = model.load_encoder_from(parent_2d.model.cpu())
+            source = parent_2d.model.cpu()
+            if parent_2d.card.arch == "ensemble":
+                source = source.members[0]
+                note["encoder_member"] = 0
+            copied = model.load_encoder_from(source)
             note.update(start="encoder", encoder_tensors=len(copied))
         else:
             note["encoder"] = (
@@ -298,5 +307,6 @@ def start_volume_model(
             "model_id": pc.model_id,
             "name": pc.name,
             "arch": pc.arch,
+            **({"member": 0} if pc.arch == "ensemble" else {}),
         }
     return model.train(), card, note
