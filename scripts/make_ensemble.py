@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="prepared Br35H images (.npz)")
     ap.add_argument("--tta", choices=("auto", "flip", "none"), default="auto")
+    ap.add_argument(
+        "--name", help="the card's name (default: the first's + 'ensemble')"
+    )
     args = ap.parse_args(argv)
     if len(args.members) < 2:
         ap.error("give at least two checkpoints")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         preprocessing=first.preprocessing,
         temperature=1.0,
         domain=dict(first.domain),
-        name=f"{first.name}: ensemble of {len(cards)}",
+        name=args.name or f"{first.name}: ensemble of {len(cards)}",
         description=first.description,
         provenance={
             **{k: v for k, v in first.provenance.items() if k != "history"},
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                 for c in cards
             ],  # fmt: skip
             "script": "scripts/make_ensemble.py",
+            "command": " ".join(["scripts/make_ensemble.py", *(argv or sys.argv[1:])]),
+            "note": "train/validation/test lists, split rule and healthy "
+            "slices above are the first member's; every member was trained "
+            "on the same lists (checked)",
         },
         metrics={},
     )

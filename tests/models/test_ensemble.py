@@ -106,7 +106,6 @@ def test_cam_of_an_ensemble_adds_its_members_maps(method):
     so its map is half the sum of each member's map made alone, at the
     layers the automatic rule picks in each member."""
     from napari_medcnn.saliency.base import METHODS, load_methods
-
     from napari_medcnn.saliency.targets import ClassTarget
 
     load_methods()
