@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 
 Progress = tuple[str, int, int]
-# Slices per forward pass when the caller gives none.  On CPU a small batch
-# keeps activations in cache (4 slices at 128 x 128: 8 MB after the first
-# convolution) and each worker thread runs its own batches; on a GPU a large
-# batch fills the device.
+# Slices per forward pass when the caller gives none.  On CPU each worker
+# thread runs its own batches of about CPU_PIXELS input pixels (see
+# :func:`cpu_batch`): small enough to keep activations near the core, large
+# enough to spread the per-call cost; on a GPU a large batch fills the
+# device.  CPU_BATCH: the slices a GPU path's worker prepares at a time.
+CPU_PIXELS = 8 * 96 * 96
 CPU_BATCH = 4
 GPU_BATCH = 32
 # Largest output difference (absolute and relative) accepted between the
@@ -140,7 +142,7 @@ def _build_fast(loaded, with_features: bool = False):
         return fast
     frozen = _frozen_for_cpu(fast, probe)
     # other batch sizes too: a classify call ends with a short batch
-    probes = [probe, torch.rand((CPU_BATCH + 1, *shape[1:]), generator=gen)]
+    probes = [probe, torch.rand((cpu_batch(shape) + 1, *shape[1:]), generator=gen)]
     return frozen if frozen is not None and _same(net, frozen, probes) else fast
 
 
@@ -223,6 +225,15 @@ def forward_numpy(net, x: np.ndarray, dev, with_slices: bool = False):
         return net(t).float().cpu().numpy()
 
 
+def cpu_batch(size) -> int:
+    """Slices per forward pass on CPU for inputs of ``size`` (rows, cols)
+    pixels: :data:`CPU_PIXELS` worth, 1 to 32 slices (4 at 128 x 128, 8 at
+    96 x 96: measured with ``benchmarks/classify_volume.py``; at 96 x 96 a
+    batch of 8 ran the default model 8 % faster than one of 4)."""
+    h, w = (int(v) for v in list(size)[-2:])
+    return int(max(1, min(32, CPU_PIXELS // max(1, h * w))))
+
+
 def per_slice_logits(
     images, net, dev, record, inplane, rgb, batch_size, stats=None
 ) -> Generator[Progress, None, np.ndarray]:
@@ -242,8 +253,8 @@ def per_slice_logits(
         record: the card's preprocessing record.
         inplane: in-plane pixel size (row, col) in mm.
         rgb: the arrays carry a trailing RGB axis.
-        batch_size: slices per forward pass; None for :data:`CPU_BATCH` or
-            :data:`GPU_BATCH`.
+        batch_size: slices per forward pass; None for :func:`cpu_batch` of
+            the record's size or :data:`GPU_BATCH`.
         stats: optional ``prepared (B, C, H, W) -> (B, E)`` statistics of
             each prepared batch (the domain guard's content rules), computed
             in the same worker and appended as E extra columns.
@@ -261,7 +272,7 @@ def per_slice_logits(
     n = images[0].shape[0]
     threads = torch.get_num_threads()
     cpu = _cpu_workers(dev) > 0
-    size = batch_size or (CPU_BATCH if cpu else GPU_BATCH)
+    size = batch_size or (cpu_batch(record["size"]) if cpu else GPU_BATCH)
     # CPU: whole batches per worker.  GPU: small pieces prepared by all the
     # threads, gathered here into device batches of ``size``.
     step = size if cpu else max(1, min(CPU_BATCH, size))

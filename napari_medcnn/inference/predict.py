@@ -195,9 +195,10 @@ def classify(
             (row, column) square the crop in mm.
         slice_index: which slice of a volume to classify in ``slice`` scope.
         rgb: the arrays carry a trailing RGB axis.
-        batch_size: slices per forward pass; default :data:`CPU_BATCH` on
-            CPU (each of ``torch.get_num_threads()`` worker threads runs
-            whole batches on one core), :data:`GPU_BATCH` on a GPU (the
+        batch_size: slices per forward pass; default
+            :func:`~napari_medcnn.inference.fast.cpu_batch` on CPU (each
+            of ``torch.get_num_threads()`` worker threads runs whole
+            batches on one core), :data:`GPU_BATCH` on a GPU (the
             worker threads prepare the next batches while the device runs
             this one).
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; default the best one.

@@ -169,6 +169,41 @@ def test_prepare_volume_unchanged_by_chunked_normalisation():
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("axis", [None, (1, 2)])
+def test_zscore_of_finite_images_matches_the_general_path(axis):
+    """Finite input takes the short path; a NaN elsewhere in the batch sends
+    the same slices through the general one: the values must be identical,
+    constant slices included (0 everywhere)."""
+    from napari_medcnn.preprocessing.record import normalize_slices
+
+    rng = np.random.default_rng(3)
+    intensity = {"mode": "zscore", "clip": [-5.0, 8.0]}
+    a = np.stack([rng.gamma(2.0, 300.0, (40, 36)), np.full((40, 36), 7.0)])
+    a = a.astype(np.float32)
+    with_nan = np.concatenate([a, a[:1]])
+    with_nan[2, 0, 0] = np.nan
+    if axis is None:
+        short = normalize(a[0], intensity)
+        x = a[0].astype(np.float64)
+        ref = np.clip((x - x.mean()) / x.std(), -5.0, 8.0)
+        assert short.dtype == np.float32
+        np.testing.assert_allclose(short, ref, rtol=0, atol=1e-5)
+        assert np.all(normalize(a[1], intensity) == 0)
+        assert normalize(with_nan[2], intensity)[0, 0] == 0
+    else:
+        short = normalize_slices(a, intensity)
+        general = normalize_slices(with_nan, intensity)
+        np.testing.assert_array_equal(short, general[:2])
+        assert np.all(short[1] == 0) and short.dtype == np.float32
+
+
+def test_cpu_batch_holds_about_the_same_pixels():
+    assert inference_fast.cpu_batch((128, 128)) == 4
+    assert inference_fast.cpu_batch((96, 96)) == 8
+    assert inference_fast.cpu_batch([1, 512, 512]) == 1
+    assert inference_fast.cpu_batch((8, 8)) == 32
+
+
 # --- the fused inference copy ------------------------------------------------
 
 
