@@ -146,6 +146,14 @@ def main(argv=None) -> int:
     card.name = args.name or card.name
     card.description = args.description or card.description
     card.temperature = temperature
+    # this step changes what classify returns: record it beside the command
+    # that made the weights
+    card.provenance = {
+        **card.provenance,
+        "finalize_command": " ".join(
+            ["scripts/finalize_default_model.py", *(argv or sys.argv[1:])]
+        ),
+    }
     keys = ("n", "accuracy", "auc", "ece", "confusion_matrix", "per_class")
     card.metrics = {
         **card.metrics,
