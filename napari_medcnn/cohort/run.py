@@ -259,7 +259,7 @@ def iter_cohort(
         # NAPARI_MEDCNN_PASSPHRASE from their own environment
         options = replace(options, passphrase=None)
     loaded = _check_model(options)
-    task = task_id(loaded.card.model_id, options)
+    task = task_id(loaded.card.model_id, options, loaded.card)
     try:
         ex = make_executor(executor, workers=workers, scheduler=scheduler)
     except ValueError as exc:

@@ -105,16 +105,27 @@ class CohortOptions:
     trust_metrics: bool = True
 
 
-def task_id(model_id: str, options: CohortOptions) -> str:
+#: card fields besides the weights that change what a model returns
+OUTPUT_FIELDS = ("classes", "temperature", "tta", "preprocessing", "domain")
+
+
+def task_id(model_id: str, options: CohortOptions, card=None) -> str:
     """What a journal entry answers: the model id plus the options that
-    change a row (scope, explain method, de-identification)."""
+    change a row (scope, explain method, de-identification) and, given the
+    ``card``, the card fields that change a prediction without changing the
+    weights (:data:`OUTPUT_FIELDS`: a refitted temperature, a dropped
+    mirror average or a refitted domain guard keep the model id, which is
+    a hash of the weights, but give other rows)."""
     what = {
         "model": model_id,
         "scope": options.scope,
         "explain": options.explain,
         "deidentify": options.deidentify,
     }
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    if card is not None:
+        what["card"] = {f: getattr(card, f, None) for f in OUTPUT_FIELDS}
+    text = json.dumps(what, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{model_id}:{digest[:8]}"
 
 

@@ -115,3 +115,28 @@ def test_journal_survives_a_torn_line(tmp_path):
     assert len(lines) == 3 and all(json.loads(x) for x in lines)
     assert j.latest("t")["b"]["status"] == "ok"
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_task_id_changes_with_the_card_not_only_the_weights():
+    """A card refitted on the same weights (temperature, mirror average,
+    domain guard) keeps the model id but gives other rows: a rerun must not
+    take the old rows as done."""
+    import dataclasses
+
+    from napari_medcnn.cohort.task import CohortOptions, task_id
+    from napari_medcnn.models.checkpoint import default_model_path, read_card
+
+    card = read_card(default_model_path())
+    opts = CohortOptions()
+    same = task_id(card.model_id, opts, card)
+    assert same == task_id(card.model_id, opts, dataclasses.replace(card))
+    assert same.startswith(card.model_id + ":")
+    for change in (
+        {"temperature": card.temperature * 1.1},
+        {"tta": ["flip"]},
+        {"domain": {**card.domain, "threshold": 0.5}},
+    ):
+        other = dataclasses.replace(card, **change)
+        assert task_id(card.model_id, opts, other) != same
+    volume = dataclasses.replace(opts, scope="volume")
+    assert task_id(card.model_id, volume, card) != same
