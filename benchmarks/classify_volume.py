@@ -40,6 +40,10 @@ In the same run, interleaved round by round (best of ``--repeat``):
   the already prepared slices, batched and threaded as ``classify`` does,
   to separate network from preprocessing.
 
+Besides the ratio of best times, ``naive / ours`` is also printed within
+each round (the two timed back to back): its median and range say how much
+of a run-to-run difference is the machine's drift rather than the code.
+
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one
 forward pass of the plain model at its card's input size (convolutions and
 matrix products, a multiply-add counted as 2; BatchNorm, ReLU and pooling
@@ -318,16 +322,35 @@ def measure_memory(child: str, vol_file: Path, spacing, model: Path) -> str:
     return f"{got['peak'] / 2**20:.0f} MiB{note}"
 
 
+ROUNDS: dict[str, list[float]] = {}
+
+
 def best_of(fns: dict, repeat: int, args=()) -> tuple[dict, dict]:
-    """Run the callables round-robin; best wall time and last result of each."""
+    """Run the callables round-robin; best wall time and last result of each.
+
+    Every round's time is also kept in :data:`ROUNDS` (seconds, by name), so
+    that a ratio can be taken within each round too: on a shared machine
+    whose speed drifts, two methods timed back to back see the same
+    conditions, while their best times may come from different moments.
+    """
     best = {k: float("inf") for k in fns}
     results = {}
+    ROUNDS.clear()
     for _ in range(repeat):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             results[k] = fn(*args)
-            best[k] = min(best[k], time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            ROUNDS.setdefault(k, []).append(took)
+            best[k] = min(best[k], took)
     return best, results
+
+
+def paired(a: str, b: str) -> str:
+    """``a / b`` within each round of the last :func:`best_of`: median and
+    range, e.g. ``3.02x (2.71-3.30x over 5 rounds)``."""
+    r = np.array(ROUNDS[a]) / np.array(ROUNDS[b])
+    return f"{np.median(r):.2f}x ({r.min():.2f}-{r.max():.2f}x over {len(r)} rounds)"
 
 
 def main(argv=None) -> None:
@@ -440,6 +463,7 @@ def bench(args, tmp: Path) -> None:
         f"ratio naive / ours: {ratio:.2f}x (target >= 3x: {verdict}); "
         f"best of {args.repeat}, interleaved"
     )
+    print(f"ratio naive / ours within each round: {paired('naive', 'ours')}")
     print(
         f"ratio naive (1 thread) / ours: {ratio1:.2f}x (same code, naive given "
         "one intra-op thread: what is left without the thread effect)"
