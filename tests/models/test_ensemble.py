@@ -125,3 +125,33 @@ def test_cam_of_an_ensemble_adds_its_members_maps(method):
             alone.append(explainer.attribute(x, target))
     want = (alone[0] + alone[1]) / 2
     assert torch.allclose(both, want, atol=1e-5 * float(want.abs().max()) + 1e-7)
+
+
+def test_slice_encoder_from_an_ensemble_starts_from_its_first_member(tmp_path):
+    """A CNN+RNN's slice encoder is one network: from an ensemble checkpoint
+    it takes member 0's architecture and weights, and says so."""
+    from napari_medcnn.training.transfer import start_volume_model, volume_record_for
+
+    nets, specs = _members(2)
+    ens, kwargs = combine(nets, specs, [1.0, 1.0], torch.randn(2, 1, 32, 32))
+    card = ModelCard(
+        arch="ensemble",
+        arch_kwargs=kwargs,
+        classes=["a", "b"],
+        spatial_dims=2,
+        in_channels=1,
+        input_size=[32, 32],
+        preprocessing=default_record((32, 32)),
+    )
+    path = save_checkpoint(ens, card, tmp_path / "ens")
+    record = volume_record_for("cnn_rnn", load_checkpoint(path).card, 6)
+    model, vcard, note = start_volume_model(
+        ["a", "b"], "cnn_rnn", record, encoder_from=path
+    )
+    assert vcard.arch_kwargs["encoder"] == "seed_cnn"
+    assert vcard.arch_kwargs["encoder_kwargs"]["widths"] == CNN["widths"]
+    assert note["start"] == "encoder" and note["encoder_member"] == 0
+    assert vcard.provenance["encoder_from"]["member"] == 0
+    own = model.encoder.net.state_dict()
+    for name, value in nets[0].features.state_dict().items():
+        torch.testing.assert_close(own[f"features.{name}"], value)
