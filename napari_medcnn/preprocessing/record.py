@@ -115,34 +115,26 @@ def _zscore(
     a = np.asarray(a, np.float32)
     kd = axis is not None
     total = a.sum(axis=axis, keepdims=kd, dtype=np.float64)
-    if a.size and np.isfinite(total).all():
-        # every value is finite (a float64 sum of float32 values cannot
-        # overflow, so any inf or NaN shows in it): the same arithmetic as
-        # below in fewer passes over the image
+    # a float64 sum of float32 values cannot overflow, so any inf or NaN
+    # shows in it: finite images skip the masking passes
+    finite = None if a.size and np.isfinite(total).all() else np.isfinite(a)
+    if finite is None:
+        clean = a
         n = a.size if axis is None else np.prod([a.shape[i] for i in axis])
-        mean = total / n
-        out = a - mean.astype(np.float32)
-        sq = np.square(out)
-        var = sq.sum(axis=axis, keepdims=kd, dtype=np.float64) / n
-        std = np.sqrt(var)
-        ok = std > 1e-6 * np.maximum(np.abs(mean), 1.0)
-        np.divide(out, np.where(ok, std, 1.0).astype(np.float32), out=out)
-        if not np.all(ok):
-            out = np.where(ok, out, np.float32(0)).astype(np.float32, copy=False)
-        return _clip(out, intensity)
-    finite = np.isfinite(a)
-    clean = a if finite.all() else np.where(finite, a, np.float32(0))
-    n = finite.sum(axis=axis, keepdims=axis is not None, dtype=np.float64)
-    mean = clean.sum(axis=axis, keepdims=axis is not None, dtype=np.float64)
-    mean = mean / np.maximum(n, 1)
-    dev = np.where(finite, clean - mean.astype(np.float32), np.float32(0))
-    var = np.square(dev, dtype=np.float32).sum(
-        axis=axis, keepdims=axis is not None, dtype=np.float64
-    ) / np.maximum(n, 1)
+    else:
+        clean = np.where(finite, a, np.float32(0))
+        n = np.maximum(finite.sum(axis=axis, keepdims=kd, dtype=np.float64), 1)
+        total = clean.sum(axis=axis, keepdims=kd, dtype=np.float64)
+    mean = total / n
+    out = clean - mean.astype(np.float32)
+    if finite is not None:
+        out = np.where(finite, out, np.float32(0))
+    var = np.square(out).sum(axis=axis, keepdims=kd, dtype=np.float64) / n
     std = np.sqrt(var)
     ok = std > 1e-6 * np.maximum(np.abs(mean), 1.0)
-    out = dev / np.where(ok, std, 1.0).astype(np.float32)
-    out = np.where(ok, out, np.float32(0)).astype(np.float32, copy=False)
+    np.divide(out, np.where(ok, std, 1.0).astype(np.float32), out=out)
+    if not np.all(ok):
+        out = np.where(ok, out, np.float32(0)).astype(np.float32, copy=False)
     return _clip(out, intensity)
 
 
