@@ -102,7 +102,7 @@ class CAMBase(Explainer):
 
     def _choose(self, x: torch.Tensor) -> None:
         if self.auto == "last":
-            found = per_member(self.model, x, lambda net, x: find_target_layer(net, x))
+            found = per_member(self.model, x, find_target_layer)
         else:
             found = per_member(
                 self.model, x, lambda net, x: auto_layer(net, x, self.min_resolution)
@@ -124,12 +124,12 @@ class CAMBase(Explainer):
         if not all(acts):
             raise RuntimeError(f"layer {self.layer_name!r} did not run")
         flat = [t for got in acts for t in got]
-        grads = list(torch.autograd.grad(score.sum(), flat))
+        grads = iter(torch.autograd.grad(score.sum(), flat))
         b = x.shape[0]
         total = None
         for got in acts:  # one layer per ensemble member (or the only one)
             a = torch.cat([t.detach() for t in got])
-            g = torch.cat([grads.pop(0).detach() for _ in got])
+            g = torch.cat([next(grads).detach() for _ in got])
             per_slice = a.shape[0] != b  # a slice encoder ran on B*S slices
             self.resolution = list(a.shape[2:])
             w = self.channel_weights(a, g)

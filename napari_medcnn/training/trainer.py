@@ -264,8 +264,11 @@ def _validate(model, loader, loss_fn, device, labels):
     return total / max(n, 1), distributed.gather_rows(logits, len(labels)), labels
 
 
-def hard_labels(y) -> np.ndarray:
-    """(N,) class indices of targets that are indices or (N, K) soft labels."""
+def hard_labels(y):
+    """(N,) class indices of targets that are indices or (N, K) soft labels
+    (numpy arrays or torch tensors alike; numpy input gives int64)."""
+    if isinstance(y, torch.Tensor):
+        return y.argmax(1) if y.ndim == 2 else y
     y = np.asarray(y)
     return (y.argmax(1) if y.ndim == 2 else y).astype(np.int64)
 
@@ -446,8 +449,7 @@ def fit(
                     if ema is not None:
                         ema.update_parameters(model)
                 running += loss.item() * len(y)
-                hard = y.argmax(1) if y.ndim == 2 else y
-                correct += int((out.argmax(1) == hard).sum())
+                correct += int((out.argmax(1) == hard_labels(y)).sum())
                 seen += len(y)
                 done = (epoch - 1) * n_steps + step
                 yield TrainEvent(

@@ -245,6 +245,7 @@ def start_volume_model(
     kwargs: dict[str, Any] = {**extra, "in_channels": in_channels}
     note: dict[str, Any] = {"start": "scratch", "head": "new", "arch": arch}
     parent_2d = None
+    member = None  # which ensemble member starts the slice encoder
     if kind == "sequence":
         kwargs["spatial_dims"] = 3
         if encoder_from is not None:
@@ -262,14 +263,17 @@ def start_volume_model(
                     f"the slice encoder must come from a 2D model, not "
                     f"'{pc.name or pc.arch}' ({pc.input_kind})"
                 )
-            enc_arch, enc_source = pc.arch, pc.arch_kwargs
-            if pc.arch == "ensemble":
-                # a slice encoder is one network: the ensemble's first member
-                spec = pc.arch_kwargs["members"][0]
-                enc_arch, enc_source = spec["arch"], spec["arch_kwargs"]
+            # a slice encoder is one network: an ensemble's first member
+            member = 0 if pc.arch == "ensemble" else None
+            spec = (
+                pc.arch_kwargs["members"][member]
+                if member is not None
+                else {"arch": pc.arch, "arch_kwargs": pc.arch_kwargs}
+            )
+            enc_arch = spec["arch"]
             enc_kwargs = {
                 k: v
-                for k, v in enc_source.items()
+                for k, v in spec["arch_kwargs"].items()
                 if k not in ("spatial_dims", "in_channels", "num_classes")
             }
             kwargs.update(encoder=enc_arch, encoder_kwargs=enc_kwargs)
@@ -279,9 +283,9 @@ def start_volume_model(
     if parent_2d is not None:
         if parent_2d.card.in_channels == in_channels:
             source = parent_2d.model.cpu()
-            if parent_2d.card.arch == "ensemble":
-                source = source.members[0]
-                note["encoder_member"] = 0
+            if member is not None:
+                source = source.members[member]
+                note["encoder_member"] = member
             copied = model.load_encoder_from(source)
             note.update(start="encoder", encoder_tensors=len(copied))
         else:
@@ -307,6 +311,6 @@ def start_volume_model(
             "model_id": pc.model_id,
             "name": pc.name,
             "arch": pc.arch,
-            **({"member": 0} if pc.arch == "ensemble" else {}),
+            **({"member": member} if member is not None else {}),
         }
     return model.train(), card, note
