@@ -80,7 +80,9 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
-    """Map intensities to [0, 1] float32 as the record says."""
+    """Map intensities to [0, 1] float32 as the record says (to
+    [0, 1 + ``headroom``] when the record has a ``headroom``: values above
+    the upper percentile or window edge then keep their contrast)."""
     a = np.asarray(data, dtype=np.float32)
     mode = (intensity or {}).get("mode", "percentile")
     if mode == "none":
@@ -102,7 +104,8 @@ def normalize(data: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
         raise ValueError(f"unknown intensity mode {mode!r}")
     if not hi > lo:
         return np.zeros_like(a)
-    out = _rescale(a, np.float64(lo), np.float64(hi))
+    top = float((intensity or {}).get("headroom", 0.0))
+    out = _rescale(a, np.float64(lo), np.float64(hi), 1.0 + max(top, 0.0))
     return np.nan_to_num(out, copy=False)
 
 
@@ -146,14 +149,16 @@ def _clip(out: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
     return out
 
 
-def _rescale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``(a - lo) / (hi - lo)`` clipped to [0, 1], in float32 arithmetic
-    (bounds given in float64, broadcast against ``a``).  The one formula
-    behind :func:`normalize` and :func:`normalize_slices`, so a slice comes
-    out the same bit for bit either way."""
+def _rescale(
+    a: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: float = 1.0
+) -> np.ndarray:
+    """``(a - lo) / (hi - lo)`` clipped to [0, ``top``], in float32
+    arithmetic (bounds given in float64, broadcast against ``a``).  The one
+    formula behind :func:`normalize` and :func:`normalize_slices`, so a
+    slice comes out the same bit for bit either way."""
     out = a - np.asarray(lo, np.float32)
     out /= np.asarray(hi - lo, np.float32)
-    np.clip(out, 0.0, 1.0, out=out)
+    np.clip(out, 0.0, top, out=out)
     return out
 
 
@@ -177,7 +182,8 @@ def normalize_slices(stack: np.ndarray, intensity: dict[str, Any] | None) -> np.
     q = [intensity.get("low", 1.0), intensity.get("high", 99.0)]
     lo, hi = np.percentile(flat[:, ::step], q, axis=1)[:, :, None, None]
     ok = hi > lo
-    out = _rescale(a, lo, np.where(ok, hi, lo + 1.0))
+    top = 1.0 + max(float(intensity.get("headroom", 0.0)), 0.0)
+    out = _rescale(a, lo, np.where(ok, hi, lo + 1.0), top)
     out[~ok[:, 0, 0]] = 0.0
     return out
 

@@ -43,6 +43,9 @@ RECORD_VERSION_VOLUME = 3
 SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 #: fewest slices a volume model accepts
 MIN_SLICES = 2
+#: MR volumes: values up to this far above the 99.5th percentile (in units
+#: of the 0.5-99.5 percentile range) are kept, not clipped to 1
+MR_HEADROOM = 1.0
 
 
 @dataclass
@@ -123,6 +126,9 @@ def volume_record(
                 "low": 0.5,
                 "high": 99.5,
                 "scope": "volume",
+                # a lesion brighter than the 99.5th percentile keeps its
+                # contrast instead of being clipped to the brightest tissue
+                "headroom": MR_HEADROOM,
             },
             "foreground_crop": None,
             "square": True,
@@ -157,7 +163,8 @@ def prepare_volume(
     spacing: Sequence[float] | None = None,
     *,
     with_geometry: bool = False,
-) -> np.ndarray | tuple[np.ndarray, VolumeGeometry]:
+    targets: Sequence[np.ndarray] = (),
+) -> Any:
     """Prepare co-registered (S, H, W) volumes as a volume record says.
 
     Args:
@@ -167,9 +174,15 @@ def prepare_volume(
         spacing: mm per array axis (3 values; 2 values are taken as the
             in-plane spacing with 1 mm slices); default 1 mm.
         with_geometry: also return the :class:`VolumeGeometry`.
+        targets: masks on the same voxel grid (non-zero inside a lesion)
+            taken through the same crop and resampling, without intensity
+            mapping (padding 0): the prepared values are the fraction of
+            each output voxel the mask covers, in [0, 1].
 
     Returns:
-        float32 (C, S, H, W) at ``record["size"]`` (and the geometry).
+        float32 (C, S, H, W) at ``record["size"]``; with ``targets`` the pair
+        ``(x, t)``, ``t`` float32 (len(targets), S, H, W); then the geometry
+        when ``with_geometry``.
 
     Raises:
         ValueError: not a volume, too few slices, channels of unequal shape.
@@ -198,12 +211,17 @@ def prepare_volume(
     for a in arrs[1:]:
         if a.shape != shape:
             raise ValueError(f"channels differ in shape: {shape} vs {a.shape}")
+    tgts = [np.asarray(t, np.float32) for t in targets]
+    for t in tgts:
+        if t.shape != shape:
+            raise ValueError(f"mask shape {t.shape} differs from the volume's {shape}")
     sp = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing]
     if len(sp) == 2:
         sp = [1.0, *sp]
     axis = SLICE_AXES[vol.get("slice_axis", "axial")]
     if axis:
         arrs = [np.moveaxis(a, axis, 0) for a in arrs]
+        tgts = [np.moveaxis(t, axis, 0) for t in tgts]
         sp = [sp[axis]] + [s for i, s in enumerate(sp) if i != axis]
     n_src = arrs[0].shape[0]
     if n_src < MIN_SLICES:
@@ -239,9 +257,14 @@ def prepare_volume(
         positions = lo + (np.arange(n_out) + 0.5) * step - 0.5
     x = _resample_depth(x, positions, step, fill)
     x = resize(x, record["size"][-2:])
+    out: tuple[Any, ...] = (x,)
+    if tgts:
+        t = crop_pad((np.stack(tgts) > 0).astype(np.float32), box, 0.0)
+        t = resize(_resample_depth(t, positions, step, 0.0), record["size"][-2:])
+        out += (np.clip(t, 0.0, 1.0),)
     if with_geometry:
-        return x, VolumeGeometry(axis, positions, box, tuple(shape))
-    return x
+        out += (VolumeGeometry(axis, positions, box, tuple(shape)),)
+    return out[0] if len(out) == 1 else out
 
 
 def _foreground(a: np.ndarray) -> np.ndarray:
