@@ -59,7 +59,8 @@ its own group; paths relative to the CSV's folder, as
 ``napari_medcnn.training.labels.csv.read_label_csv`` reads them), and
 ``lesions.json`` (per volume: label, slice range along axis 0 of the array
 as ``napari_medcnn.io.load`` returns it, centre, diameters, contrast), and
-optionally the masks (``masks/vol_000.nii.gz``).  Every file is written
+optionally the masks (``masks/vol_000.nii.gz``, then also a ``mask``
+column in ``labels.csv``, empty for normal volumes).  Every file is written
 atomically, and existing files are only replaced with ``overwrite=True``.
 ``scripts/make_lesion_volumes.py`` is its command line.
 """
@@ -1032,13 +1033,14 @@ def make_cohort(
                 record["mask"] = f"masks/{name}"
         record["variation"] = info
         records[name] = record
-        rows.append((name, label, name.split(".")[0]))
+        row = (name, label, name.split(".")[0])
+        rows.append(row + (record.get("mask", ""),) if write_masks else row)
         if progress is not None:
             progress(("make_cohort", i + 1, n))
 
     buf = StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("path", "label", "group"))
+    writer.writerow(("path", "label", "group") + (("mask",) if write_masks else ()))
     writer.writerows(rows)
     atomic_write_text(out / "labels.csv", buf.getvalue(), overwrite=overwrite)
     source_name = Path(src.name).name

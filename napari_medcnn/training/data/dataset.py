@@ -44,6 +44,10 @@ class LabeledSet:
         items: (N,) item keys ``<scan key>#slice:<i>`` / ``#image`` /
             ``#volume`` (no patient data).
         warnings: labels that were skipped, and why.
+        masks: volume examples only: per example a prepared lesion mask,
+            float16 (S, H, W) in [0, 1] (the fraction of each voxel inside
+            the drawn finding), or None where none was given; None when no
+            example has one.  See :meth:`dense_targets`.
     """
 
     x: np.ndarray
@@ -52,6 +56,31 @@ class LabeledSet:
     groups: np.ndarray
     items: list[str]
     warnings: list[str] = field(default_factory=list)
+    masks: list[np.ndarray | None] | None = None
+
+    def mask_classes(self) -> list[str]:
+        """The classes with at least one masked example (the findings)."""
+        if self.masks is None:
+            return []
+        have = {int(y) for y, m in zip(self.y, self.masks) if m is not None}
+        return [c for i, c in enumerate(self.classes) if i in have]
+
+    def dense_targets(self) -> list[np.ndarray | float] | None:
+        """Per-voxel targets for a model with an evidence map, or None.
+
+        A class with drawn masks is a *finding* class: its volumes without a
+        mask are unknown (NaN: they do not count).  Every volume of the
+        other classes is known to be free of findings (0), since a finding
+        would have been drawn.  An entry is the prepared mask, or the
+        number that fills the whole volume.
+        """
+        if self.masks is None:
+            return None
+        finding = {self.classes.index(c) for c in self.mask_classes()}
+        return [
+            m if m is not None else (np.nan if int(y) in finding else 0.0)
+            for y, m in zip(self.y, self.masks)
+        ]
 
     def __len__(self) -> int:
         return len(self.y)
@@ -69,8 +98,9 @@ class LabeledSet:
         for j, c in enumerate(keep):
             remap[self.classes.index(c)] = j
         return LabeledSet(
-            self.x, remap[self.y], keep, self.groups, self.items, self.warnings
-        )
+            self.x, remap[self.y], keep, self.groups, self.items, self.warnings,
+            self.masks,
+        )  # fmt: skip
 
     def subset(self, idx: np.ndarray) -> LabeledSet:
         idx = np.asarray(idx)
@@ -81,6 +111,7 @@ class LabeledSet:
             self.groups[idx],
             [self.items[i] for i in idx],
             list(self.warnings),
+            None if self.masks is None else [self.masks[i] for i in idx],
         )
 
     @classmethod
@@ -88,6 +119,7 @@ class LabeledSet:
         """Join sets, re-indexing labels to ``classes`` (a superset)."""
         classes = list(classes)
         xs, ys, gs, items, warns = [], [], [], [], []
+        masks: list[np.ndarray | None] = []
         for p in parts:
             if len(p):
                 remap = np.array([classes.index(c) for c in p.classes])
@@ -95,6 +127,7 @@ class LabeledSet:
                 ys.append(remap[p.y])
                 gs.append(p.groups)
                 items += p.items
+                masks += p.masks if p.masks is not None else [None] * len(p)
             warns += p.warnings
         if not xs:
             raise LabelsError("no labelled examples found")
@@ -109,6 +142,7 @@ class LabeledSet:
             np.concatenate(gs),
             items,
             warns,
+            masks if any(m is not None for m in masks) else None,
         )
 
 
@@ -127,6 +161,7 @@ def examples_from_scan(
     classes: Sequence[str] | None = None,
     cache: VolumeCache | None = None,
     identity: Sequence[Any] | None = None,
+    mask: np.ndarray | None = None,
 ) -> LabeledSet:
     """The labelled examples of one scan, prepared as the card says.
 
@@ -142,6 +177,9 @@ def examples_from_scan(
         cache, identity: volume examples are kept in ``cache`` under the
             source's ``identity`` (see :mod:`.volumes`); without them they
             stay in memory.
+        mask: a volume label's lesion mask on the scan's grid (non-zero
+            inside the finding), prepared with the volume (see
+            :attr:`LabeledSet.masks`).
     """
     from napari_medcnn.preprocessing.batch import prepare_slices
     from napari_medcnn.preprocessing.record import prepare
@@ -151,6 +189,7 @@ def examples_from_scan(
     nd = images[0].ndim - (1 if rgb else 0)
     group = store.group or store.key
     xs, ys, items, warnings = [], [], [], []
+    masks = None
     if input_kind == "slice":
         if store.image_label is not None and nd == 2:
             xs.append(prepare(images, record, _inplane(spacing))[None])
@@ -178,7 +217,9 @@ def examples_from_scan(
             )
     else:
         if store.volume_label is not None and nd == 3:
-            xs.append(_volume_example(images, record, spacing, cache, identity))
+            x, m = _volume_example(images, record, spacing, cache, identity, mask)
+            xs.append(x)
+            masks = None if m is None else [m]
             ys.append(classes.index(store.volume_label))
             items.append(f"{store.key}#volume")
         elif store.volume_label is not None:
@@ -199,21 +240,32 @@ def examples_from_scan(
         x = np.zeros((0, len(images), *record["size"]), np.float32)
     y = np.asarray(ys, dtype=np.int64)
     groups = np.array([group] * len(y), dtype=object)
-    return LabeledSet(x, y, classes, groups, items, warnings)
+    return LabeledSet(x, y, classes, groups, items, warnings, masks)
 
 
-def _volume_example(images, record, spacing, cache, identity) -> VolumeStack:
-    """One prepared volume as a one-item stack, through the cache."""
-    from napari_medcnn.preprocessing.volume import prepare_model_input
+def _volume_example(
+    images, record, spacing, cache, identity, mask=None
+) -> tuple[VolumeStack, np.ndarray | None]:
+    """One prepared volume as a one-item stack, through the cache, and its
+    prepared mask (float16, or None without ``mask``)."""
+    from napari_medcnn.preprocessing.volume import (
+        prepare_model_input,
+        prepare_volume,
+    )
 
-    def make() -> np.ndarray:
-        return prepare_model_input(images, record, spacing)
-
-    if cache is None or identity is None:
-        return VolumeStack([make()])
-    key = cache.key(identity, record)
+    key = None if cache is None or identity is None else cache.key(identity, record)
+    if mask is not None:
+        x, t = prepare_volume(images, record, spacing, targets=[mask])
+        if key is not None:
+            cached = cache.get(key)
+            x = cached if cached is not None else cache.put(key, x)
+        return VolumeStack([x]), t[0].astype(np.float16)
+    if key is None:
+        return VolumeStack([prepare_model_input(images, record, spacing)]), None
     x = cache.get(key)
-    return VolumeStack([x if x is not None else cache.put(key, make())])
+    if x is None:
+        x = cache.put(key, prepare_model_input(images, record, spacing))
+    return VolumeStack([x]), None
 
 
 def _load_scan(path: Path, key: str | None = None):
@@ -248,6 +300,9 @@ def _csv_set(
             "labels cannot be mixed in one run); label 3D volumes or train a "
             "slice model"
         )
+    mask = None
+    if row.mask is not None:
+        mask = _read_mask(row.mask, scan, input_kind)
     key = scan_key(row.path, scan.metadata, None)
     store = LabelStore(key, [row.label], None if nd == 2 else scan.data.shape[0])
     store.group = row.group or store.group
@@ -256,10 +311,33 @@ def _csv_set(
         store.image_label = row.label
     else:
         store.volume_label = row.label
-    return _scan_examples(store, scan, row.path, record, input_kind, cache)
+    return _scan_examples(store, scan, row.path, record, input_kind, cache, mask)
 
 
-def _scan_examples(store, scan, path, record, input_kind: str, cache) -> LabeledSet:
+def _read_mask(path: Path, scan, input_kind: str) -> np.ndarray:
+    """A CSV row's lesion mask: one volume on the scan's voxel grid."""
+    from napari_medcnn.io import load
+
+    if input_kind == "slice":
+        raise LabelsError(
+            f"{path}: lesion masks train volume models (--arch cnn_rnn or "
+            "slice_pool); a slice model does not use them"
+        )
+    found = load(path, include_phi=False)
+    if len(found) != 1 or found[0].ndim_spatial != 3:
+        raise LabelsError(f"{path}: a lesion mask must be one 3D volume")
+    m = np.asarray(found[0].data)
+    if m.shape != tuple(scan.data.shape):
+        raise LabelsError(
+            f"{path}: mask shape {m.shape} differs from its scan's "
+            f"{tuple(scan.data.shape)}; a mask must be on the scan's voxel grid"
+        )
+    return m
+
+
+def _scan_examples(
+    store, scan, path, record, input_kind: str, cache, mask=None
+) -> LabeledSet:
     """:func:`examples_from_scan` on a loaded scan, volumes cached under
     the source file's identity."""
     from napari_medcnn.training.data.volumes import source_identity
@@ -273,6 +351,7 @@ def _scan_examples(store, scan, path, record, input_kind: str, cache) -> Labeled
         input_kind=input_kind,
         cache=cache,
         identity=[*source_identity(path), store.key],
+        mask=mask,
     )
 
 
