@@ -107,6 +107,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="cnn_rnn/slice_pool: a fresh slice encoder instead of --model's",
     )
     vol.add_argument(
+        "--no-masks",
+        action="store_true",
+        help="ignore a 'mask' column of the label CSV (by default lesion "
+        "masks there make cnn_rnn/slice_pool learn a per-pixel evidence map "
+        "with a full-resolution slice encoder, lesion_fcn)",
+    )
+    vol.add_argument(
         "--accumulate",
         type=int,
         default=1,
@@ -153,6 +160,33 @@ def _progress(ev: Any) -> str:
     )
 
 
+#: a sequence model trained with lesion masks (see ``--no-masks``)
+EVIDENCE_KWARGS = {
+    "encoder": "lesion_fcn",
+    "encoder_kwargs": {"activation": "leaky_relu"},
+    "slice_features": "evidence",
+}
+EVIDENCE_SIZE = (96, 96)
+
+
+def _masked(args: argparse.Namespace) -> bool:
+    """Whether a label CSV gives lesion masks (and they are wanted)."""
+    from pathlib import Path
+
+    from napari_medcnn.training.labels.store import LabelsError, read_label_csv
+
+    if args.no_masks:
+        return False
+    for src in map(Path, args.labels):
+        if src.suffix.lower() == ".csv" and src.is_file():
+            try:
+                if any(row.mask is not None for row in read_label_csv(src)):
+                    return True
+            except LabelsError:
+                return False  # reported with its line when the labels load
+    return False
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from napari_medcnn.models.checkpoint import (
         CheckpointError,
@@ -179,8 +213,14 @@ def _run_train(args: argparse.Namespace) -> int:
         return EXIT_NOTHING
     card = parent.card
     record, input_kind = card.preprocessing, card.input_kind
+    args.arch_kwargs = None
     if is_volume_arch(args.arch):
         try:
+            if VOLUME_ARCHS[args.arch][1] == "sequence" and _masked(args):
+                # a dense evidence head needs a full-resolution encoder
+                args.no_encoder = True
+                args.size = args.size or list(EVIDENCE_SIZE)
+                args.arch_kwargs = dict(EVIDENCE_KWARGS)
             record = _volume_record(args, card)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -229,7 +269,15 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
     try:
         gen = load_labeled(args.labels, record, input_kind=input_kind)
         data = _drain(gen)
+        if args.no_masks:
+            data.masks = None
         say(f"{len(data)} labelled examples: {data.counts()}")
+        if data.masks is not None and args.arch_kwargs:
+            n = sum(m is not None for m in data.masks)
+            say(
+                f"{n} lesion masks for {', '.join(data.mask_classes())}: the "
+                "slice encoder (lesion_fcn) learns a per-pixel evidence map"
+            )
         sequence = volume_arch and input_kind == "sequence"
         gen = finetune(
             data,
@@ -238,6 +286,7 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
             config=cfg,
             control=ctl,
             arch=args.arch,
+            arch_kwargs=args.arch_kwargs,
             record=record,
             encoder_from=parent if sequence and not args.no_encoder else None,
             val_fraction=args.val_fraction,

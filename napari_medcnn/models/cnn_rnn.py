@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from napari_medcnn.models.registry import build_model, register
@@ -37,6 +38,13 @@ class SliceEncoder(nn.Module):
     (``features``), concatenated.  The maximum keeps a small focal finding
     (a lesion a few pixels wide on one slice) that a global average dilutes
     into the rest of the slice.
+    ``pool="evidence"``: a 1x1 convolution turns the last feature map into a
+    per-pixel finding logit (the *evidence map*, kept in
+    :attr:`last_evidence` after each forward pass, (B, S, h, w)); a slice
+    becomes three probabilities (:func:`evidence_summary`).  Lesion masks then
+    supervise the map (:func:`evidence_loss`), and the RNN reads each
+    slice's evidence.  An encoder that keeps full resolution
+    (``lesion_fcn``) suits it best.
     """
 
     def __init__(
@@ -48,10 +56,8 @@ class SliceEncoder(nn.Module):
         pool: str = "embed",
     ):
         super().__init__()
-        if pool not in ("embed", "avgmax", "multiscale"):
-            raise ValueError(
-                f"pool must be 'embed', 'avgmax' or 'multiscale', not {pool!r}"
-            )
+        if pool not in SLICE_FEATURES:
+            raise ValueError(f"pool must be one of {SLICE_FEATURES}, not {pool!r}")
         self.net = build_model(
             encoder, spatial_dims=2, in_channels=in_channels, **encoder_kwargs
         )
@@ -62,6 +68,7 @@ class SliceEncoder(nn.Module):
         ):
             raise TypeError(f"encoder {encoder!r} has no features module")
         self.pool = pool
+        self.last_evidence: torch.Tensor | None = None
         if pool != "embed":
             probe = torch.zeros(1, in_channels, 32, 32)
             with torch.no_grad():
@@ -70,6 +77,9 @@ class SliceEncoder(nn.Module):
                 channels = sum(int(m.shape[1]) for m in self._maps(probe))
                 self.net.train(was)
             self.feature_dim = 2 * channels
+            if pool == "evidence":
+                self.evidence_head = nn.Conv2d(channels, 1, 1)
+                self.feature_dim = 3
         else:
             self.feature_dim = int(self.net.feature_dim)
         self.chunk = chunk
@@ -77,7 +87,7 @@ class SliceEncoder(nn.Module):
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The last feature map; with ``multiscale`` also the map before
         the last downsampling stage (twice the resolution)."""
-        if self.pool == "avgmax":
+        if self.pool in ("avgmax", "evidence"):
             return [self.net.features(x)]
         stages = []
         for m in self.net.features:
@@ -89,6 +99,10 @@ class SliceEncoder(nn.Module):
     def _encode(self, part: torch.Tensor) -> torch.Tensor:
         if self.pool == "embed":
             return self.net.embed(part)
+        if self.pool == "evidence":
+            ev = self.evidence_head(self._maps(part)[0])
+            self._parts.append(ev[:, 0])
+            return evidence_summary(ev)
         out = []
         for fmap in self._maps(part):
             out += [fmap.mean(dim=(-2, -1)), fmap.amax(dim=(-2, -1))]
@@ -97,8 +111,56 @@ class SliceEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, s, h, w = x.shape
         flat = x.permute(0, 2, 1, 3, 4).reshape(b * s, c, h, w)
+        self._parts: list[torch.Tensor] = []
         feats = [self._encode(part) for part in flat.split(self.chunk)]
+        if self._parts:
+            ev = torch.cat(self._parts)
+            self.last_evidence = ev.reshape(b, s, *ev.shape[-2:])
+        self._parts = []
         return torch.cat(feats).reshape(b, s, self.feature_dim)
+
+
+#: how a slice becomes a vector (see :class:`SliceEncoder`)
+SLICE_FEATURES = ("embed", "avgmax", "multiscale", "evidence")
+#: pixels averaged for the "top" evidence summary of a slice
+EVIDENCE_TOP = 16
+
+
+def evidence_summary(ev: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) evidence logits -> (N, 3) probabilities: the maximum of
+    the 3x3-smoothed map (a blob, not one pixel), the mean of its top
+    :data:`EVIDENCE_TOP` pixels, and the mean over the slice.  Probabilities
+    stay in [0, 1] however sure the map is, so the RNN's gates do not
+    saturate on large logits."""
+    p = torch.sigmoid(F.avg_pool2d(ev, 3, 1, 1, count_include_pad=False)).flatten(1)
+    top = p.topk(min(EVIDENCE_TOP, p.shape[1]), dim=1).values
+    return torch.stack([p.amax(1), top.mean(1), p.mean(1)], dim=1)
+
+
+def evidence_loss(evidence: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Class-balanced pixel-wise BCE of evidence logits (B, S, h, w) against
+    lesion masks (B, S, H, W) in [0, 1].
+
+    Lesions are a tiny share of a volume's pixels (often under 0.1 %), so the
+    lesion pixels and the other pixels are averaged separately and the two
+    means added: the lesion's few pixels weigh as much as the rest.  NaN
+    marks a volume (or pixel) without a known mask, which does not count.
+    Masks are resized to the map by area (a pixel's target is the lesion
+    fraction it covers).  Zero when nothing is known."""
+    b, s, h, w = evidence.shape
+    m = masks.to(evidence.dtype)
+    if m.shape[-2:] != (h, w):
+        m = F.adaptive_avg_pool2d(m.reshape(b * s, 1, *m.shape[-2:]), (h, w))
+        m = m.reshape(b, s, h, w)
+    known = torch.isfinite(m)
+    if not bool(known.any()):
+        return evidence.sum() * 0.0
+    t = torch.where(known, m, torch.zeros_like(m))
+    neg = torch.where(known, 1.0 - t, torch.zeros_like(t))
+    loss = (neg * F.softplus(evidence)).sum() / neg.sum().clamp(min=1.0)
+    if bool((t > 0).any()):
+        loss = loss + (t * F.softplus(-evidence)).sum() / t.sum()
+    return loss
 
 
 def _mask(lengths: torch.Tensor | None, b: int, s: int, device) -> torch.Tensor:
@@ -112,6 +174,14 @@ class _SliceModel(nn.Module):
     """Shared by the models that encode each slice with a 2D zoo model."""
 
     encoder: SliceEncoder
+
+    def dense_loss(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """The lesion-mask loss of the last forward pass (``evidence``
+        slice features only, else None); see :func:`evidence_loss`."""
+        ev = self.encoder.last_evidence
+        if self.encoder.pool != "evidence" or ev is None:
+            return None
+        return evidence_loss(ev, masks)
 
     def load_encoder_from(self, model_2d: nn.Module) -> list[str]:
         """Start the slice encoder from a trained 2D zoo model of the same
@@ -141,8 +211,9 @@ class CNNRNN(_SliceModel):
         bidirectional: read the slices both ways.
         pooling: ``"attention"`` or ``"last"``.
         chunk: slices encoded at once (bounds activation memory).
-        slice_features: how each slice becomes a vector (``"embed"`` or
-            ``"avgmax"``, see :class:`SliceEncoder`).
+        slice_features: how each slice becomes a vector (``"embed"``,
+            ``"avgmax"``, ``"multiscale"`` or ``"evidence"``, see
+            :class:`SliceEncoder`).
     """
 
     def __init__(
@@ -177,7 +248,13 @@ class CNNRNN(_SliceModel):
             nn.Linear(out_dim, 64), nn.Tanh(), nn.Linear(64, 1)
         )
         self.slice_head = nn.Linear(out_dim, num_classes)
-        self.head = nn.Linear(out_dim, num_classes)
+        # with an evidence map, the volume's strongest slice evidence also
+        # enters the decision directly (multiple-instance style); the RNN
+        # adds the context of the neighbouring slices
+        self.evidence_gate = (
+            nn.Linear(1, num_classes) if slice_features == "evidence" else None
+        )
+        self.head = nn.Linear(out_dim, num_classes)  # the last Linear: the head
         self.bidirectional = bidirectional
         self.hidden_size = hidden_size
 
@@ -204,7 +281,11 @@ class CNNRNN(_SliceModel):
             pooled = (attn.unsqueeze(-1) * out).sum(1)
         else:
             pooled = self._last_state(out, mask)
-        return SequenceOutput(self.head(pooled), slice_logits, attn)
+        logits = self.head(pooled)
+        if self.evidence_gate is not None:
+            strongest = feats[..., 0].masked_fill(~mask, 0.0).amax(1, keepdim=True)
+            logits = logits + self.evidence_gate(strongest)
+        return SequenceOutput(logits, slice_logits, attn)
 
     def _last_state(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         last = mask.sum(1).clamp(min=1) - 1

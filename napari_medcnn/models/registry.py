@@ -34,7 +34,13 @@ def register(
 
 def _ensure_loaded() -> None:
     # Importing the modules runs their @register decorators.
-    from napari_medcnn.models import cnn_rnn, ensemble, monai_nets, seed_cnn  # noqa: F401
+    from napari_medcnn.models import (  # noqa: F401
+        cnn_rnn,
+        ensemble,
+        lesion_fcn,
+        monai_nets,
+        seed_cnn,
+    )
 
 
 def available_models() -> list[str]:

@@ -193,6 +193,9 @@ def finetune(
 
         if weights_path_for(out).resolve() == weights_path_for(parent).resolve():
             raise ValueError("the output path is the parent model: choose another")
+    # the new layers' starting weights come from the run's seed too, so a
+    # run is repeatable whatever ran before it in the process
+    torch.manual_seed(cfg.seed)
     if parent is None and is_volume_arch(arch):
         if record is None:
             raise ValueError(f"{arch} needs a volume record (see volume_record)")
@@ -219,6 +222,9 @@ def finetune(
             f"examples are {tuple(data.x.shape[1:])} but the model takes {want}: "
             "prepare them with the model card's preprocessing"
         )
+    # lesion masks supervise a model with an evidence map (see dense_targets)
+    evidence = getattr(getattr(model, "encoder", None), "pool", None) == "evidence"
+    dense = data.dense_targets() if evidence else None
     plan = plan_split(data.y, data.groups, val_fraction, kfold, cfg.seed)
     distributed.check_same_split(plan.folds, data.y, data.groups)
     k = len(plan.folds)
@@ -229,6 +235,9 @@ def finetune(
     for f, (tr, va) in enumerate(plan.folds):
         model.load_state_dict(initial)
         train, val = (data.x[tr], data.y[tr]), (data.x[va], data.y[va])
+        if dense is not None:  # masks count in training and in validation
+            train += ([dense[i] for i in tr],)
+            val += ([dense[i] for i in va],)
         gen = fit(model, train, val, cfg, control)
         extra = {"fold": f + 1, "n_folds": k} if k > 1 else {}
         res = yield from _drive(gen, extra)
@@ -245,6 +254,8 @@ def finetune(
         model.load_state_dict(initial)
         final = replace(cfg, epochs=int(np.median(best_epochs)), patience=0)
         everything = (data.x, data.y)
+        if dense is not None:
+            everything += (dense,)
         gen = fit(model, everything, everything, final, control)
         last = yield from _drive(gen, {"fold": 0, "n_folds": k})
         logits, labels = oof, data.y
@@ -272,6 +283,17 @@ def finetune(
             "training": "napari-medcnn fine-tuning (training/finetune.py)",
             "start": note,
             "label_counts": data.counts(),
+            **(
+                {
+                    "lesion_masks": {
+                        "volumes": sum(m is not None for m in data.masks or []),
+                        "classes": data.mask_classes(),
+                        "dense_weight": cfg.dense_weight,
+                    }
+                }
+                if dense is not None
+                else {}
+            ),
             "n_examples": len(data),
             "n_groups": int(len(np.unique(data.groups))),
             "augmentation": cfg.augment,

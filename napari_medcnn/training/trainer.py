@@ -34,7 +34,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from napari_medcnn.training import distributed
 from napari_medcnn.training.control import TrainControl
-from napari_medcnn.training.data.augment import DEFAULTS, build_augmentation
+from napari_medcnn.training.data.augment import (
+    DEFAULTS,
+    augment_with_mask,
+    build_augmentation,
+)
 
 BALANCE_MODES = ("weighted_loss", "sampler", "none")
 SCHEDULES = ("cosine", "constant")
@@ -82,6 +86,9 @@ class TrainConfig:
         accumulate: batches whose gradients are summed before each
             optimiser step (gradient accumulation): batches of one or two
             volumes then update like a batch ``accumulate`` times larger.
+        dense_weight: weight of the lesion-mask (evidence map) loss of a
+            volume model with ``evidence`` slice features, added to the
+            classification loss when the training data have masks.
     """
 
     epochs: int = 20
@@ -99,6 +106,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     ema_decay: float = 0.0
     accumulate: int = 1
+    dense_weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -121,6 +129,8 @@ class TrainConfig:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.accumulate < 1:
             raise ValueError("accumulate must be at least 1")
+        if not self.dense_weight >= 0:
+            raise ValueError("dense_weight must be >= 0")
 
 
 @dataclass
@@ -165,12 +175,16 @@ class ArrayDataset(Dataset):
     """(N, C, ...) float32 images and their targets, with optional
     augmentation: (N,) class indices, or (N, K) class probabilities (soft
     labels, e.g. a teacher ensemble's, for knowledge distillation).
+    ``masks`` (optional, per example): a lesion mask (...) or one number
+    for the whole mask (0: none, NaN: unknown); items are then
+    ``(x, y, mask)``, the mask augmented with the image.
 
     ``x`` is an array (held as one tensor) or a lazy array-like such as
     :class:`~.data.volumes.VolumeStack` (one item read per sample).
     """
 
-    def __init__(self, x, y: np.ndarray, transform=None):
+    def __init__(self, x, y: np.ndarray, transform=None, masks=None):
+        self.masks = masks
         self.lazy = not isinstance(x, np.ndarray) or isinstance(x, np.memmap)
         self.x = (
             x
@@ -192,6 +206,14 @@ class ArrayDataset(Dataset):
             if self.lazy
             else self.x[i]
         )
+        if self.masks is not None:
+            m = self.masks[i]
+            if np.ndim(m) == 0:  # a whole volume of one value (0 or NaN)
+                m = np.full(x.shape[1:], m, np.float32)
+            m = torch.as_tensor(np.asarray(m, np.float32))
+            if self.transform is not None:
+                x, m = augment_with_mask(self.transform, x, m)
+            return x, self.y[i], m
         if self.transform is not None:
             x = torch.as_tensor(self.transform(x), dtype=torch.float32)
         return x, self.y[i]
@@ -232,20 +254,27 @@ def _freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def _evaluate(model, loader, loss_fn, device) -> tuple[float, np.ndarray, np.ndarray]:
+def _evaluate(
+    model, loader, loss_fn, device, dense_weight: float = 1.0
+) -> tuple[float, np.ndarray, np.ndarray]:
     model.eval()
     logits, labels, total = [], [], 0.0
+    dense_loss = getattr(model, "dense_loss", None)
     with torch.inference_mode():
-        for x, y in loader:
+        for x, y, *masks in loader:
             out = model(x.to(device))
-            total += float(loss_fn(out, y.to(device))) * len(y)
+            loss = float(loss_fn(out, y.to(device)))
+            if masks and dense_loss is not None:  # lesion masks count too
+                dense = dense_loss(masks[0].to(device))
+                loss += 0.0 if dense is None else dense_weight * float(dense)
+            total += loss * len(y)
             logits.append(out.float().cpu().numpy())
             labels.append(y.numpy())
     n = max(1, sum(len(y) for y in labels))
     return total / n, np.concatenate(logits), np.concatenate(labels)
 
 
-def _validate(model, loader, loss_fn, device, labels):
+def _validate(model, loader, loss_fn, device, labels, dense_weight: float = 1.0):
     """Mean validation loss, logits and labels of every validation row.
 
     Under torchrun ``loader`` holds this process's
@@ -254,11 +283,11 @@ def _validate(model, loader, loss_fn, device, labels):
     ``labels`` (all rows) are returned.
     """
     if not distributed.current().enabled:
-        return _evaluate(model, loader, loss_fn, device)
+        return _evaluate(model, loader, loss_fn, device, dense_weight)
     m = len(loader.dataset)  # 0 when there are more processes than rows
     loss, logits = 0.0, np.zeros((0, 0), np.float32)
     if m:
-        loss, logits, _ = _evaluate(model, loader, loss_fn, device)
+        loss, logits, _ = _evaluate(model, loader, loss_fn, device, dense_weight)
     total, n = distributed.sum_across(loss * m, m)
     labels = np.asarray(labels, dtype=np.int64)
     return total / max(n, 1), distributed.gather_rows(logits, len(labels)), labels
@@ -279,8 +308,9 @@ def _loaders(train, val, cfg: TrainConfig, n_classes: int, aug):
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     sampler = None
     w = 1.0 / np.maximum(counts, 1)[y] if cfg.balance == "sampler" else None
-    train_set = ArrayDataset(train[0], train[1], transform=aug)
-    val_set = ArrayDataset(*val)
+    masks = train[2] if len(train) > 2 else None
+    train_set = ArrayDataset(train[0], train[1], transform=aug, masks=masks)
+    val_set = ArrayDataset(val[0], val[1], masks=val[2] if len(val) > 2 else None)
     val_batch = cfg.batch_size if val_set.lazy else max(64, cfg.batch_size)
     if distributed.current().enabled:
         # each process: its share of the training rows, its shard of the
@@ -374,6 +404,8 @@ def fit(
         list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     n_steps = len(train_loader)
+    # a volume model with an evidence map learns from lesion masks too
+    dense_loss = getattr(model, "dense_loss", None) or (lambda _m: None)
     acc = max(1, min(cfg.accumulate, n_steps))
     updates = math.ceil(n_steps / acc)  # optimiser steps per epoch
     steps = cfg.epochs * updates
@@ -427,7 +459,9 @@ def fit(
             if frozen:
                 _freeze_norm_stats(model)
             running, seen, correct = 0.0, 0, 0
-            for step, (x, y) in enumerate(train_loader, 1):
+            for step, batch in enumerate(train_loader, 1):
+                x, y = batch[0], batch[1]
+                masks = batch[2].to(device) if len(batch) > 2 else None
                 while control is not None and control.paused:
                     paused_s += control.wait_while_paused()
                     m = {"elapsed_s": elapsed()}
@@ -442,6 +476,9 @@ def fit(
                 with distributed.no_sync(net, stepping):
                     out = net(x)
                     loss = loss_fn(out, y)
+                    dense = dense_loss(masks) if masks is not None else None
+                    if dense is not None:
+                        loss = loss + cfg.dense_weight * dense
                     (loss / in_group).backward()
                 if stepping:
                     opt.step()
@@ -467,7 +504,7 @@ def fit(
             if ema is not None:
                 distributed.average_buffers(judged)
             val_loss, logits, labels = _validate(
-                judged, val_loader, val_loss_fn, device, val[1]
+                judged, val_loader, val_loss_fn, device, val[1], cfg.dense_weight
             )
             probs = softmax(logits)
             row = {

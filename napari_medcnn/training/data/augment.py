@@ -141,6 +141,32 @@ def build_augmentation(
     return comp
 
 
+#: transforms that move pixels: a lesion mask must follow them
+SPATIAL = ("RandFlip", "RandRotate", "RandAffine", "Rand2DElastic",
+           "Rand3DElastic", "SliceDropout")  # fmt: skip
+
+
+def augment_with_mask(transform, x, mask):
+    """Augment image ``x`` (C, ...) and its mask (...) alike.
+
+    The transforms of a ``Compose`` from :func:`build_augmentation` run in
+    order: those that move pixels (:data:`SPATIAL`) on the image and the
+    mask stacked as one more channel, the intensity ones on the image only.
+    Returns ``(x, mask)`` as float32 tensors.
+    """
+    import torch
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    m = torch.as_tensor(mask, dtype=torch.float32)[None]
+    for t in getattr(transform, "transforms", [transform]):
+        if type(t).__name__ in SPATIAL:
+            both = torch.as_tensor(t(torch.cat([x, m])), dtype=torch.float32)
+            x, m = both[:-1], both[-1:]
+        else:
+            x = torch.as_tensor(t(x), dtype=torch.float32)
+    return x, m[0]
+
+
 class _AtMinimum:
     """Run a zero-filling MONAI transform so that what it fills becomes the
     sample's minimum: shift the sample to min 0, transform, shift back."""
