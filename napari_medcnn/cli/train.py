@@ -141,6 +141,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--min-per-class", type=int, default=5)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--augment",
+        metavar="LIST",
+        help="comma-separated augmentations to use instead of the defaults "
+        f"(from: {', '.join(AUGMENTATIONS)})",
+    )
     p.add_argument("--device", help="torch device (default: cuda, mps, then cpu)")
     p.add_argument("--save-cancelled", action="store_true")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
@@ -167,6 +173,31 @@ EVIDENCE_KWARGS = {
     "slice_features": "evidence",
 }
 EVIDENCE_SIZE = (96, 96)
+
+
+#: the switches ``--augment`` accepts (see ``training/data/augment.py``)
+AUGMENTATIONS = (
+    "flip", "rotate", "affine", "elastic", "intensity", "gamma", "noise",
+    "blur", "cutout", "histogram", "pixel_dropout", "slice_dropout",
+)  # fmt: skip
+
+
+def _augment(text: str | None, defaults: dict[str, bool]) -> dict[str, bool]:
+    """``--augment flip,noise``: exactly those switches on (else the defaults).
+
+    Raises:
+        ValueError: a name that is not an augmentation.
+    """
+    if not text:
+        return dict(defaults)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in AUGMENTATIONS]
+    if bad:
+        raise ValueError(
+            f"--augment: unknown {', '.join(bad)}; choose from "
+            + ", ".join(AUGMENTATIONS)
+        )
+    return {n: n in names for n in AUGMENTATIONS}
 
 
 def _masked(args: argparse.Namespace) -> bool:
@@ -257,7 +288,7 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size or (2 if volume_arch else 32),
         lr=args.lr or (3e-3 if volume_arch else 1e-3),
-        augment=None if args.no_augment else dict(DEFAULTS),
+        augment=None if args.no_augment else _augment(args.augment, DEFAULTS),
         balance=args.balance,
         patience=args.patience,
         freeze_backbone_epochs=args.freeze_epochs,

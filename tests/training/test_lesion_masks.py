@@ -243,4 +243,13 @@ def test_cli_mask_bad_input(tmp_path, monkeypatch, capsys):
     (tmp_path / "v" / "gone.csv").write_text(text)
     assert main([*base, "--labels", str(tmp_path / "v" / "gone.csv")]) == 2
     assert "gone.nii" in capsys.readouterr().err
+    # an augmentation that does not exist
+    assert main([*base, "--labels", str(labels), "--augment", "flip,bogus"]) == 2
+    assert "--augment: unknown bogus" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
+    # a chosen set is exactly what the card records
+    ok = [*base, "--labels", str(labels), "--augment", "flip,noise"]
+    assert main([*ok, "--min-per-class", "2", "--kfold", "0"]) == 0
+    card = json.loads((tmp_path / "m.json").read_text())
+    on = {k for k, v in card["provenance"]["augmentation"].items() if v}
+    assert on == {"flip", "noise"}
