@@ -115,3 +115,16 @@ def grep_phi(root: Path, strings=PHI) -> list[str]:
             if s.encode() in data or s in rel:
                 hits.append(f"{rel}: {s}")
     return hits
+
+
+def noisy_head(shape, seed: int = 0, empty: int = 3) -> np.ndarray:
+    """A noisy ellipsoid "head" (float32, about 110 inside and 10 outside)
+    filling ``shape`` but for ``empty`` slices above and below."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape, dtype=np.float32)
+    c = [(s - 1) / 2 for s in shape]
+    r = [(shape[0] - 2 * empty) / 2, shape[1] * 0.4, shape[2] * 0.4]
+    inside = sum(((a - ca) / ra) ** 2 for a, ca, ra in zip((z, y, x), c, r)) <= 1
+    vol = rng.normal(10, 2, shape).astype(np.float32)
+    vol[inside] += 100
+    return vol

@@ -59,13 +59,10 @@ def test_ensemble_is_the_mean_of_calibrated_logits():
     assert kwargs["temperatures"] == [0.5, 2.0] and len(kwargs["members"]) == 2
 
 
-def test_ensemble_checkpoint_round_trip_and_classify(tmp_path):
-    from napari_medcnn.inference.predict import classify
-
-    nets, specs = _members(1)
-    probe = torch.randn(2, 1, 32, 32)
+def _saved_ensemble(tmp_path, seed: int, probe: torch.Tensor):
+    """Two seed CNNs combined and saved: (ensemble, checkpoint path, members)."""
+    nets, specs = _members(seed)
     ens, kwargs = combine(nets, specs, [1.0, 1.0], probe)
-    record = default_record((32, 32))
     card = ModelCard(
         arch="ensemble",
         arch_kwargs=kwargs,
@@ -73,9 +70,16 @@ def test_ensemble_checkpoint_round_trip_and_classify(tmp_path):
         spatial_dims=2,
         in_channels=1,
         input_size=[32, 32],
-        preprocessing=record,
+        preprocessing=default_record((32, 32)),
     )
-    path = save_checkpoint(ens, card, tmp_path / "ens")
+    return ens, save_checkpoint(ens, card, tmp_path / "ens"), nets
+
+
+def test_ensemble_checkpoint_round_trip_and_classify(tmp_path):
+    from napari_medcnn.inference.predict import classify
+
+    probe = torch.randn(2, 1, 32, 32)
+    ens, path, _ = _saved_ensemble(tmp_path, 1, probe)
     loaded = load_checkpoint(path, "cpu")
     assert isinstance(loaded.model, Ensemble)
     with torch.inference_mode():
@@ -132,18 +136,7 @@ def test_slice_encoder_from_an_ensemble_starts_from_its_first_member(tmp_path):
     it takes member 0's architecture and weights, and says so."""
     from napari_medcnn.training.transfer import start_volume_model, volume_record_for
 
-    nets, specs = _members(2)
-    ens, kwargs = combine(nets, specs, [1.0, 1.0], torch.randn(2, 1, 32, 32))
-    card = ModelCard(
-        arch="ensemble",
-        arch_kwargs=kwargs,
-        classes=["a", "b"],
-        spatial_dims=2,
-        in_channels=1,
-        input_size=[32, 32],
-        preprocessing=default_record((32, 32)),
-    )
-    path = save_checkpoint(ens, card, tmp_path / "ens")
+    _, path, nets = _saved_ensemble(tmp_path, 2, torch.randn(2, 1, 32, 32))
     record = volume_record_for("cnn_rnn", load_checkpoint(path).card, 6)
     model, vcard, note = start_volume_model(
         ["a", "b"], "cnn_rnn", record, encoder_from=path

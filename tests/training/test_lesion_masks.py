@@ -10,21 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _helpers import noisy_head
 
 from napari_medcnn.preprocessing.volume import prepare_volume, volume_record
 from napari_medcnn.training.labels.csv import read_label_csv
 from napari_medcnn.training.labels.errors import LabelsError
-
-
-def _head(shape, seed):
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape, dtype=np.float32)
-    c = [(s - 1) / 2 for s in shape]
-    r = [(shape[0] - 4) / 2, shape[1] * 0.4, shape[2] * 0.4]
-    inside = sum(((a - ca) / ra) ** 2 for a, ca, ra in zip((z, y, x), c, r)) <= 1
-    vol = rng.normal(10, 2, shape).astype(np.float32)
-    vol[inside] += 100
-    return vol
 
 
 def test_csv_mask_column_by_header_name(tmp_path):
@@ -53,7 +43,7 @@ def test_csv_mask_column_by_header_name(tmp_path):
 
 
 def test_mask_follows_the_volume_preparation():
-    vol = _head((30, 40, 36), 0)
+    vol = noisy_head((30, 40, 36), 0, empty=2)
     mask = np.zeros(vol.shape, np.uint8)
     mask[14:17, 12:18, 20:26] = 7  # any non-zero value is "inside"
     vol[mask > 0] += 80
@@ -150,7 +140,7 @@ def _write(folder, n, seed, lesion_value=150.0):
     rows = ["path,label,mask"]
     truth = {}
     for i in range(n):
-        vol = _head((16, 32, 32), seed * 100 + i)
+        vol = noisy_head((16, 32, 32), seed * 100 + i, empty=2)
         label = "lesion" if i % 2 else "normal"
         mask = np.zeros(vol.shape, np.uint8)
         if label == "lesion":

@@ -8,6 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from _helpers import noisy_head
 
 from napari_medcnn.preprocessing.volume import (
     prepare_volume,
@@ -18,14 +19,7 @@ from napari_medcnn.preprocessing.volume import (
 
 def _head(shape=(30, 40, 36), seed=0) -> np.ndarray:
     """A noisy ellipsoid 'head' inside empty slices (3 above, 3 below)."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape, dtype=np.float32)
-    c = [(s - 1) / 2 for s in shape]
-    r = [(shape[0] - 6) / 2, shape[1] * 0.4, shape[2] * 0.4]
-    inside = sum(((a - ca) / ra) ** 2 for a, ca, ra in zip((z, y, x), c, r)) <= 1
-    vol = rng.normal(10, 2, shape).astype(np.float32)
-    vol[inside] += 100
-    return vol
+    return noisy_head(shape, seed, empty=3)
 
 
 def test_volume_record_crops_depth_and_resamples():
