@@ -114,6 +114,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "with a full-resolution slice encoder, lesion_fcn)",
     )
     vol.add_argument(
+        "--slice-epochs",
+        type=int,
+        help="with lesion masks: epochs of the slice stage, which teaches the "
+        "slice encoder where lesions are on single slices before the volume "
+        "stage (default 15; 0: none)",
+    )
+    vol.add_argument(
         "--accumulate",
         type=int,
         default=1,
@@ -129,7 +136,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=6, help="early stopping (0: off)")
-    p.add_argument("--freeze-epochs", type=int, default=0, help="backbone frozen")
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        help="epochs with the backbone frozen (default 0; with lesion masks, "
+        "every epoch after the slice stage)",
+    )
     p.add_argument(
         "--balance",
         choices=("weighted_loss", "sampler", "none"),
@@ -159,20 +171,18 @@ def _progress(ev: Any) -> str:
     fold = f"fold {int(m['fold'])}/{int(m['n_folds'])} " if m.get("n_folds") else ""
     if fold and m["fold"] == 0:
         fold = "all labels "
+    if ev.kind == "slice_epoch":
+        return (
+            f"{fold}slice stage epoch {ev.epoch}/{ev.n_epochs}  "
+            f"train {m['train_loss']:.4f}  val {m['val_loss']:.4f}  "
+            f"slice AUC {m['val_slice_auc']:.3f}  "
+            f"{m['elapsed_s']:.0f}s (eta {m['eta_s']:.0f}s)"
+        )
     return (
         f"{fold}epoch {ev.epoch}/{ev.n_epochs}  train {m['train_loss']:.4f}  "
         f"val {m['val_loss']:.4f}  acc {m['val_accuracy']:.3f}  "
         f"{m['elapsed_s']:.0f}s (eta {m['eta_s']:.0f}s)"
     )
-
-
-#: a sequence model trained with lesion masks (see ``--no-masks``)
-EVIDENCE_KWARGS = {
-    "encoder": "lesion_fcn",
-    "encoder_kwargs": {"activation": "leaky_relu"},
-    "slice_features": "evidence",
-}
-EVIDENCE_SIZE = (96, 96)
 
 
 #: the switches ``--augment`` accepts (see ``training/data/augment.py``)
@@ -201,20 +211,28 @@ def _augment(text: str | None, defaults: dict[str, bool]) -> dict[str, bool]:
 
 
 def _masked(args: argparse.Namespace) -> bool:
-    """Whether a label CSV gives lesion masks (and they are wanted)."""
-    from pathlib import Path
-
+    """Whether the labels give lesion masks (and they are wanted): a CSV
+    ``mask`` column, or a mask painted in napari beside a sidecar."""
+    from napari_medcnn.training.data.dataset import expand_sources
+    from napari_medcnn.training.labels.masks import mask_path
     from napari_medcnn.training.labels.store import LabelsError, read_label_csv
 
     if args.no_masks:
         return False
-    for src in map(Path, args.labels):
-        if src.suffix.lower() == ".csv" and src.is_file():
-            try:
-                if any(row.mask is not None for row in read_label_csv(src)):
-                    return True
-            except LabelsError:
-                return False  # reported with its line when the labels load
+    try:
+        sources = expand_sources(args.labels)
+    except LabelsError:
+        return False  # reported when the labels load
+    for src in sources:
+        if src.suffix.lower() != ".csv":
+            if mask_path(src).is_file():
+                return True
+            continue
+        try:
+            if any(row.mask is not None for row in read_label_csv(src)):
+                return True
+        except LabelsError:
+            return False  # reported with its line when the labels load
     return False
 
 
@@ -227,7 +245,12 @@ def _run_train(args: argparse.Namespace) -> int:
         weights_path_for,
     )
     from napari_medcnn.training import distributed
-    from napari_medcnn.training.transfer import VOLUME_ARCHS, is_volume_arch
+    from napari_medcnn.training.transfer import (
+        EVIDENCE_KWARGS,
+        EVIDENCE_SIZE,
+        VOLUME_ARCHS,
+        is_volume_arch,
+    )
 
     try:
         weights = weights_path_for(args.out)
@@ -274,7 +297,7 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
     from napari_medcnn.training.finetune import finetune
     from napari_medcnn.training.labels.store import LabelsError
     from napari_medcnn.training.trainer import TrainConfig, TrainingOutOfMemory
-    from napari_medcnn.training.transfer import is_volume_arch
+    from napari_medcnn.training.transfer import is_volume_arch, with_lesion_masks
 
     def say(text: str) -> None:
         if run.is_main:
@@ -291,11 +314,15 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
         augment=None if args.no_augment else _augment(args.augment, DEFAULTS),
         balance=args.balance,
         patience=args.patience,
-        freeze_backbone_epochs=args.freeze_epochs,
+        freeze_backbone_epochs=args.freeze_epochs or 0,
         seed=args.seed,
         device=run.device,
         accumulate=args.accumulate,
     )
+    if args.arch_kwargs and args.arch_kwargs.get("slice_features") == "evidence":
+        # lesion masks: the slice stage teaches the encoder, then the volume
+        # stage trains the RNN and head on its evidence (encoder frozen)
+        cfg = with_lesion_masks(cfg, args.slice_epochs, args.freeze_epochs)
     ctl = TrainControl()
     try:
         gen = load_labeled(args.labels, record, input_kind=input_kind)
@@ -327,7 +354,9 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
             provenance={"tool": "napari-medcnn train (CLI)"},
         )
         with _cancel_on_sigint(ctl):
-            result = _drain(gen, lambda ev: run.is_main and ev.kind == "epoch")
+            result = _drain(
+                gen, lambda ev: run.is_main and ev.kind in ("epoch", "slice_epoch")
+            )
         distributed.dump_replica(result.model)
     except TrainingOutOfMemory as exc:
         print(f"error: {exc}", file=sys.stderr)

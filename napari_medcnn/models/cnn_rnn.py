@@ -96,11 +96,16 @@ class SliceEncoder(nn.Module):
                 stages.append(x)
         return stages[-2:] if len(stages) >= 2 else [x]
 
+    def evidence_map(self, slices: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) slices -> (N, 1, h, w) lesion logits (``evidence``
+        pool only); the slice stage trains it on single slices."""
+        return self.evidence_head(self._maps(slices)[0])
+
     def _encode(self, part: torch.Tensor) -> torch.Tensor:
         if self.pool == "embed":
             return self.net.embed(part)
         if self.pool == "evidence":
-            ev = self.evidence_head(self._maps(part)[0])
+            ev = self.evidence_map(part)
             self._parts.append(ev[:, 0])
             return evidence_summary(ev)
         out = []
@@ -262,9 +267,15 @@ class CNNRNN(_SliceModel):
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> SequenceOutput:
         """Volume logits plus per-slice logits and attention weights."""
-        b, _, s = x.shape[:3]
-        feats = self.encoder(x)
-        mask = _mask(lengths, b, s, x.device)
+        return self.forward_features(self.encoder(x), lengths)
+
+    def forward_features(
+        self, feats: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> SequenceOutput:
+        """What :meth:`forward_with_slices` does after the encoder, on slice
+        features (B, S, F) (e.g. a frozen encoder's, computed once)."""
+        b, s = feats.shape[:2]
+        mask = _mask(lengths, b, s, feats.device)
         if lengths is not None:
             packed = pack_padded_sequence(
                 feats, lengths.cpu(), batch_first=True, enforce_sorted=False
@@ -326,9 +337,15 @@ class SlicePool(_SliceModel):
     def forward_with_slices(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> SequenceOutput:
-        b, _, s = x.shape[:3]
-        slice_logits = self.slice_head(self.encoder(x))
-        mask = _mask(lengths, b, s, x.device).unsqueeze(-1)
+        return self.forward_features(self.encoder(x), lengths)
+
+    def forward_features(
+        self, feats: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> SequenceOutput:
+        """The pooled decision from slice features (B, S, F)."""
+        b, s = feats.shape[:2]
+        slice_logits = self.slice_head(feats)
+        mask = _mask(lengths, b, s, feats.device).unsqueeze(-1)
         if self.pooling == "max":
             pooled = slice_logits.masked_fill(~mask, float("-inf")).amax(1)
         else:

@@ -3,8 +3,9 @@
 :func:`finetune` is the one generator the widget, the CLI and the
 benchmark drive: it checks the labels, starts from the parent checkpoint
 (a copy: the parent is never changed) or a fresh network, plans the split
-(by patient/study, k-fold for few labels), trains with
-:func:`~.trainer.fit` (yielding its events; k-fold events carry ``fold``
+(by patient/study, k-fold for few labels), teaches an evidence encoder from
+lesion-mask slices first when there are masks (:mod:`.slice_stage`), trains
+with :func:`~.trainer.fit` (yielding its events; k-fold events carry ``fold``
 and ``n_folds`` in their metrics), then measures the confusion matrix and
 per-class metrics, judges the curves (:func:`~.advice.recommend`) and
 writes the checkpoint and its card atomically.  A cancelled run writes
@@ -37,6 +38,8 @@ from napari_medcnn.training.advice import Advice, recommend
 from napari_medcnn.training.control import TrainControl
 from napari_medcnn.training.data.dataset import LabeledSet
 from napari_medcnn.training.data.splits import MIN_PER_CLASS, check_labels, plan_split
+from napari_medcnn.training.frozen_encoder import can_fit_head, fit_head
+from napari_medcnn.training.slice_stage import train_slices
 from napari_medcnn.training.trainer import TrainConfig, TrainEvent, TrainResult, fit
 
 
@@ -232,14 +235,22 @@ def finetune(
     res: TrainResult | None = None
     initial = copy.deepcopy(model.state_dict())
     best_epochs = []
+    slice_note: dict[str, Any] | None = None
     for f, (tr, va) in enumerate(plan.folds):
         model.load_state_dict(initial)
         train, val = (data.x[tr], data.y[tr]), (data.x[va], data.y[va])
         if dense is not None:  # masks count in training and in validation
             train += ([dense[i] for i in tr],)
             val += ([dense[i] for i in va],)
-        gen = fit(model, train, val, cfg, control)
         extra = {"fold": f + 1, "n_folds": k} if k > 1 else {}
+        if dense is not None and cfg.slice_epochs:
+            stage = train_slices(model, data.x, dense, tr, va, cfg, control)
+            slice_note = yield from _drive(stage, extra)
+        if slice_note is not None and can_fit_head(model, cfg):
+            # the encoder stays frozen: encode once, train the head
+            gen = fit_head(model, data.x, data.y, tr, va, cfg, control)
+        else:
+            gen = fit(model, train, val, cfg, control)
         res = yield from _drive(gen, extra)
         if res.cancelled:
             break
@@ -256,7 +267,14 @@ def finetune(
         everything = (data.x, data.y)
         if dense is not None:
             everything += (dense,)
-        gen = fit(model, everything, everything, final, control)
+        rows = np.arange(len(data))
+        if dense is not None and cfg.slice_epochs:
+            stage = train_slices(model, data.x, dense, rows, rows, cfg, control)
+            slice_note = yield from _drive(stage, {"fold": 0, "n_folds": k})
+        if slice_note is not None and can_fit_head(model, final):
+            gen = fit_head(model, data.x, data.y, rows, rows, final, control)
+        else:
+            gen = fit(model, everything, everything, final, control)
         last = yield from _drive(gen, {"fold": 0, "n_folds": k})
         logits, labels = oof, data.y
         cancelled = last.cancelled
@@ -289,6 +307,7 @@ def finetune(
                         "volumes": sum(m is not None for m in data.masks or []),
                         "classes": data.mask_classes(),
                         "dense_weight": cfg.dense_weight,
+                        **({"slice_stage": slice_note} if slice_note else {}),
                     }
                 }
                 if dense is not None

@@ -89,6 +89,9 @@ class TrainConfig:
         dense_weight: weight of the lesion-mask (evidence map) loss of a
             volume model with ``evidence`` slice features, added to the
             classification loss when the training data have masks.
+        slice_epochs: with lesion masks and an evidence encoder, epochs of
+            the slice stage (:mod:`.slice_stage`) that trains the encoder on
+            single slices before the volume stage (0: none).
     """
 
     epochs: int = 20
@@ -107,6 +110,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     accumulate: int = 1
     dense_weight: float = 1.0
+    slice_epochs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -129,6 +133,8 @@ class TrainConfig:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.accumulate < 1:
             raise ValueError("accumulate must be at least 1")
+        if self.slice_epochs < 0:
+            raise ValueError("slice_epochs must be >= 0")
         if not self.dense_weight >= 0:
             raise ValueError("dense_weight must be >= 0")
 
@@ -139,7 +145,9 @@ class TrainEvent:
 
     ``kind``: ``"batch"`` (metrics: loss, lr, elapsed_s, eta_s),
     ``"epoch"`` (train_loss, train_accuracy, val_loss, val_accuracy,
-    val_auc, elapsed_s, eta_s) or ``"paused"`` (elapsed_s).  Elapsed and
+    val_auc, elapsed_s, eta_s), ``"paused"`` (elapsed_s), or the slice
+    stage's ``"slice_batch"`` and ``"slice_epoch"`` (see
+    :func:`~.slice_stage.train_slices`).  Elapsed and
     ETA are in seconds and exclude paused time.
     """
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from napari_medcnn.models.card import ModelCard
-from napari_medcnn.training.trainer import last_linear
+from napari_medcnn.training.trainer import TrainConfig, last_linear
 
 
 def _head_name(model: nn.Module) -> str:
@@ -154,6 +154,43 @@ VOLUME_ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "resnet3d": ("resnet", "volume", {"spatial_dims": 3}),
     "densenet3d": ("densenet", "volume", {"spatial_dims": 3}),
 }
+
+
+#: a sequence model that learns from lesion masks: a full-resolution slice
+#: encoder (``lesion_fcn``) with a per-pixel evidence map (see
+#: :class:`~napari_medcnn.models.cnn_rnn.SliceEncoder`), a fresh one at
+#: :data:`EVIDENCE_SIZE` pixels
+EVIDENCE_KWARGS: dict[str, Any] = {
+    "encoder": "lesion_fcn",
+    "encoder_kwargs": {"activation": "leaky_relu"},
+    "slice_features": "evidence",
+}
+EVIDENCE_SIZE = (96, 96)
+#: epochs of the slice stage (:mod:`.slice_stage`) of such a model
+EVIDENCE_SLICE_EPOCHS = 15
+
+
+def with_lesion_masks(
+    config: TrainConfig,
+    slice_epochs: int | None = None,
+    freeze_epochs: int | None = None,
+) -> TrainConfig:
+    """``config`` for a sequence model trained with lesion masks: the slice
+    stage teaches the encoder where lesions are (``slice_epochs``, default
+    :data:`EVIDENCE_SLICE_EPOCHS`), then the
+    volume stage trains the RNN and head on its evidence with the encoder
+    frozen for ``freeze_epochs`` (default: every epoch, when there is a
+    slice stage).  A copy; ``config`` is not changed."""
+    from dataclasses import replace
+
+    if slice_epochs is None:
+        slice_epochs = EVIDENCE_SLICE_EPOCHS
+    slice_epochs = max(0, int(slice_epochs))
+    if freeze_epochs is None:
+        freeze_epochs = config.epochs if slice_epochs else 0
+    return replace(
+        config, slice_epochs=slice_epochs, freeze_backbone_epochs=freeze_epochs
+    )
 
 
 def is_volume_arch(arch: str) -> bool:
