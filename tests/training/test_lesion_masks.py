@@ -243,3 +243,56 @@ def test_cli_mask_bad_input(tmp_path, monkeypatch, capsys):
     card = json.loads((tmp_path / "m.json").read_text())
     on = {k for k, v in card["provenance"]["augmentation"].items() if v}
     assert on == {"flip", "noise"}
+
+
+def test_mask_file_beside_the_sidecar(tmp_path):
+    """A mask painted in napari is kept beside the label sidecar (packed
+    bits, atomic) and read back on the scan's grid only."""
+    from napari_medcnn.training.labels.masks import load_mask, mask_path, save_mask
+
+    path = mask_path(tmp_path / "scan.nii.gz.medcnn-labels.json")
+    assert path.name == "scan.nii.gz.medcnn-labels.json.mask.npz"
+    assert load_mask(path, (4, 5, 6)) is None  # none drawn
+    m = np.zeros((4, 5, 6), np.uint16)
+    m[1:3, 2, 3:5] = 2  # any non-zero label is the finding
+    assert save_mask(path, m) == path
+    back = load_mask(path, (4, 5, 6))
+    assert back.dtype == np.uint8 and np.array_equal(back, (m > 0).astype(np.uint8))
+    with pytest.raises(LabelsError, match=r"scan.nii.gz.medcnn-labels.json.mask.npz"):
+        load_mask(path, (4, 5, 7))  # the scan changed
+    assert save_mask(path, np.zeros_like(m)) is None and not path.exists()
+    path.write_bytes(b"not a mask")
+    with pytest.raises(LabelsError, match="unreadable lesion mask"):
+        load_mask(path, (4, 5, 6))
+
+
+def test_sidecar_labels_bring_their_painted_masks(tmp_path, monkeypatch):
+    """``train --labels folder/`` of napari-labelled volumes: the volume
+    label's painted mask comes with it (as a CSV mask column would)."""
+    from napari_medcnn._progress import drain
+    from napari_medcnn.training.data.dataset import load_labeled
+    from napari_medcnn.training.labels.masks import mask_path, save_mask
+    from napari_medcnn.training.labels.store import LabelStore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    for i in range(4):
+        vol = noisy_head((10, 24, 24), i, empty=1)
+        f = tmp_path / f"v{i}.nii"
+        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine), f)
+        store = LabelStore.open(f, n_slices=10, classes=["normal", "lesion"])
+        store.label_volume("lesion" if i % 2 else "normal")
+        if i % 2:
+            m = np.zeros(vol.shape, np.uint8)
+            m[4:6, 10:14, 10:14] = 1
+            save_mask(mask_path(store.path), m)
+    record = volume_record(8, (16, 16), modality="MR")
+    data = drain(load_labeled([tmp_path], record, input_kind="sequence"))
+    assert len(data) == 4 and data.mask_classes() == ["lesion"]
+    have = [m is not None for m in data.masks]
+    assert have == [data.classes[y] == "lesion" for y in data.y]
+    # a mask from another grid is refused, naming its file
+    bad = mask_path(tmp_path / "v1.nii.medcnn-labels.json")
+    save_mask(bad, np.ones((3, 3, 3)))
+    with pytest.raises(LabelsError, match="v1.nii.medcnn-labels.json.mask.npz"):
+        drain(load_labeled([tmp_path], record, input_kind="sequence"))

@@ -327,3 +327,80 @@ def test_volume_labels_train_a_cnn_rnn(make_napari_viewer, qtbot, tmp_path, pare
     # per slice of the scan (12), not of the model's input (6)
     assert len(classify.record["slice_probabilities"]) == 12
     assert len(classify.record["slice_importance"]) == 12
+
+
+def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
+    make_napari_viewer, qtbot, tmp_path, parent, monkeypatch
+):
+    """Label images: whole-volume labels plus a lesion painted with the
+    brush (*Draw lesion mask*), saved beside the labels and restored; the
+    Fine-tune CNN+RNN then learns from the masks (a fresh evidence encoder,
+    the slice stage first) and its card says so."""
+    import json
+
+    import nibabel as nib
+
+    from napari_medcnn.training.labels.masks import load_mask, mask_path
+
+    viewer = make_napari_viewer()
+    _d, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
+    rng = np.random.default_rng(2)
+    layers, files = [], []
+    for i in range(10):
+        vol = rng.normal(100.0, 20.0, (12, 32, 32)).astype(np.float32)
+        path = tmp_path / f"vol{i}.nii.gz"
+        z = int(rng.integers(2, 9))
+        if i % 2:
+            vol[z : z + 2, 12:18, 12:18] += 150.0
+        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.eye(4)), str(path))
+        layer = viewer.open(path, plugin=PLUGIN)[0]
+        panel.set_layer(layer)
+        panel.set_classes(["normal", "lesion"])
+        panel.set_target("whole")
+        assert panel.label("lesion" if i % 2 else "normal")
+        if i % 2:  # paint the lesion on its two slices with the brush
+            mask_layer = panel.draw_mask()
+            assert mask_layer.mode == "paint" and mask_layer.selected_label == 1
+            mask_layer.brush_size = 6
+            mask_layer.n_edit_dimensions = 2
+            for k in (z, z + 1):
+                mask_layer.paint((k, 15, 15), 1)
+            assert np.asarray(mask_layer.data)[z, 15, 15] == 1
+        layers.append(layer)
+        files.append(path)
+    # every stroke is saved beside the labels, shortly after it
+    saved = mask_path(str(files[1]) + ".medcnn-labels.json")
+    qtbot.waitUntil(saved.exists, timeout=5_000)
+    assert load_mask(saved, (12, 32, 32)).sum() > 20
+    # closing the mask layer loses nothing: the button restores it
+    first_mask = next(lay for lay in viewer.layers if lay.name.endswith("lesion mask"))
+    painted = np.asarray(first_mask.data).copy()
+    viewer.layers.remove(first_mask)
+    panel.set_layer(layers[1])
+    restored = panel.draw_mask()
+    assert np.array_equal(np.asarray(restored.data) > 0, painted > 0)
+    _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    train.refresh_labels()
+    masks = [s["mask"] is not None for s in train.sources()]
+    assert masks == [i % 2 == 1 for i in range(10)]
+    train.model_box.slices_spin.setValue(8)
+    train.set_parent("file", str(parent))
+    out = tmp_path / "evidence_model.safetensors"
+    train.set_output(out)
+    train.set_split("holdout")
+    train.epochs_spin.setValue(2)
+    train.batch_spin.setValue(2)
+    # a short slice stage, in a worker thread (so the setting reaches it)
+    monkeypatch.setattr("napari_medcnn.training.transfer.EVIDENCE_SLICE_EPOCHS", 3)
+    train.mode_combo.setCurrentIndex(train.mode_combo.findData("thread"))
+    assert train.start()
+    _wait_idle(qtbot, train)
+    assert not train.summary["cancelled"], train.status.text()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["arch_kwargs"]["slice_features"] == "evidence"
+    assert card["provenance"]["train_config"]["slice_epochs"] == 3
+    assert card["input_size"][-2:] == [32, 32]  # the scans' own resolution
+    stage = card["provenance"]["lesion_masks"]["slice_stage"]
+    assert card["provenance"]["lesion_masks"]["volumes"] == 5
+    assert stage["lesion_slices"] > 0 and stage["best_epoch"] >= 1
+    assert card["provenance"]["start"]["start"] != "encoder"  # a fresh encoder

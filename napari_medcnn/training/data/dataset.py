@@ -442,4 +442,10 @@ def _job_set(job, record, input_kind: str, cache) -> LabeledSet:
             f"{job.path}: the scan {scan_path.name} changed since it was "
             "labelled (its key differs)"
         )
-    return _scan_examples(job, scan, scan_path, record, input_kind, cache)
+    mask = None
+    if input_kind != "slice" and job.volume_label is not None and job.path:
+        # a lesion mask painted in napari, kept beside the sidecar
+        from napari_medcnn.training.labels.masks import load_mask, mask_path
+
+        mask = load_mask(mask_path(job.path), tuple(scan.data.shape))
+    return _scan_examples(job, scan, scan_path, record, input_kind, cache, mask)

@@ -107,6 +107,7 @@ class TargetBox(QGroupBox):
         range_from, range_to, from_here_button, to_here_button: the slice
             range and the buttons that set its ends to the current slice.
         unlabel_button: remove the label of the current target.
+        mask_button: "Draw lesion mask" (volumes).
     """
 
     def __init__(self, parent: QWidget | None = None):
@@ -126,6 +127,13 @@ class TargetBox(QGroupBox):
         self.unlabel_button.setToolTip(
             "Remove the label of the current target (0 key)."
         )
+        self.mask_button = QPushButton("Draw lesion mask")
+        self.mask_button.setToolTip(
+            "Paint where the finding is in this volume (a Labels layer on its "
+            "grid, saved beside the labels). A CNN+RNN trained in Fine-tune "
+            "learns from the masks where findings are, which volume labels "
+            "alone cannot teach from a few dozen scans."
+        )
         g = QGridLayout(self)
         g.addWidget(QLabel("Apply to:"), 0, 0)
         g.addWidget(self.target_combo, 0, 1, 1, 3)
@@ -135,6 +143,7 @@ class TargetBox(QGroupBox):
         g.addWidget(self.range_to, 2, 1)
         g.addWidget(self.to_here_button, 2, 2)
         g.addWidget(self.unlabel_button, 1, 3, 2, 1)
+        g.addWidget(self.mask_button, 3, 0, 1, 4)
 
 
 class RegionBox(QGroupBox):

@@ -47,6 +47,7 @@ from napari_medcnn.widgets.labelling.boxes import (
     TargetBox,
     hbox,
 )
+from napari_medcnn.widgets.labelling.masks import MaskMixin
 from napari_medcnn.widgets.labelling.regions import RegionMixin
 from napari_medcnn.widgets.labelling.shortcuts import KeyBinder
 
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 _ITEM_ROLE = Qt.ItemDataRole.UserRole
 
 
-class LabellingWidget(RegionMixin, QWidget):
+class LabellingWidget(RegionMixin, MaskMixin, QWidget):
     """Dock widget to label images, slices, volumes and regions.
 
     Args:
@@ -78,6 +79,7 @@ class LabellingWidget(RegionMixin, QWidget):
         self._stores: dict[str, Any] = {}  # layer.unique_id -> LabelStore
         self._model: Any = None  # explicit model for "Next case"
         self._init_regions()
+        self._init_masks()
 
         # -- child widgets: scan, classes, target, labelled items, regions, job
         self.scan_combo = QComboBox()
@@ -88,6 +90,7 @@ class LabellingWidget(RegionMixin, QWidget):
         self.target_box = tb = TargetBox()
         self.target_combo, self.unlabel_button = tb.target_combo, tb.unlabel_button
         self.range_from, self.range_to = tb.range_from, tb.range_to
+        self.mask_button = tb.mask_button
         self.from_here_button, self.to_here_button = (
             tb.from_here_button, tb.to_here_button,
         )  # fmt: skip
@@ -142,6 +145,7 @@ class LabellingWidget(RegionMixin, QWidget):
             lambda: self.range_to.setValue(self.current_slice())
         )
         self.unlabel_button.clicked.connect(self.unlabel)
+        self.mask_button.clicked.connect(self.draw_mask)
         self.items_list.itemClicked.connect(self._on_item_clicked)
         self.next_button.clicked.connect(self.next_case)
         self.region_button.clicked.connect(self.train_regions)
@@ -333,6 +337,7 @@ class LabellingWidget(RegionMixin, QWidget):
 
     # -- internals -------------------------------------------------------
     def _stop_jobs(self, *_args) -> None:
+        self.flush_masks()
         self._cancel_regions()
         self._job.quit()
 

@@ -51,7 +51,8 @@ def prepare_examples(
 ) -> Generator[tuple[str, int, int], None, Any]:
     """A :class:`LabeledSet` of every labelled scan, classes without labels
     dropped.  ``sources``: dicts with ``labels`` (a sidecar dict),
-    ``images`` (channel arrays), ``spacing`` and ``rgb``."""
+    ``images`` (channel arrays), ``spacing``, ``rgb`` and optionally
+    ``mask`` (a volume's painted lesion mask; volume models only)."""
     from napari_medcnn.training.data.dataset import LabeledSet, examples_from_scan
     from napari_medcnn.training.labels.store import LabelStore
 
@@ -69,6 +70,7 @@ def prepare_examples(
                 src.get("spacing"),
                 rgb=bool(src.get("rgb")),
                 input_kind=input_kind,
+                mask=None if input_kind == "slice" else src.get("mask"),
             )
         )
         yield ("prepare", i, len(sources))
@@ -80,9 +82,15 @@ def volume_start(
 ) -> tuple[dict[str, Any], str]:
     """(volume record, input kind) of a new volume model:
     a sequence model keeps the 2D parent's slice preparation and starts its
-    encoder from it; a 3D CNN maps intensities per volume (a CT window
-    when the first labelled layer is CT)."""
-    from napari_medcnn.training.transfer import VOLUME_ARCHS, volume_record_for
+    encoder from it, unless lesion masks were painted (then a fresh
+    full-resolution encoder, see :func:`uses_lesion_masks`); a 3D CNN maps
+    intensities per volume (a CT window when the first labelled layer is
+    CT)."""
+    from napari_medcnn.training.transfer import (
+        EVIDENCE_SIZE,
+        VOLUME_ARCHS,
+        volume_record_for,
+    )
 
     if card.input_kind != "slice":
         raise ValueError(
@@ -90,8 +98,26 @@ def volume_start(
             "with the architecture '2D slices (the parent's network)'"
         )
     modality = next((s.get("modality") for s in sources if s.get("modality")), None)
-    record = volume_record_for(arch, card, slices, modality=modality)
+    if uses_lesion_masks(arch, sources):
+        # full resolution up to EVIDENCE_SIZE: small scans are not upsampled
+        largest = max(max(src["images"][0].shape[-2:]) for src in sources)
+        size = [min(int(s), int(largest)) for s in EVIDENCE_SIZE]
+        record = volume_record_for(
+            arch, card, slices, size=size, encoder=False, modality=modality
+        )
+    else:
+        record = volume_record_for(arch, card, slices, modality=modality)
     return record, VOLUME_ARCHS[arch][1]
+
+
+def uses_lesion_masks(arch: str | None, sources: Sequence[dict[str, Any]]) -> bool:
+    """Whether a new ``arch`` model learns from painted lesion masks: a
+    sequence model (CNN+RNN, slice pool) and at least one masked volume."""
+    from napari_medcnn.training.transfer import VOLUME_ARCHS
+
+    if arch is None or VOLUME_ARCHS.get(arch, ("", ""))[1] != "sequence":
+        return False
+    return any(src.get("mask") is not None for src in sources)
 
 
 def train_job(
@@ -149,6 +175,18 @@ def train_job(
         # "from scratch"); a 3D CNN always starts fresh
         encoder = parent if kind == "sequence" else None
         args.update(parent=None, arch=arch, record=record, encoder_from=encoder)
+        if uses_lesion_masks(arch, sources):
+            # painted masks: a fresh evidence encoder, slice stage first
+            from napari_medcnn.training.transfer import (
+                EVIDENCE_KWARGS,
+                with_lesion_masks,
+            )
+
+            args.update(
+                encoder_from=None,
+                arch_kwargs=dict(EVIDENCE_KWARGS),
+                config=with_lesion_masks(config),
+            )
     elif parent is None:  # from scratch: the examples' preprocessing
         args["record"] = card.preprocessing
     threads = threads or ui_threads()

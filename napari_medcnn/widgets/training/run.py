@@ -16,6 +16,8 @@ from typing import Any
 
 #: the shortest time between two progress updates for batches (s)
 UI_INTERVAL_S = 0.25
+#: the trainer's per-batch events (the volume stage's and the slice stage's)
+BATCHES = ("batch", "slice_batch", "features")
 
 
 def format_eta(seconds: float | None) -> str:
@@ -97,7 +99,7 @@ class TrainRun:
         (fast batches would otherwise keep napari's event loop busy)."""
         self.events += 1
         now = time.perf_counter()
-        if ev.kind == "batch" and now - self._shown < UI_INTERVAL_S:
+        if ev.kind in BATCHES and now - self._shown < UI_INTERVAL_S:
             return None
         self._shown = now
         pbar = self.pbar  # napari may process events inside update()
@@ -107,8 +109,14 @@ class TrainRun:
             return "Paused. Resume to continue, or Cancel."
         done, total, eta = self.progress_of(ev)
         where = f"{self.phase}, " if self.phase else ""
+        if ev.kind == "features":  # a frozen encoder reads each volume once
+            return f"{where}encoding the volumes once: {ev.step}/{ev.n_steps}"
+        if ev.kind.startswith("slice_"):  # lesion masks: the slice stage
+            where += "slice stage, "
         text = f"{where}epoch {ev.epoch}/{ev.n_epochs}"
-        if ev.kind == "batch":
+        if ev.kind == "slice_epoch":
+            text += f", lesion-slice AUC {ev.metrics['val_slice_auc']:.2f}"
+        if ev.kind in BATCHES:
             text += f", batch {ev.step}/{ev.n_steps}, loss {ev.metrics['loss']:.3f}"
         if eta is not None:
             text += f" · ETA {format_eta(eta)}"

@@ -45,9 +45,25 @@ class SettingsMixin:
                         "rgb": bool(getattr(lay, "rgb", False)),
                         "name": str(lay.name),
                         "modality": (lay.metadata or {}).get("modality"),
+                        "mask": self._lesion_mask(lay, store),
                     }
                 )
         return out
+
+    def _lesion_mask(self, lay: Any, store: Any) -> Any:
+        """The painted lesion mask of a volume-labelled layer, or None."""
+        from napari_medcnn.widgets._common.labels import open_store, scan_path_of
+        from napari_medcnn.widgets._common.masks import painted_mask
+
+        if lay.ndim != 3 or store.volume_label is None:
+            return None
+        path = scan_path_of(lay)
+        try:
+            sidecar = open_store(lay) if path is not None and path.exists() else None
+            return painted_mask(self._viewer, lay, sidecar)
+        except ValueError as exc:  # a damaged mask file: train without it
+            self._say(f"'{lay.name}': lesion mask not used: {exc}")
+            return None
 
     def _parent_path(self) -> str | None:
         from napari_medcnn.models.checkpoint import default_model_path
