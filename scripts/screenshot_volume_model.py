@@ -6,16 +6,20 @@ Run from the repository root, with a display (Xvfb)::
         scripts/screenshot_volume_model.py [docs/volume_finetune.png \\
         docs/volume_classify.png] [--n 40] [--epochs 15]
 
-``--n`` semi-synthetic volumes of the Colin27 head (2 mm voxels, half with
-one 10-20 mm lesion; :mod:`napari_medcnn.io.lesions`) are opened, each
-labelled "lesion" or "normal" as a whole volume in **Label images**; in
-**Fine-tune** the CNN+RNN is picked, trained with live curves (24 slices,
-its slice encoder from the shipped model) and handed to **Classify**,
-which classifies a held-out lesion volume in volume scope: the first
-screenshot shows the curves and the confusion matrix, the second the
-slice-probability and slice-importance curves under the scan at the
-lesion, with a Grad-CAM overlay from **Saliency**.  The data are
-synthetic: the model is not meant for any clinical use.
+``--n`` semi-synthetic volumes of the Colin27 head (about 2 mm voxels, half
+with one 4-15 mm lesion of contrast 0.3-0.6, the generator's defaults;
+:mod:`napari_medcnn.io.lesions`) are opened, each labelled "lesion" or
+"normal" as a whole volume in **Label images**, and each lesion gets its
+mask through *Draw lesion mask* (the generator's mask is put into the
+Labels layer where a user would paint it).  In **Fine-tune** the CNN+RNN
+is picked and trained with live curves (48 slices; the masks switch it to
+a fresh evidence encoder: slice stage, then the sequence head on the frozen
+encoder) and handed to **Classify**, which classifies a held-out lesion
+volume in volume scope: the first screenshot shows the painted mask, the
+curves and the confusion matrix, the second the slice-probability and
+slice-importance curves under the scan at the lesion, with a Grad-CAM
+overlay from **Saliency**.  The data are synthetic: the model is not meant
+for any clinical use.
 """
 
 from __future__ import annotations
@@ -42,19 +46,18 @@ def main() -> int:
     ap.add_argument("shots", nargs="*", default=[
         "docs/volume_finetune.png", "docs/volume_classify.png"])  # fmt: skip
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=40)
     args = ap.parse_args()
     import napari
     from qtpy.QtCore import Qt
 
+    from napari_medcnn.io import load
     from napari_medcnn.io.lesions import make_cohort
 
     tmp = Path(tempfile.mkdtemp(prefix="medcnn-volshot-"))
-    lesion = {"diameter_mm": (10.0, 20.0), "contrast": (1.0, 1.5)}
     make_cohort("colin27", tmp / "train", args.n, seed=1, shape=(90, 109, 91),
-                lesion=lesion)  # fmt: skip
-    make_cohort("colin27", tmp / "test", 4, seed=2, shape=(90, 109, 91),
-                lesion=lesion)  # fmt: skip
+                write_masks=True)  # fmt: skip
+    make_cohort("colin27", tmp / "test", 4, seed=2, shape=(90, 109, 91))
     table = json.loads((tmp / "train" / "lesions.json").read_text())["volumes"]
 
     viewer = napari.Viewer(show=True)
@@ -69,19 +72,28 @@ def main() -> int:
         labels.set_target("whole")
         labels.label(info["label"])
         layer.visible = False
+        if info["label"] == "lesion":  # where a user paints with the brush
+            mask_layer = labels.draw_mask()
+            mask_layer.data = load(tmp / "train" / "masks" / name)[0].data > 0
+            mask_layer.visible = False
+            masked = (layer, mask_layer, info)
         layers.append(layer)
+    labels.flush_masks()
     tdock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
     train.refresh_labels()
     train.model_box.arch_combo.setCurrentIndex(
         train.model_box.arch_combo.findData("cnn_rnn")
     )
-    train.model_box.slices_spin.setValue(24)
+    train.model_box.slices_spin.setValue(48)
     train.set_parent("default")
     train.set_output(tmp / "lesion_cnn_rnn.safetensors")
     train.set_split("holdout")
     train.epochs_spin.setValue(args.epochs)
-    train.batch_spin.setValue(2)
-    layers[-1].visible = True
+    train.batch_spin.setValue(1)
+    layer, mask_layer, info = masked  # show the last lesion and its mask
+    layer.visible = mask_layer.visible = True
+    z0, z1 = info["slice_range"]
+    viewer.dims.set_point(0, layer.data_to_world([(z0 + z1) // 2, 0, 0])[0])
     assert train.start(), train.status.text()
     wait_idle(train)
     if train.summary is None or train.summary.get("cancelled"):
