@@ -5,6 +5,7 @@ and ``train --arch cnn_rnn`` on a CSV with masks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -204,6 +205,22 @@ def test_cli_learns_an_evidence_map_from_masks(tmp_path, monkeypatch, capsys):
     assert hits == 3
     # and it is stronger in every lesion volume than anywhere in a normal one
     assert min(strongest["lesion"]) > max(strongest["normal"])
+    # as a user sees it: classify --scope volume names the lesion volumes,
+    # and slice importance peaks on the lesion's slices
+    assert card["provenance"]["lesion_masks"]["slice_stage"]["best_epoch"] >= 1
+    recs_path = tmp_path / "recs.json"
+    files = sorted((tmp_path / "test").glob("v*.nii"))
+    cmd = ["classify", *map(str, files), "--model", str(out), "--scope", "volume"]
+    assert main([*cmd, "--json", str(recs_path)]) in (0, 1)
+    recs = json.loads(recs_path.read_text())
+    labels = {f"v{i}.nii": "lesion" if i % 2 else "normal" for i in range(6)}
+    right = sum(r["label"] == labels[Path(r["path"]).name] for r in recs)
+    assert right >= 5, [(r["path"], r["probabilities"]) for r in recs]
+    for r in recs:
+        name = Path(r["path"]).name
+        if name in truth:
+            z0, z1 = truth[name]
+            assert z0 <= int(np.argmax(r["slice_importance"])) <= z1
     # --no-masks trains the usual encoder from the 2D model instead
     out2 = tmp_path / "m2.safetensors"
     args2 = [*args[:6], str(out2), *args[7:]]
