@@ -301,14 +301,17 @@ def train_slices(
             "elapsed_s": elapsed,
             "eta_s": elapsed / epoch * (epochs - epoch),
         }
-        if val_loss < best[0]:
-            best = (val_loss, copy.deepcopy(encoder.state_dict()), epoch, auc)
+        # no validation slices (every validation volume unknown): the
+        # training loss picks the epoch
+        judge = val_loss if len(val) else row["train_loss"]
+        if judge < best[0]:
+            best = (judge, copy.deepcopy(encoder.state_dict()), epoch, auc)
         yield TrainEvent("slice_epoch", epoch, epochs, n_steps, n_steps, row)
     if best[2]:
         encoder.load_state_dict(best[1])
     note.update(
         best_epoch=best[2],
-        val_loss=None if best[2] == 0 else best[0],
+        val_loss=None if best[2] == 0 or not len(val) else best[0],
         val_slice_auc=None if not np.isfinite(best[3]) else float(best[3]),
     )
     encoder.eval()

@@ -116,6 +116,17 @@ def test_slice_stage_stops_on_cancel_and_without_lesions():
         next(gen)
     assert stop.value.value["cancelled"] and stop.value.value["best_epoch"] == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # no validation slices (the validation lesion volume has no mask): the
+    # training loss picks the epoch
+    unknown = [*dense[:5], np.nan]
+    gen = train_slices(model, x, unknown, range(5), [5], cfg)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            note = stop.value
+            break
+    assert note["best_epoch"] >= 1 and note["val_loss"] is None
     # nothing to learn from: only clean volumes
     gen = train_slices(model, x, [0.0] * 6, range(6), range(6), cfg)
     with pytest.raises(StopIteration) as stop:
