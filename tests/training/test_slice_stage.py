@@ -134,7 +134,8 @@ def test_slice_stage_stops_on_cancel_and_without_lesions():
     assert "no lesion slice" in stop.value.value["skipped"]
 
 
-def test_frozen_encoder_head_trains_on_features_computed_once():
+@pytest.mark.parametrize("arch", ["cnn_rnn", "slice_pool"])
+def test_frozen_encoder_head_trains_on_features_computed_once(arch):
     """After the slice stage the encoder stays frozen: each volume is
     encoded once and only the sequence head trains (the encoder's weights
     do not move), and the result is the whole network."""
@@ -145,12 +146,12 @@ def test_frozen_encoder_head_trains_on_features_computed_once():
     y = np.array([i % 2 for i in range(16)])
     torch.manual_seed(0)
     model = build_model(
-        "cnn_rnn",
+        arch,
         spatial_dims=3,
         encoder="lesion_fcn",
         encoder_kwargs={"widths": (8, 8, 8), "dilations": (1, 2, 1)},
         slice_features="evidence",
-        hidden_size=8,
+        **({"hidden_size": 8} if arch == "cnn_rnn" else {}),
     )
     cfg = TrainConfig(
         slice_epochs=10, epochs=30, freeze_backbone_epochs=30, batch_size=4,
@@ -180,7 +181,10 @@ def test_frozen_encoder_head_trains_on_features_computed_once():
     hx, _, _ = _volumes(8, 5)
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(hx)), 1)[:, 1].numpy()
-    assert p[1::2].min() > 0.5 > p[0::2].max(), p.round(2)
+    assert p[1::2].min() > p[0::2].max(), p.round(2)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    if arch == "cnn_rnn":  # max-pooled slice logits move slower in 90 steps
+        assert p[1::2].min() > 0.5 > p[0::2].max(), p.round(2)
     # cancelled while encoding: nothing trains
     ctl = TrainControl()
     ctl.cancel()
