@@ -34,6 +34,16 @@ def _volumes(n: int, seed: int, shape=(8, 24, 24)):
     return np.clip(x, 0, 1), dense, where
 
 
+def _run(gen):
+    """(events, returned value) of a training generator run to its end."""
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
 def test_bank_takes_lesion_slices_and_a_pool_of_free_ones():
     x, dense, _ = _volumes(4, 0, shape=(30, 16, 16))
     dense[3] = np.nan  # a lesion volume without a drawn mask
@@ -67,17 +77,9 @@ def test_slice_stage_learns_where_lesions_are(monkeypatch):
         slice_features="evidence",
     )
     cfg = TrainConfig(slice_epochs=6, seed=0, device="cpu")
-    gen = train_slices(model, x, dense, range(18), range(18, 24), cfg)
-    kinds, rows = set(), []
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            note = stop.value
-            break
-        kinds.add(ev.kind)
-        if ev.kind == "slice_epoch":
-            rows.append(ev.metrics)
+    events, note = _run(train_slices(model, x, dense, range(18), range(18, 24), cfg))
+    kinds = {ev.kind for ev in events}
+    rows = [ev.metrics for ev in events if ev.kind == "slice_epoch"]
     assert kinds == {"slice_batch", "slice_epoch"}
     assert len(rows) == 6 and rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert note["lesion_slices"] == 18 and 1 <= note["best_epoch"] <= 6
@@ -119,13 +121,7 @@ def test_slice_stage_stops_on_cancel_and_without_lesions():
     # no validation slices (the validation lesion volume has no mask): the
     # training loss picks the epoch
     unknown = [*dense[:5], np.nan]
-    gen = train_slices(model, x, unknown, range(5), [5], cfg)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            note = stop.value
-            break
+    _events, note = _run(train_slices(model, x, unknown, range(5), [5], cfg))
     assert note["best_epoch"] >= 1 and note["val_loss"] is None
     # nothing to learn from: only clean volumes
     gen = train_slices(model, x, [0.0] * 6, range(6), range(6), cfg)
@@ -166,13 +162,8 @@ def test_frozen_encoder_head_trains_on_features_computed_once(arch):
     finally:
         slice_stage.MIN_SLICES_PER_EPOCH = old
     enc = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    kinds, gen = [], fit_head(model, x, y, range(12), range(12, 16), cfg)
-    while True:
-        try:
-            kinds.append(next(gen).kind)
-        except StopIteration as stop:
-            res = stop.value
-            break
+    events, res = _run(fit_head(model, x, y, range(12), range(12, 16), cfg))
+    kinds = [ev.kind for ev in events]
     assert kinds.count("features") == 16 and kinds.count("epoch") == 30
     assert res.model is model and not model.training
     assert all(torch.equal(enc[k], v) for k, v in model.encoder.state_dict().items())

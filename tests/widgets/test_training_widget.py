@@ -268,11 +268,36 @@ def test_out_of_memory_stops_with_advice_and_frees_the_progress_bar(
     assert not (tmp_path / "oom.safetensors").exists()
 
 
+def _open_and_label(viewer, panel, vol: np.ndarray, path: Path, i: int):
+    """Save ``vol`` as NIfTI, open it and label it as a whole volume in
+    Label images: "lesion" for odd ``i``, else "normal"."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.eye(4)), str(path))
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    panel.set_layer(layer)
+    panel.set_classes(["normal", "lesion"])
+    panel.set_target("whole")
+    assert panel.label("lesion" if i % 2 else "normal")
+    return layer
+
+
+def _short_volume_run(train, parent, out: Path, slices: int) -> Path:
+    """Fine-tune settings of a short volume run: ``slices`` slices, the
+    parent from a file, a hold-out split, 2 epochs of batches of 2."""
+    train.model_box.slices_spin.setValue(slices)
+    train.set_parent("file", str(parent))
+    train.set_output(out)
+    train.set_split("holdout")
+    train.epochs_spin.setValue(2)
+    train.batch_spin.setValue(2)
+    return out
+
+
 def test_volume_labels_train_a_cnn_rnn(make_napari_viewer, qtbot, tmp_path, parent):
     """Whole-volume labels show the architecture choice; CNN+RNN trains
     (its encoder from the 2D parent) and the Classify widget reads volumes
     with it."""
-    import nibabel as nib
 
     viewer = make_napari_viewer()
     _d, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Label images")
@@ -283,25 +308,14 @@ def test_volume_labels_train_a_cnn_rnn(make_napari_viewer, qtbot, tmp_path, pare
         if i % 2:
             z = int(rng.integers(2, 9))
             vol[z : z + 3, 10:20, 10:20] += 300.0
-        path = tmp_path / f"vol{i}.nii.gz"
-        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.eye(4)), str(path))
-        layer = viewer.open(path, plugin=PLUGIN)[0]
-        panel.set_layer(layer)
-        panel.set_classes(["normal", "lesion"])
-        panel.set_target("whole")
-        assert panel.label("lesion" if i % 2 else "normal")
-        layers.append(layer)
+        layers.append(
+            _open_and_label(viewer, panel, vol, tmp_path / f"vol{i}.nii.gz", i)
+        )
     _d, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
     train.refresh_labels()
     assert not train.model_box.arch_combo.isHidden()
     assert train.model_box.volume_arch() == "cnn_rnn"  # the default choice
-    train.model_box.slices_spin.setValue(6)
-    train.set_parent("file", str(parent))
-    out = tmp_path / "vol_model.safetensors"
-    train.set_output(out)
-    train.set_split("holdout")
-    train.epochs_spin.setValue(2)
-    train.batch_spin.setValue(2)
+    out = _short_volume_run(train, parent, tmp_path / "vol_model.safetensors", 6)
     assert train.start()
     _wait_idle(qtbot, train)
     assert not train.summary["cancelled"], train.status.text()
@@ -338,8 +352,6 @@ def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
     the slice stage first) and its card says so."""
     import json
 
-    import nibabel as nib
-
     from napari_medcnn.training.labels.masks import load_mask, mask_path
 
     viewer = make_napari_viewer()
@@ -352,12 +364,7 @@ def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
         z = int(rng.integers(2, 9))
         if i % 2:
             vol[z : z + 2, 12:18, 12:18] += 150.0
-        nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.eye(4)), str(path))
-        layer = viewer.open(path, plugin=PLUGIN)[0]
-        panel.set_layer(layer)
-        panel.set_classes(["normal", "lesion"])
-        panel.set_target("whole")
-        assert panel.label("lesion" if i % 2 else "normal")
+        layer = _open_and_label(viewer, panel, vol, path, i)
         if i % 2:  # paint the lesion on its two slices with the brush
             mask_layer = panel.draw_mask()
             assert mask_layer.mode == "paint" and mask_layer.selected_label == 1
@@ -383,13 +390,7 @@ def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
     train.refresh_labels()
     masks = [s["mask"] is not None for s in train.sources()]
     assert masks == [i % 2 == 1 for i in range(10)]
-    train.model_box.slices_spin.setValue(8)
-    train.set_parent("file", str(parent))
-    out = tmp_path / "evidence_model.safetensors"
-    train.set_output(out)
-    train.set_split("holdout")
-    train.epochs_spin.setValue(2)
-    train.batch_spin.setValue(2)
+    out = _short_volume_run(train, parent, tmp_path / "evidence_model.safetensors", 8)
     # a short slice stage, in a worker thread (so the setting reaches it)
     monkeypatch.setattr("napari_medcnn.training.transfer.EVIDENCE_SLICE_EPOCHS", 3)
     train.mode_combo.setCurrentIndex(train.mode_combo.findData("thread"))
