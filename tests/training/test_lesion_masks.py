@@ -256,10 +256,12 @@ def test_cli_mask_bad_input(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "m.safetensors").exists()
     # a chosen set is exactly what the card records
     ok = [*base, "--labels", str(labels), "--augment", "flip,noise"]
-    assert main([*ok, "--min-per-class", "2", "--kfold", "0"]) == 0
+    short = ["--slice-epochs", "1", "--min-per-class", "2", "--kfold", "0"]
+    assert main([*ok, *short]) == 0
     card = json.loads((tmp_path / "m.json").read_text())
     on = {k for k, v in card["provenance"]["augmentation"].items() if v}
     assert on == {"flip", "noise"}
+    assert card["provenance"]["lesion_masks"]["slice_stage"]["epochs"] == 1
 
 
 def test_mask_file_beside_the_sidecar(tmp_path):
