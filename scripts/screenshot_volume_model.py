@@ -36,7 +36,7 @@ from _gui import pump, wait
 PLUGIN = "napari-medcnn"
 
 
-def wait_idle(widget, limit: float = 1800.0) -> None:
+def wait_idle(widget, limit: float = 5400.0) -> None:
     """Process events until ``widget``'s worker is done (at most ``limit`` s)."""
     wait(lambda: widget.worker is None, limit)
 
