@@ -123,6 +123,37 @@ def _drive(gen, extra: dict[str, float]):
         yield ev
 
 
+def _train_rows(model, data, dense, tr, va, cfg, control, extra):
+    """Train ``model`` on rows ``tr``, validated on ``va`` (the same rows
+    for a final run): the slice stage first when lesion masks teach an
+    evidence encoder, then the volume stage (on features encoded once when
+    the encoder stays frozen).  Returns (TrainResult, slice-stage note or
+    None); yields the events with ``extra`` metrics."""
+    note = None
+    if dense is not None and cfg.slice_epochs:
+        stage = train_slices(model, data.x, dense, tr, va, cfg, control)
+        note = yield from _drive(stage, extra)
+    if note is not None and can_fit_head(model, cfg):
+        # the encoder stays frozen: encode once, train the head
+        gen = fit_head(model, data.x, data.y, tr, va, cfg, control)
+    else:
+        train, val = _subset(data, dense, tr), _subset(data, dense, va)
+        gen = fit(model, train, val, cfg, control)
+    res = yield from _drive(gen, extra)
+    return res, note
+
+
+def _subset(data, dense, rows) -> tuple:
+    """(x, y[, masks]) of ``rows``; every row in order is the data itself
+    (no copy)."""
+    if len(rows) == len(data) and np.array_equal(rows, np.arange(len(data))):
+        out = (data.x, data.y)
+        return out if dense is None else (*out, dense)
+    out = (data.x[rows], data.y[rows])
+    # masks count in training and in validation
+    return out if dense is None else (*out, [dense[i] for i in rows])
+
+
 def _versions() -> dict[str, str]:
     import monai
 
@@ -238,20 +269,10 @@ def finetune(
     slice_note: dict[str, Any] | None = None
     for f, (tr, va) in enumerate(plan.folds):
         model.load_state_dict(initial)
-        train, val = (data.x[tr], data.y[tr]), (data.x[va], data.y[va])
-        if dense is not None:  # masks count in training and in validation
-            train += ([dense[i] for i in tr],)
-            val += ([dense[i] for i in va],)
         extra = {"fold": f + 1, "n_folds": k} if k > 1 else {}
-        if dense is not None and cfg.slice_epochs:
-            stage = train_slices(model, data.x, dense, tr, va, cfg, control)
-            slice_note = yield from _drive(stage, extra)
-        if slice_note is not None and can_fit_head(model, cfg):
-            # the encoder stays frozen: encode once, train the head
-            gen = fit_head(model, data.x, data.y, tr, va, cfg, control)
-        else:
-            gen = fit(model, train, val, cfg, control)
-        res = yield from _drive(gen, extra)
+        gen = _train_rows(model, data, dense, tr, va, cfg, control, extra)
+        res, stage_note = yield from gen
+        slice_note = stage_note or slice_note
         if res.cancelled:
             break
         best_epochs.append(max(1, res.best_epoch))
@@ -264,18 +285,11 @@ def finetune(
         # the epoch of lowest training loss
         model.load_state_dict(initial)
         final = replace(cfg, epochs=int(np.median(best_epochs)), patience=0)
-        everything = (data.x, data.y)
-        if dense is not None:
-            everything += (dense,)
         rows = np.arange(len(data))
-        if dense is not None and cfg.slice_epochs:
-            stage = train_slices(model, data.x, dense, rows, rows, cfg, control)
-            slice_note = yield from _drive(stage, {"fold": 0, "n_folds": k})
-        if slice_note is not None and can_fit_head(model, final):
-            gen = fit_head(model, data.x, data.y, rows, rows, final, control)
-        else:
-            gen = fit(model, everything, everything, final, control)
-        last = yield from _drive(gen, {"fold": 0, "n_folds": k})
+        extra = {"fold": 0, "n_folds": k}
+        gen = _train_rows(model, data, dense, rows, rows, final, control, extra)
+        last, stage_note = yield from gen
+        slice_note = stage_note or slice_note
         logits, labels = oof, data.y
         cancelled = last.cancelled
     else:
