@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from napari_medcnn.models.evidence import evidence_loss, evidence_summary
 from napari_medcnn.models.registry import build_model, register
 
 
@@ -127,45 +127,6 @@ class SliceEncoder(nn.Module):
 
 #: how a slice becomes a vector (see :class:`SliceEncoder`)
 SLICE_FEATURES = ("embed", "avgmax", "multiscale", "evidence")
-#: pixels averaged for the "top" evidence summary of a slice
-EVIDENCE_TOP = 16
-
-
-def evidence_summary(ev: torch.Tensor) -> torch.Tensor:
-    """(N, 1, h, w) evidence logits -> (N, 3) probabilities: the maximum of
-    the 3x3-smoothed map (a blob, not one pixel), the mean of its top
-    :data:`EVIDENCE_TOP` pixels, and the mean over the slice.  Probabilities
-    stay in [0, 1] however sure the map is, so the RNN's gates do not
-    saturate on large logits."""
-    p = torch.sigmoid(F.avg_pool2d(ev, 3, 1, 1, count_include_pad=False)).flatten(1)
-    top = p.topk(min(EVIDENCE_TOP, p.shape[1]), dim=1).values
-    return torch.stack([p.amax(1), top.mean(1), p.mean(1)], dim=1)
-
-
-def evidence_loss(evidence: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Class-balanced pixel-wise BCE of evidence logits (B, S, h, w) against
-    lesion masks (B, S, H, W) in [0, 1].
-
-    Lesions are a tiny share of a volume's pixels (often under 0.1 %), so the
-    lesion pixels and the other pixels are averaged separately and the two
-    means added: the lesion's few pixels weigh as much as the rest.  NaN
-    marks a volume (or pixel) without a known mask, which does not count.
-    Masks are resized to the map by area (a pixel's target is the lesion
-    fraction it covers).  Zero when nothing is known."""
-    b, s, h, w = evidence.shape
-    m = masks.to(evidence.dtype)
-    if m.shape[-2:] != (h, w):
-        m = F.adaptive_avg_pool2d(m.reshape(b * s, 1, *m.shape[-2:]), (h, w))
-        m = m.reshape(b, s, h, w)
-    known = torch.isfinite(m)
-    if not bool(known.any()):
-        return evidence.sum() * 0.0
-    t = torch.where(known, m, torch.zeros_like(m))
-    neg = torch.where(known, 1.0 - t, torch.zeros_like(t))
-    loss = (neg * F.softplus(evidence)).sum() / neg.sum().clamp(min=1.0)
-    if bool((t > 0).any()):
-        loss = loss + (t * F.softplus(-evidence)).sum() / t.sum()
-    return loss
 
 
 def _mask(lengths: torch.Tensor | None, b: int, s: int, device) -> torch.Tensor:
