@@ -109,16 +109,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     vol.add_argument(
         "--no-masks",
         action="store_true",
-        help="ignore a 'mask' column of the label CSV (by default lesion "
-        "masks there make cnn_rnn/slice_pool learn a per-pixel evidence map "
-        "with a full-resolution slice encoder, lesion_fcn)",
+        help="ignore lesion masks (a 'mask' column of the label CSV, or masks "
+        "painted beside the sidecars); by default they make cnn_rnn/"
+        "slice_pool learn a per-pixel evidence map with a full-resolution "
+        "slice encoder (lesion_fcn), and resnet3d a per-voxel one (its "
+        "evidence variant)",
     )
     vol.add_argument(
         "--slice-epochs",
         type=int,
         help="with lesion masks: epochs of the slice stage, which teaches the "
-        "slice encoder where lesions are on single slices before the volume "
-        "stage (default 15; 0: none)",
+        "slice encoder where lesions are on single slices (resnet3d: on 3D "
+        "patches) before the volume stage (default 15; 0: none)",
     )
     vol.add_argument(
         "--accumulate",
@@ -246,9 +248,9 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     from napari_medcnn.training import distributed
     from napari_medcnn.training.transfer import (
-        EVIDENCE_KWARGS,
         EVIDENCE_SIZE,
         VOLUME_ARCHS,
+        evidence_kwargs,
         is_volume_arch,
     )
 
@@ -270,11 +272,11 @@ def _run_train(args: argparse.Namespace) -> int:
     args.arch_kwargs = None
     if is_volume_arch(args.arch):
         try:
-            if VOLUME_ARCHS[args.arch][1] == "sequence" and _masked(args):
+            if evidence_kwargs(args.arch) is not None and _masked(args):
                 # a dense evidence head needs a full-resolution encoder
                 args.no_encoder = True
                 args.size = args.size or list(EVIDENCE_SIZE)
-                args.arch_kwargs = dict(EVIDENCE_KWARGS)
+                args.arch_kwargs = evidence_kwargs(args.arch)
             record = _volume_record(args, card)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -297,7 +299,11 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
     from napari_medcnn.training.finetune import finetune
     from napari_medcnn.training.labels.store import LabelsError
     from napari_medcnn.training.trainer import TrainConfig, TrainingOutOfMemory
-    from napari_medcnn.training.transfer import is_volume_arch, with_lesion_masks
+    from napari_medcnn.training.transfer import (
+        is_evidence,
+        is_volume_arch,
+        with_lesion_masks,
+    )
 
     def say(text: str) -> None:
         if run.is_main:
@@ -319,9 +325,10 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
         device=run.device,
         accumulate=args.accumulate,
     )
-    if args.arch_kwargs and args.arch_kwargs.get("slice_features") == "evidence":
-        # lesion masks: the slice stage teaches the encoder, then the volume
-        # stage trains the RNN and head on its evidence (encoder frozen)
+    if is_evidence(args.arch_kwargs):
+        # lesion masks: the slice (3D: patch) stage teaches the encoder,
+        # then the volume stage trains the head on its evidence (encoder
+        # frozen)
         cfg = with_lesion_masks(cfg, args.slice_epochs, args.freeze_epochs)
     ctl = TrainControl()
     try:
@@ -332,9 +339,14 @@ def _train(args: argparse.Namespace, parent, record, input_kind, run) -> int:
         say(f"{len(data)} labelled examples: {data.counts()}")
         if data.masks is not None and args.arch_kwargs:
             n = sum(m is not None for m in data.masks)
+            who = (
+                "the 3D ResNet learns a per-voxel"
+                if args.arch_kwargs.get("evidence")
+                else "the slice encoder (lesion_fcn) learns a per-pixel"
+            )
             say(
-                f"{n} lesion masks for {', '.join(data.mask_classes())}: the "
-                "slice encoder (lesion_fcn) learns a per-pixel evidence map"
+                f"{n} lesion masks for {', '.join(data.mask_classes())}: "
+                f"{who} evidence map"
             )
         sequence = volume_arch and input_kind == "sequence"
         gen = finetune(

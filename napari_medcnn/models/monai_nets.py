@@ -26,8 +26,22 @@ def resnet(
     block_inplanes: Sequence[int] = (32, 64, 128, 256),
     block: str = "basic",
     conv1_t_stride: int = 2,
+    evidence: bool = False,
 ) -> nn.Module:
-    """MONAI ResNet; ``layers=(1,1,1,1)`` is a ResNet-10, ``(2,2,2,2)`` a -18."""
+    """MONAI ResNet; ``layers=(1,1,1,1)`` is a ResNet-10, ``(2,2,2,2)`` a -18.
+
+    ``evidence=True`` (3D only): the lesion-mask variant,
+    :class:`~napari_medcnn.models.lesion_resnet3d.LesionResNet3D` (MONAI's
+    stages at full, 1/2 and 1/4 resolution with a top-down path and a
+    voxel evidence head); ``layers``, ``block`` and ``conv1_t_stride`` do
+    not apply, and the first three ``block_inplanes`` are its widths.
+    """
+    if evidence:
+        from napari_medcnn.models.lesion_resnet3d import LesionResNet3D
+
+        if spatial_dims != 3:
+            raise ValueError("the evidence ResNet reads volumes (spatial_dims=3)")
+        return LesionResNet3D(in_channels, num_classes, tuple(block_inplanes[:3]))
     from monai.networks.nets import ResNet
 
     return ResNet(

@@ -48,7 +48,8 @@ class _Head(nn.Module):
         self._model = [model]  # a list: not registered as a submodule
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self._model[0].forward_features(feats).logits
+        out = self._model[0].forward_features(feats)
+        return getattr(out, "logits", out)  # sequence models: SequenceOutput
 
 
 def can_fit_head(model: nn.Module, config: TrainConfig) -> bool:
@@ -63,8 +64,9 @@ def can_fit_head(model: nn.Module, config: TrainConfig) -> bool:
 def encode_volumes(
     model: nn.Module, x: Any, rows, device, control: TrainControl | None = None
 ) -> Generator[TrainEvent, None, np.ndarray]:
-    """(N, S, F) slice features of volumes ``x[rows]`` by the frozen
-    encoder in eval mode; yields ``"features"`` events (step i of N)."""
+    """(N, S, F) slice features (a 3D evidence model: (N, 3) summaries) of
+    volumes ``x[rows]`` by the frozen encoder in eval mode; yields
+    ``"features"`` events (step i of N)."""
     enc = model.encoder.eval()
     rows = list(rows)
     out = []

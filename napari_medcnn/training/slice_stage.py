@@ -23,6 +23,11 @@ set.
 - the epoch with the lowest validation pixel loss (the validation volumes'
   slices, fixed) is kept.
 
+A 3D evidence model (the 3D ResNet's lesion-mask variant,
+:class:`~napari_medcnn.models.lesion_resnet3d.LesionResNet3D`) trains the
+same way on 3D patches (``encoder.patch`` voxels) around the same slices:
+the same epochs, augmentation and loss, one patch where a slice would be.
+
 The volume stage (:func:`~.trainer.fit`) then trains the RNN, attention and
 head on whole volumes, normally with the encoder frozen
 (``freeze_backbone_epochs``).  Volumes whose mask is unknown (a finding class
@@ -42,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_medcnn.models.evidence import smooth
 from napari_medcnn.training.control import TrainControl
 from napari_medcnn.training.trainer import TrainConfig, TrainEvent
 
@@ -97,8 +103,32 @@ class SliceBank:
         return int(self.lesion.sum())
 
 
+def _crop(v, m, z: int, yx, patch, rng):
+    """The (C, d, h, w) patch of volume ``v`` (C, S, H, W) and its mask
+    (1, d, h, w) around slice ``z`` and in-plane point ``yx`` (None: a
+    random one), moved by up to a quarter patch in-plane and kept inside
+    the volume."""
+    dims = v.shape[1:]
+    size = [min(int(p), int(d)) for p, d in zip(patch, dims)]
+    if yx is None:
+        yx = [rng.uniform(0, d) for d in dims[1:]]
+    else:
+        yx = [c + rng.uniform(-p / 4, p / 4) for c, p in zip(yx, size[1:])]
+    lo = [
+        int(np.clip(round(c - p / 2), 0, d - p))
+        for c, p, d in zip([z + 0.5, *yx], size, dims)
+    ]
+    sl = tuple(slice(a, a + p) for a, p in zip(lo, size))
+    mask = np.zeros((1, *size), np.float32) if m is None else m[sl][None]
+    return v[(slice(None), *sl)], np.asarray(mask, np.float32)
+
+
 def slice_bank(
-    x: Any, dense: Sequence[Any], rows: Sequence[int], seed: int = 0
+    x: Any,
+    dense: Sequence[Any],
+    rows: Sequence[int],
+    seed: int = 0,
+    patch: Sequence[int] | None = None,
 ) -> SliceBank:
     """Lesion slices and a pool of lesion-free slices of volumes ``rows``.
 
@@ -109,7 +139,10 @@ def slice_bank(
             anywhere) or NaN (unknown: the volume is skipped); see
             :meth:`~.data.dataset.LabeledSet.dense_targets`.
         rows: the volumes to use.
-        seed: picks the lesion-free slices.
+        seed: picks the lesion-free slices (and the patches' positions).
+        patch: (d, h, w) voxels: 3D patches instead of slices, one around
+            each chosen slice (on the lesion's in-plane centre for a lesion
+            slice, anywhere for a lesion-free one), for a 3D evidence model.
     """
     rng = np.random.default_rng(seed)
     xs, ms, lesion, vol = [], [], [], []
@@ -134,13 +167,24 @@ def slice_bank(
             step = len(free) / NEGATIVE_POOL_PER_VOLUME
             picks = rng.uniform(0, step) + step * np.arange(NEGATIVE_POOL_PER_VOLUME)
             free = free[picks.astype(int)]
+        if m is not None:
+            m = np.asarray(m, np.float32)
         for z in [*np.flatnonzero(touched), *free]:
-            xs.append(v[:, z])
-            ms.append(
-                np.zeros((1, *v.shape[2:]), np.float32)
-                if m is None
-                else np.asarray(m[z], np.float32)[None]
-            )
+            if patch is not None:
+                yx = None
+                if touched[z]:
+                    yx = [  # the lesion's in-plane centre (pixel centres)
+                        np.average(c, weights=m[z][np.nonzero(m[z])]) + 0.5
+                        for c in np.nonzero(m[z])
+                    ]
+                crop, mask = _crop(v, m, int(z), yx, patch, rng)
+                xs.append(crop)
+                ms.append(mask)
+            else:
+                xs.append(v[:, z])
+                ms.append(
+                    np.zeros((1, *v.shape[2:]), np.float32) if m is None else m[z][None]
+                )
             lesion.append(bool(touched[z]))
             vol.append(int(i))
     if not xs:
@@ -151,26 +195,29 @@ def slice_bank(
 
 
 def _augment(x: torch.Tensor, m: torch.Tensor, gen: torch.Generator):
-    """Left-right flip, a small shift (image and mask alike), then intensity
-    scale and noise (image only) -- per slice of the batch."""
+    """Left-right flip, a small in-plane shift (image and mask alike), then
+    intensity scale and noise (image only) -- per slice (or 3D patch) of
+    the batch."""
     n = len(x)
-    flip = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    m = torch.where(flip[:, None, None, None], m.flip(-1), m)
+    each = (n,) + (1,) * (x.ndim - 1)
+    flip = (torch.rand(n, generator=gen) < 0.5).reshape(each)
+    x = torch.where(flip, x.flip(-1), x)
+    m = torch.where(flip, m.flip(-1), m)
     dy, dx = (
         int(v)
         for v in torch.randint(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, (2,), generator=gen)
     )
     x = torch.roll(x, (dy, dx), dims=(-2, -1))
     m = torch.roll(m, (dy, dx), dims=(-2, -1))
-    scale = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=gen)
+    scale = 0.9 + 0.2 * torch.rand(each, generator=gen)
     noise = 0.02 * torch.randn(x.shape, generator=gen)
     return x * scale + noise, m
 
 
 def _pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    if masks.shape[-2:] != logits.shape[-2:]:
-        masks = F.adaptive_avg_pool2d(masks, logits.shape[-2:])
+    if masks.shape[2:] != logits.shape[2:]:
+        pool = F.adaptive_avg_pool3d if logits.ndim == 5 else F.adaptive_avg_pool2d
+        masks = pool(masks, logits.shape[2:])
     weight = torch.tensor(LESION_PIXEL_WEIGHT, device=logits.device)
     return F.binary_cross_entropy_with_logits(logits, masks, pos_weight=weight)
 
@@ -186,7 +233,7 @@ def _slice_scores(encoder: nn.Module, bank: SliceBank, device):
             mb = bank.masks[i : i + 64].to(device)
             ev = encoder.evidence_map(xb)
             total += float(_pixel_loss(ev, mb)) * len(xb)
-            p = torch.sigmoid(F.avg_pool2d(ev, 3, 1, 1, count_include_pad=False))
+            p = torch.sigmoid(smooth(ev))
             scores.append(p.flatten(1).amax(1).float().cpu().numpy())
     return total / max(len(bank), 1), np.concatenate(scores) if scores else np.zeros(0)
 
@@ -204,7 +251,9 @@ def train_slices(
 
     Args:
         model: a CNN+RNN or slice-pool model whose encoder has
-            ``pool="evidence"``.
+            ``pool="evidence"``, or a 3D evidence model whose encoder names
+            its training ``patch`` size (then it trains on 3D patches
+            around the same slices, see :func:`slice_bank`).
         x, dense: prepared volumes and their per-volume targets (see
             :func:`slice_bank`).
         train_rows, val_rows: the volumes of each side of the split (the
@@ -229,8 +278,9 @@ def train_slices(
     encoder = model.encoder
     device = torch.device(config.device) if config.device else best_device()
     model.to(device)
-    train = slice_bank(x, dense, train_rows, config.seed)
-    val = slice_bank(x, dense, val_rows, config.seed + 1)
+    patch = getattr(encoder, "patch", None)  # a 3D evidence model
+    train = slice_bank(x, dense, train_rows, config.seed, patch)
+    val = slice_bank(x, dense, val_rows, config.seed + 1, patch)
     note: dict[str, Any] = {
         "epochs": config.slice_epochs,
         "lesion_slices": train.n_lesion,

@@ -165,6 +165,12 @@ EVIDENCE_KWARGS: dict[str, Any] = {
     "encoder_kwargs": {"activation": "leaky_relu"},
     "slice_features": "evidence",
 }
+#: the 3D ResNet that learns from lesion masks (see
+#: :class:`~napari_medcnn.models.lesion_resnet3d.LesionResNet3D`)
+EVIDENCE_3D_KWARGS: dict[str, Any] = {
+    "evidence": True,
+    "block_inplanes": [8, 24, 48, 48],
+}
 EVIDENCE_SIZE = (96, 96)
 #: epochs of the slice stage (:mod:`.slice_stage`) of such a model
 EVIDENCE_SLICE_EPOCHS = 15
@@ -191,6 +197,22 @@ def with_lesion_masks(
     return replace(
         config, slice_epochs=slice_epochs, freeze_backbone_epochs=freeze_epochs
     )
+
+
+def evidence_kwargs(arch: str | None) -> dict[str, Any] | None:
+    """The registry arguments of ``arch``'s lesion-mask variant (a copy),
+    or None when ``arch`` does not learn from masks (2D models, DenseNet)."""
+    if arch in VOLUME_ARCHS and VOLUME_ARCHS[arch][1] == "sequence":
+        return copy.deepcopy(EVIDENCE_KWARGS)
+    if arch == "resnet3d":
+        return copy.deepcopy(EVIDENCE_3D_KWARGS)
+    return None
+
+
+def is_evidence(arch_kwargs: dict[str, Any] | None) -> bool:
+    """Whether registry arguments make a lesion-mask (evidence) model."""
+    kw = arch_kwargs or {}
+    return kw.get("slice_features") == "evidence" or bool(kw.get("evidence"))
 
 
 def is_volume_arch(arch: str) -> bool:

@@ -94,7 +94,7 @@ def test_augmentation_moves_the_mask_with_the_image():
 
 
 def test_evidence_loss_ignores_unknown_masks():
-    from napari_medcnn.models.cnn_rnn import evidence_loss
+    from napari_medcnn.models.evidence import evidence_loss
 
     ev = torch.zeros(2, 3, 8, 8, requires_grad=True)
     unknown = torch.full((2, 3, 16, 16), float("nan"))
@@ -315,3 +315,37 @@ def test_sidecar_labels_bring_their_painted_masks(tmp_path, monkeypatch):
     save_mask(bad, np.ones((3, 3, 3)))
     with pytest.raises(LabelsError, match="v1.nii.medcnn-labels.json.mask.npz"):
         drain(load_labeled([tmp_path], record, input_kind="sequence"))
+
+
+def test_cli_resnet3d_with_masks_is_its_evidence_variant(tmp_path, monkeypatch, capsys):
+    """``train --arch resnet3d`` with a mask column: the 3D ResNet's evidence
+    variant at full resolution, the patch stage recorded in the card, and
+    ``explain --method gradcam`` maps the voxels the evidence head reads
+    (how well it learns: ``test_slice_stage.py``)."""
+    from napari_medcnn.cli import main
+    from napari_medcnn.io import load
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    labels, _ = _write(tmp_path / "train", 8, seed=4)
+    out = tmp_path / "r.safetensors"
+    args = ["train", "--labels", str(labels), "--arch", "resnet3d", "--out", str(out)]
+    args += ["--slices", "16", "--size", "32", "32", "--epochs", "2", "--kfold", "0"]
+    args += ["--slice-epochs", "1", "--min-per-class", "2", "--batch-size", "1"]
+    assert main(args) == 0
+    assert "the 3D ResNet learns a per-voxel evidence map" in capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["arch"] == "resnet" and card["arch_kwargs"]["evidence"] is True
+    assert card["input_kind"] == "volume" and card["input_size"][-2:] == [32, 32]
+    stage = card["provenance"]["lesion_masks"]["slice_stage"]
+    assert stage["epochs"] == 1 and stage["lesion_slices"] > 0
+    vol = tmp_path / "train" / "v1.nii"
+    cam = tmp_path / "cam.nii.gz"
+    cmd = ["explain", str(vol), "--model", str(out), "--method", "gradcam"]
+    assert main([*cmd, "--out", str(cam), "--no-metrics"]) == 0
+    assert load(cam)[0].data.shape == load(vol)[0].data.shape
+    # --no-masks: the plain MONAI ResNet
+    out2 = tmp_path / "r2.safetensors"
+    args2 = [*args[:6], str(out2), *args[7:]]
+    assert main([*args2, "--no-masks", "--batch-size", "2"]) == 0
+    card2 = json.loads(out2.with_suffix(".json").read_text())
+    assert "evidence" not in card2["arch_kwargs"]

@@ -112,10 +112,11 @@ def volume_start(
 
 def uses_lesion_masks(arch: str | None, sources: Sequence[dict[str, Any]]) -> bool:
     """Whether a new ``arch`` model learns from painted lesion masks: a
-    sequence model (CNN+RNN, slice pool) and at least one masked volume."""
-    from napari_medcnn.training.transfer import VOLUME_ARCHS
+    sequence model (CNN+RNN, slice pool) or a 3D ResNet, and at least one
+    masked volume."""
+    from napari_medcnn.training.transfer import evidence_kwargs
 
-    if arch is None or VOLUME_ARCHS.get(arch, ("", ""))[1] != "sequence":
+    if evidence_kwargs(arch) is None:
         return False
     return any(src.get("mask") is not None for src in sources)
 
@@ -178,13 +179,13 @@ def train_job(
         if uses_lesion_masks(arch, sources):
             # painted masks: a fresh evidence encoder, slice stage first
             from napari_medcnn.training.transfer import (
-                EVIDENCE_KWARGS,
+                evidence_kwargs,
                 with_lesion_masks,
             )
 
             args.update(
                 encoder_from=None,
-                arch_kwargs=dict(EVIDENCE_KWARGS),
+                arch_kwargs=evidence_kwargs(arch),
                 config=with_lesion_masks(config),
             )
     elif parent is None:  # from scratch: the examples' preprocessing
