@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/volume_models_experiment.py --out /tmp/volexp \\
         [--n-train 40] [--n-test 20] [--shape 90 109 91] [--slices 32] \\
-        [--epochs 20] [--archs cnn_rnn slice_pool resnet3d]
+        [--epochs 20] [--archs cnn_rnn slice_pool resnet3d] [--masks]
 
 Made with :mod:`napari_medcnn.io.lesions`: ``--n-train`` and ``--n-test``
 volumes of the Colin27 head (``--shape`` voxels), half of each with one
@@ -61,6 +61,23 @@ def make_data(
     return sets
 
 
+def with_mask_column(labels: Path) -> Path:
+    """``labels_mask.csv`` beside ``labels``: its rows plus a ``mask``
+    column naming ``masks/<file>`` where the generator wrote one."""
+    import csv
+
+    out = labels.with_name("labels_mask.csv")
+    with labels.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0].keys(), "mask"])
+        w.writeheader()
+        for r in rows:
+            m = labels.parent / "masks" / Path(r["path"]).name
+            w.writerow({**r, "mask": f"masks/{m.name}" if m.is_file() else ""})
+    return out
+
+
 def lesion_table(folder: Path) -> dict[str, dict]:
     """File name -> its lesions.json entry (label, slice_range...)."""
     data = json.loads((folder / "lesions.json").read_text())
@@ -105,7 +122,7 @@ def cam_hit(model: Path, vol: Path, mask: Path, out: Path, tol_mm: float) -> boo
 
     res = cli(
         "explain", str(vol), "--model", str(model), "--method", "gradcam",
-        "--out", str(out), "--overwrite",
+        "--out", str(out), "--overwrite", "--no-metrics",
     )  # fmt: skip
     if res.returncode != 0:
         raise RuntimeError(f"explain failed on {vol.name}:\n{res.stderr[-2000:]}")
@@ -169,6 +186,9 @@ def run(args) -> dict:
     if args.rim:
         lesion["rim"] = args.rim
     sets = make_data(out, args.n_train, args.n_test, args.shape, args.seed, lesion)
+    labels = sets["train"] / "labels.csv"
+    if args.masks:  # the training lesions' masks teach an evidence map
+        labels = with_mask_column(labels)
     results = {}
     for arch in args.archs:
         model = out / "models" / f"{arch}.safetensors"
@@ -177,9 +197,13 @@ def run(args) -> dict:
             extra += ["--freeze-epochs", str(args.freeze_epochs)]
         if args.no_augment:
             extra += ["--no-augment"]
-        summ = train(
-            arch, sets["train"] / "labels.csv", model, args.epochs, args.slices, extra
-        )
+        extra += [
+            "--batch-size",
+            str(args.batch_size),
+            "--patience",
+            str(args.patience),
+        ]
+        summ = train(arch, labels, model, args.epochs, args.slices, extra)
         row = {
             "train_seconds": round(summ["train_seconds"], 1),
             "epochs_run": summ.get("epochs_run"),
@@ -206,6 +230,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--freeze-epochs", type=int, default=0)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument(
+        "--masks",
+        action="store_true",
+        help="train with the lesion masks (cnn_rnn, slice_pool, resnet3d)",
+    )
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--diameter", type=float, nargs=2, default=[4.0, 15.0], metavar="MM"
