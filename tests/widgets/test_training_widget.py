@@ -349,7 +349,8 @@ def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
     """Label images: whole-volume labels plus a lesion painted with the
     brush (*Draw lesion mask*), saved beside the labels and restored; the
     Fine-tune CNN+RNN then learns from the masks (a fresh evidence encoder,
-    the slice stage first) and its card says so."""
+    the slice stage first) and its card says so; so does the 3D ResNet's
+    evidence variant."""
     import json
 
     from napari_medcnn.training.labels.masks import load_mask, mask_path
@@ -405,3 +406,16 @@ def test_painted_lesion_masks_train_an_evidence_cnn_rnn(
     assert card["provenance"]["lesion_masks"]["volumes"] == 5
     assert stage["lesion_slices"] > 0 and stage["best_epoch"] >= 1
     assert card["provenance"]["start"]["start"] != "encoder"  # a fresh encoder
+    # the same masks teach the 3D ResNet's evidence variant
+    monkeypatch.setattr("napari_medcnn.training.slice_stage.MIN_SLICES_PER_EPOCH", 32)
+    box = train.model_box
+    box.arch_combo.setCurrentIndex(box.arch_combo.findData("resnet3d"))
+    assert box.volume_arch() == "resnet3d"
+    out3 = tmp_path / "evidence_resnet3d.safetensors"
+    train.set_output(out3)
+    assert train.start()
+    _wait_idle(qtbot, train)
+    assert not train.summary["cancelled"], train.status.text()
+    card3 = json.loads(out3.with_suffix(".json").read_text())
+    assert card3["arch"] == "resnet" and card3["arch_kwargs"]["evidence"] is True
+    assert card3["provenance"]["lesion_masks"]["slice_stage"]["best_epoch"] >= 1
