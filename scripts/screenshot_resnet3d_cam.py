@@ -78,7 +78,7 @@ def main() -> int:
     truth = load(test / "masks" / name)[0].data > 0
     outline = viewer.add_labels(
         truth.astype(np.uint8), name="true lesion (outline)",
-        scale=layer.scale, translate=layer.translate,
+        scale=layer.scale, translate=layer.translate, units=layer.units,
     )  # fmt: skip
     outline.contour = 1
     viewer.dims.set_point(0, layer.data_to_world([peak[0], 0, 0])[0])
