@@ -42,17 +42,13 @@ def evidence_loss(evidence: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     lesion pixels and the other pixels are averaged separately and the two
     means added: the lesion's few pixels weigh as much as the rest.  NaN
     marks a volume (or pixel) without a known mask, which does not count.
-    Masks are resized to the map by area (a pixel's target is the lesion
-    fraction it covers): in-plane for maps of the same depth, in 3D
-    otherwise.  Zero when nothing is known."""
+    Masks are resized in-plane to the map by area (a pixel's target is the
+    lesion fraction it covers); a 3D map (B, D, H, W) is at the volume's
+    full resolution.  Zero when nothing is known."""
     b, s, h, w = evidence.shape
     m = masks.to(evidence.dtype)
-    if m.shape[-3:] != (s, h, w):
-        if m.shape[-3] == s:
-            flat = m.reshape(b * m.shape[1], 1, *m.shape[-2:])
-            m = F.adaptive_avg_pool2d(flat, (h, w))
-        else:
-            m = F.adaptive_avg_pool3d(m.reshape(b, 1, *m.shape[-3:]), (s, h, w))
+    if m.shape[-2:] != (h, w):
+        m = F.adaptive_avg_pool2d(m.reshape(b * s, 1, *m.shape[-2:]), (h, w))
         m = m.reshape(b, s, h, w)
     known = torch.isfinite(m)
     if not bool(known.any()):

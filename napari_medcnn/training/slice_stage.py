@@ -172,11 +172,10 @@ def slice_bank(
         for z in [*np.flatnonzero(touched), *free]:
             if patch is not None:
                 yx = None
-                if touched[z]:
-                    yx = [  # the lesion's in-plane centre (pixel centres)
-                        np.average(c, weights=m[z][np.nonzero(m[z])]) + 0.5
-                        for c in np.nonzero(m[z])
-                    ]
+                if touched[z]:  # the lesion's in-plane centre (pixel centres)
+                    where = np.nonzero(m[z])
+                    w = m[z][where]
+                    yx = [np.average(c, weights=w) + 0.5 for c in where]
                 crop, mask = _crop(v, m, int(z), yx, patch, rng)
                 xs.append(crop)
                 ms.append(mask)
